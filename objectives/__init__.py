@@ -1,0 +1,34 @@
+"""Training objectives behind one interface (`objectives.base.Objective`), and their registry."""
+
+from __future__ import annotations
+
+from objectives.base import IGNORE, Objective, future_targets, token_loss
+from objectives.ntp import NTP
+from suite import errors
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (NTP,)}
+"""Registry name -> class. Adding an objective is one file and one entry here."""
+
+
+def build(name: str, **options) -> Objective:
+    """An objective by registry name, its options checked against the class signature."""
+    return errors.build("objective", OBJECTIVES, name, options)
+
+
+def from_spec(spec: dict | str | Objective) -> Objective:
+    """An objective from `Objective.spec()` output, a registry or class name, or an instance (returned as is).
+
+    Only registered classes resolve, so a checkpoint cannot name arbitrary code to run."""
+    if isinstance(spec, Objective):
+        return spec
+    if isinstance(spec, str):
+        spec = {"class_path": spec}
+    path = spec.get("class_path", "")
+    for name, cls in OBJECTIVES.items():
+        if path in (name, cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
+            return build(name, **spec.get("init_args", {}))
+    known = ", ".join(f"{cls.__name__} ({name})" for name, cls in OBJECTIVES.items())
+    raise errors.UsageError(f"unknown objective {path!r}; known: {known}")
+
+
+__all__ = ["IGNORE", "NTP", "OBJECTIVES", "Objective", "build", "from_spec", "future_targets", "token_loss"]

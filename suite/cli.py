@@ -1,0 +1,129 @@
+"""The `foresight` command: `fit|validate|test` through LightningCLI, plus foresight's own commands.
+
+Every mistake a user can make ends as one line on stderr (`foresight: error: ...`) and exit status 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+
+USAGE = """usage: foresight COMMAND [options]
+
+commands:
+  fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
+  validate   score a checkpoint on the validation split (--ckpt_path=PATH)
+  test       score a checkpoint on the test split (--ckpt_path=PATH)
+  sizes      parameter counts of every model size
+
+`foresight COMMAND --help` lists a command's options."""
+
+QUIET = (  # Lightning advice that does not apply: the splits are tensors in memory, runs are short on purpose
+    r".*does not have many workers.*",
+    r".*smaller than the logging interval.*",
+    r".*LightningCLI's args parameter is intended.*",
+    r".*`tensorboardX` has been removed.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
+)
+
+
+def _cli_class():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    class ForesightCLI(LightningCLI):
+        @staticmethod
+        def subcommands():
+            return {name: spec for name, spec in LightningCLI.subcommands().items() if name != "predict"}
+
+        def add_arguments_to_parser(self, parser):
+            parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+            # Checkpoints live at a fixed place under the run's root, so `--ckpt_path=last` finds last.ckpt.
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 500})
+            parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
+                                  compute_fn=lambda root: os.path.join(root, "checkpoints"))
+
+    return ForesightCLI
+
+
+def lightning_main(argv: list[str]) -> None:
+    from suite.data import TaskData
+    from suite.module import ObjectiveLM
+
+    _cli_class()(
+        ObjectiveLM, TaskData, args=argv, seed_everything_default=0,
+        trainer_defaults={"default_root_dir": "runs/default", "log_every_n_steps": 10, "gradient_clip_val": 1.0},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
+    )
+
+
+def sizes_main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+    from rich.console import Console
+    from rich.table import Table
+
+    from suite.sizes import size_table
+
+    parser = ArgumentParser(prog="foresight sizes", description="Parameter counts of every model size.",
+                            exit_on_error=False)
+    parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary to count embeddings at")
+    args = parser.parse_args(argv)
+    from suite.errors import check_range
+
+    check_range("vocab_size", args.vocab_size, 1)
+    rows = size_table(args.vocab_size)
+    table = Table(title=f"foresight model sizes at vocabulary {args.vocab_size}")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column == "size" else "right")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    Console(width=max(Console().width, 120)).print(table)
+
+
+COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "sizes": sizes_main}
+
+
+def _explain(message: str) -> str:
+    """An unresolvable objective class, said the way every other unknown name is said: with the known ones."""
+    unknown = re.match(r"--model\.objective: Expected a dot import path string: (\S+)", message)
+    if unknown:
+        from objectives import OBJECTIVES
+
+        known = ", ".join(cls.__name__ for cls in OBJECTIVES.values())
+        return f"unknown objective {unknown.group(1)!r} for --model.objective; known: {known}"
+    return message
+
+
+def fail(message: str) -> None:
+    print(f"foresight: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    if argv[0] not in COMMANDS:
+        fail(f"unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}")
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    # The seed is in every run's config.yaml; saying it on stderr would bury a one-line error after it.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    from jsonargparse import ArgumentError
+
+    from suite.errors import UsageError, one_line
+
+    command = COMMANDS[argv[0]]
+    try:
+        command(argv if command is lightning_main else argv[1:])
+    except (UsageError, ArgumentError) as err:
+        fail(_explain(one_line(err)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`TaskData`: the one LightningDataModule, over any registered task. Every objective sees the same batches:
+dicts of token ids [B, T], the loss mask [B, T] and where each answer starts [B]."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+import tasks
+from suite.errors import check_range
+
+
+class TaskData(L.LightningDataModule):
+    def __init__(self, task: str = "star_graph", options: dict | None = None, batch_size: int = 64,
+                 eval_batch_size: int | None = None, num_workers: int = 0):
+        """
+        Args:
+            task: A registered task family (see `tasks.TASKS`), e.g. star_graph.
+            options: The task's own options, e.g. {degree: 3, path_length: 5}; on the command line also
+                one at a time, --data.options.degree=3.
+            batch_size: Training sequences per step (per device).
+            eval_batch_size: Sequences per validation/test batch; None means batch_size.
+            num_workers: DataLoader worker processes; the splits are tensors in memory, so 0 is usually fastest.
+        """
+        super().__init__()
+        check_range("batch_size", batch_size, 1)
+        check_range("num_workers", num_workers, 0)
+        self.save_hyperparameters()
+        self.task = tasks.build(task, **(options or {}))
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.task.vocab_size
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(self.task.examples(split), batch_size=self.batch_size if train else self.eval_batch_size,
+                          shuffle=train, drop_last=train, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,58 @@
+"""Mistakes a user can make: one exception type, the checks that raise it, and option parsing against a signature.
+The CLI prints a UsageError as a single line and exits non-zero."""
+
+from __future__ import annotations
+
+import re
+
+
+class UsageError(ValueError):
+    """A bad value from the user: the message names the value and what is allowed."""
+
+
+def check_choice(what: str, value, allowed) -> None:
+    """Raise a UsageError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise UsageError(f"unknown {what} {value!r}; known: {', '.join(map(str, allowed))}")
+
+
+def check_range(what: str, value, low=None, high=None) -> None:
+    """Raise a UsageError unless low <= value <= high (either bound may be None)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+        raise UsageError(f"{what}={value!r} is out of range; allowed: {bounds}")
+
+
+NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes: .*|Errors:|Given value type: .*|"
+                   r"Given value: NestedArg.*|Expected a path but .* either not accessible or invalid|"
+                   r"Expected a NoneType)$")
+
+
+def one_line(message, key_prefix: str = "--") -> str:
+    """A parser message (jsonargparse's nested union errors span many lines) folded into one readable line, its
+    keys written as options (`key_prefix` + key)."""
+    message = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", str(message))
+    message = re.sub(r'Parser key "([\w.]+)":', key_prefix + r"\1:", message)
+    lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
+    kept = [line for line in lines if line and not NOISE.match(line)]
+    return " ".join(kept).replace(": :", ":").replace("Expected a int", "Expected an int")
+
+
+def parse_options(what: str, cls: type, options: dict) -> dict:
+    """`options` checked and typed against `cls.__init__`'s signature (strings from the command line such as
+    '3' become ints); an unknown key or a wrong type is a UsageError that names it."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, fail_untyped=False)
+    try:
+        return parser.parse_object(dict(options)).as_dict()
+    except Exception as err:  # jsonargparse raises its ArgumentError; the message is what the user needs
+        raise UsageError(f"{what}: {one_line(err, key_prefix='')}") from None
+
+
+def build(kind: str, registry: dict[str, type], name: str, options: dict | None = None):
+    """Instantiate registry[name] with `options`, every mistake a one-line UsageError."""
+    check_choice(kind, name, registry)
+    cls = registry[name]
+    return cls(**parse_options(f"{kind} {name}", cls, options or {}))

@@ -1,0 +1,175 @@
+"""A Llama-style decoder trunk: embeddings, blocks (RMSNorm, RoPE, SwiGLU, causal SDPA), final norm and a shared
+unembedding. It returns hidden states and never a loss: objectives own their losses and extra heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.sizes import ModelConfig
+
+
+class KVCache:
+    """Preallocated keys and values of `n_layer` attention layers for incremental decoding.
+
+    Positions [0, length) are filled. `crop(n)` rolls the cache back to n positions (speculative decoding discards
+    rejected drafts that way); the stale entries beyond are simply overwritten later."""
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_len: int,
+                 device=None, dtype=torch.float32):
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, H, T, hd] at positions [length, length + T); return all keys and values up to there."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def crop(self, length: int) -> None:
+        assert 0 <= length <= self.length, (length, self.length)
+        self.length = length
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    # The half-split rotation convention of Hugging Face's Llama, so exported q/k weights need no permutation.
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        # q, k and v in one matmul: one kernel launch instead of three.
+        self.qkv = nn.Linear(config.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.proj = nn.Linear(self.n_head * self.head_dim, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        cos, sin = (t.to(q.dtype) for t in rope)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        offset = 0
+        if cache is not None:
+            offset = cache.length
+            k, v = cache.write(layer, k, v)
+        gqa = self.n_kv_head != self.n_head
+        if offset == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
+        elif T == 1:  # one new query sees every cached position
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        else:  # several new queries after a cached prefix: causal, aligned to the end of the keys
+            mask = torch.ones(T, offset + T, dtype=torch.bool, device=x.device).tril(offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        # gate and up projections fused into one matmul.
+        self.gate_up = nn.Linear(config.d_model, 2 * config.ffn_dim, bias=False)
+        self.down = nn.Linear(config.ffn_dim, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, cache, layer)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Trunk(nn.Module):
+    """`Trunk(input_ids) -> hidden [B, T, D]` before the final norm; `logits(hidden) -> [B, T, V]`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.final_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.unembed = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # The rotary cos/sin tables are a cache, not state: kept out of the buffers so that dtype casts, DDP's
+        # buffer sync and checkpoints never touch them; `rope` rebuilds them in fp32 on the weights' device.
+        self._rope_table = (torch.empty(0, config.head_dim), torch.empty(0, config.head_dim))
+        self.apply(self.init_weights)
+        if config.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+
+    def init_weights(self, module: nn.Module) -> None:
+        """Normal init; projections that write into the residual stream are scaled down by depth (GPT-2)."""
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        for proj in (getattr(module, "proj", None), getattr(module, "down", None)):
+            if isinstance(proj, nn.Linear):
+                nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.config.n_layer))
+
+    def make_block(self) -> Block:
+        """A fresh block of the trunk's kind and init, for objectives that build heads."""
+        block = Block(self.config).to(device=self.embed.weight.device, dtype=self.embed.weight.dtype)
+        block.apply(self.init_weights)
+        return block
+
+    def rope(self, offset: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [length, head_dim] of positions offset .. offset + length - 1."""
+        end = offset + length
+        cos, sin = self._rope_table
+        device = self.embed.weight.device
+        if end > cos.shape[0] or cos.device != device:  # grow geometrically: a cache, not a limit
+            c = self.config
+            inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, device=device).float() / c.head_dim)
+            positions = torch.arange(max(end, 2 * cos.shape[0], 256), device=device).float()
+            freqs = torch.outer(positions, inv_freq)
+            angles = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = self._rope_table = (angles.cos(), angles.sin())
+        return cos[offset:end], sin[offset:end]
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, batch, c.kv_heads, c.head_dim, max_len,
+                       device=self.embed.weight.device, dtype=self.embed.weight.dtype)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        offset = cache.length if cache is not None else 0
+        rope = self.rope(offset, input_ids.shape[1])
+        x = self.embed(input_ids)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, cache, layer)
+        if cache is not None:
+            cache.length = offset + input_ids.shape[1]
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.unembed(self.final_norm(hidden))

@@ -1,0 +1,130 @@
+"""`ObjectiveLM`: the one LightningModule for every objective. The trunk makes hidden states, the objective turns
+them into a loss; this module owns the optimizer, the schedule, logging and the counters that overhead reports
+read (tokens seen, FLOPs per batch)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import measure_flops
+from lightning.pytorch.callbacks import ThroughputMonitor
+
+from objectives import NTP, Objective, from_spec
+from suite.decoding import greedy
+from suite.errors import check_range
+from suite.model import Trunk
+from suite.sizes import ModelConfig, resolve
+
+
+def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple[int, int]) -> int:
+    """FLOPs of one training step (forward and backward) on a batch of token ids of `batch_shape`, counted by
+    torch's FLOP counter on a meta-device replica (no memory, no compute)."""
+    with torch.device("meta"):
+        trunk = Trunk(config)
+        replica = from_spec(objective.spec())
+        replica.attach(trunk)
+        tokens = torch.zeros(batch_shape, dtype=torch.long)
+    return measure_flops(trunk, lambda: replica.loss(trunk, trunk(tokens), tokens)[0], loss_fn=lambda loss: loss)
+
+
+class ObjectiveLM(L.LightningModule):
+    def __init__(self, size: str | ModelConfig = "nano", objective: Objective | None = None,
+                 vocab_size: int | None = None, lr: float = 1e-3, weight_decay: float = 0.1,
+                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1):
+        """
+        Args:
+            size: A name from `suite.sizes.SIZES` (nano, micro, tiny, small, base, large, 1b) or a full model config.
+            objective: The training objective, e.g. NTP (the default when None).
+            vocab_size: Vocabulary size; the CLI sets it from the data's tokenizer.
+            lr: Peak AdamW learning rate.
+            weight_decay: AdamW weight decay on matrices (norm gains are not decayed).
+            betas: AdamW betas.
+            warmup_steps: Linear warmup steps before the cosine decay.
+            min_lr_ratio: The cosine decays to lr * min_lr_ratio at the last step.
+        """
+        super().__init__()
+        check_range("lr", lr, 0.0)
+        check_range("weight_decay", weight_decay, 0.0)
+        check_range("warmup_steps", warmup_steps, 0)
+        check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+        self.config = resolve(size, **({"vocab_size": vocab_size} if vocab_size else {}))
+        self.trunk = Trunk(self.config)
+        self.objective = NTP() if objective is None else from_spec(objective)
+        self.objective.attach(self.trunk)
+        # What a checkpoint needs to rebuild this module without the SIZES table or the CLI: the resolved config
+        # and the objective's spec, never the objective module itself.
+        self.save_hyperparameters({
+            "size": dataclasses.asdict(self.config), "objective": self.objective.spec(),
+            "vocab_size": self.config.vocab_size, "lr": lr, "weight_decay": weight_decay, "betas": tuple(betas),
+            "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
+        })
+        self.tokens_seen = 0
+        self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
+
+    def configure_callbacks(self):
+        return [ThroughputMonitor(batch_size_fn=lambda batch: batch["tokens"].shape[0],
+                                  length_fn=lambda batch: batch["tokens"].numel(), window_size=10)]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=hp.betas,
+                                      fused=self.device.type in ("cpu", "cuda") or None)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = min(hp.warmup_steps, total - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup,
+                                                            eta_min=hp.lr * hp.min_lr_ratio)
+        schedule = cosine if warmup == 0 else torch.optim.lr_scheduler.SequentialLR(
+            optimizer, [torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, total_iters=warmup), cosine],
+            milestones=[warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [B, T, V]: every checkpoint is a plain causal LM."""
+        return self.trunk.logits(self.trunk(input_ids))
+
+    def generate(self, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        return greedy(self.trunk, prompt_ids, max_new_tokens)
+
+    def _loss(self, batch: dict[str, torch.Tensor]):
+        tokens = batch["tokens"]
+        return self.objective.loss(self.trunk, self.trunk(tokens), tokens, batch.get("loss_mask"))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.flops_per_batch is None:
+            self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape))
+
+    def training_step(self, batch, batch_idx):
+        loss, metrics = self._loss(batch)
+        self.tokens_seen += batch["tokens"].numel() * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()})
+        self.log("train/tokens_seen", float(self.tokens_seen))
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        loss, metrics = self._loss(batch)
+        size = batch["tokens"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True)
+        task = getattr(self._trainer.datamodule, "task", None) if self._trainer else None
+        if task is not None:
+            for name, scores in task.evaluate(self.generate, batch).items():
+                self.log(f"{stage}/{task.name}/{name}", scores.mean(), prog_bar=name == task.primary,
+                         batch_size=size, sync_dist=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint):
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)

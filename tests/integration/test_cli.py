@@ -1,0 +1,82 @@
+"""The `foresight` command end to end, in subprocesses, as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+CONFIGS = sorted((Path(__file__).parents[2] / "suite" / "configs").glob("*.yaml"))
+SMALL_DATA = ["--data.options.num_train=2000", "--data.options.num_val=64", "--data.options.num_test=64"]
+
+
+def foresight(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_fit_writes_a_checkpoint_and_resumes_from_last(tmp_path):
+    root = tmp_path / "run"
+    common = ["--model.size=nano", "--model.objective=NTP", "--data.task=star_graph", *SMALL_DATA,
+              f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"]
+    first = foresight("fit", *common, "--trainer.max_steps=30", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    last = root / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == 30
+    assert checkpoint["tokens_seen"] == 30 * 64 * 26  # batch 64, 26 tokens per degree-2 length-4 graph
+    assert checkpoint["hyper_parameters"]["objective"] == {"class_path": "objectives.ntp.NTP", "init_args": {}}
+    assert checkpoint["hyper_parameters"]["size"]["name"] == "nano"
+    assert checkpoint["datamodule_hyper_parameters"]["task"] == "star_graph"
+
+    second = foresight("fit", *common, "--trainer.max_steps=45", "--ckpt_path=last", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "Restored all states" in second.stderr + second.stdout
+    resumed = torch.load(last, weights_only=False)
+    assert resumed["global_step"] == 45 and resumed["tokens_seen"] == 45 * 64 * 26
+    assert not torch.equal(resumed["state_dict"]["trunk.embed.weight"], checkpoint["state_dict"]["trunk.embed.weight"])
+    logs = list(root.glob("lightning_logs/version_*/config.yaml"))
+    assert len(logs) == 2  # each run keeps its resolved config
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_parse(config, tmp_path):
+    result = foresight("fit", "--config", str(config), "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "star_graph" in result.stdout and "class_path: objectives.NTP" in result.stdout
+
+
+BAD = [
+    (["fit", "--model.size=giant"], "unknown size 'giant'; known: nano, micro, tiny, small, base, large, 1b"),
+    (["fit", "--model.objective=Teacherless"], "unknown objective 'Teacherless' for --model.objective; known: NTP"),
+    (["fit", "--data.task=chess"], "unknown task 'chess'; known: star_graph"),
+    (["fit", "--data.options.degree=1"], "star_graph degree=1 is out of range; allowed: >= 2"),
+    (["fit", "--data.options.path_length=1"], "star_graph path_length=1 is out of range; allowed: >= 2"),
+    (["fit", "--data.options.num_nodes=4"], "star_graph num_nodes=4 is too small for degree=2, path_length=4"),
+    (["fit", "--data.options.degree=two"], "degree: Expected an int. Got value: two"),
+    (["fit", "--model.lr=-0.1"], "lr=-0.1 is out of range; allowed: >= 0.0"),
+    (["fit", "--config", "missing.yaml"], "missing.yaml"),
+    (["train"], "unknown command 'train'; known: fit, validate, test, sizes"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    keep = tmp_path / "keep.txt"
+    keep.write_text("results already written")
+    result = foresight(*args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("foresight: error: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert keep.read_text() == "results already written" and sorted(tmp_path.iterdir()) == [keep]
+
+
+def test_sizes_command_prints_every_size(tmp_path):
+    result = foresight("sizes", "--vocab_size=26", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("nano", "micro", "tiny", "small", "base", "large", "1b"):
+        assert f" {name} " in result.stdout
+    assert "108,480" in result.stdout  # nano at vocabulary 26: 1,664 embedding + 106,816 block parameters

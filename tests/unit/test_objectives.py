@@ -1,0 +1,99 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import objectives
+from objectives import IGNORE, NTP, OBJECTIVES, future_targets, token_loss
+from suite.errors import UsageError
+from suite.model import Trunk
+
+TOKENS = torch.tensor([[5, 3, 8, 1, 9, 2]])
+X = IGNORE
+
+
+def test_future_targets_by_hand():
+    assert future_targets(TOKENS, 1).tolist() == [[3, 8, 1, 9, 2, X]]
+    assert future_targets(TOKENS, 2).tolist() == [[8, 1, 9, 2, X, X]]
+    assert future_targets(TOKENS, 5).tolist() == [[2, X, X, X, X, X]]
+    assert future_targets(TOKENS, 6).tolist() == [[X, X, X, X, X, X]]
+
+
+def test_future_targets_respect_the_mask_of_the_target_token():
+    mask = torch.tensor([[False, False, False, True, True, True]])  # only 1, 9, 2 are targets
+    assert future_targets(TOKENS, 1, mask).tolist() == [[X, X, 1, 9, 2, X]]
+    assert future_targets(TOKENS, 2, mask).tolist() == [[X, 1, 9, 2, X, X]]
+
+
+def test_token_loss_is_cross_entropy_over_valid_targets():
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0]]])
+    targets = torch.tensor([[0, X, 2]])
+    loss, accuracy = token_loss(logits, targets)
+    by_hand = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1)))
+               - math.log(math.exp(1) / (1 + math.exp(3) + math.exp(1)))) / 2
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    assert accuracy.item() == 0.5  # position 0 right (argmax 0), position 2 wrong (argmax 1)
+
+
+def test_token_loss_without_targets_is_zero_not_nan():
+    logits = torch.randn(1, 3, 4, requires_grad=True)
+    loss, accuracy = token_loss(logits, torch.full((1, 3), X))
+    loss.backward()
+    assert loss.item() == 0.0 and accuracy.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+class Identity:
+    """A stand-in trunk whose `logits` returns the hidden states: lets a test hand-build the logits."""
+
+    def logits(self, hidden):
+        return hidden
+
+
+def test_ntp_loss_equals_cross_entropy_on_hand_built_logits():
+    logits = torch.randn(1, 6, 10)
+    mask = torch.tensor([[True, True, False, True, True, True]])
+    loss, metrics = NTP().loss(Identity(), logits, TOKENS, mask)
+    # predictions at t = 0, 2, 3, 4 (the token at t + 1 is a target); t = 1 predicts the unmasked 8; t = 5 has none
+    expected = F.cross_entropy(logits[0, [0, 2, 3, 4]], torch.tensor([3, 1, 9, 2]))
+    torch.testing.assert_close(loss, expected)
+    assert metrics["loss/head_1"] == loss
+    assert set(metrics) == {"loss/head_1", "acc/head_1"}
+
+
+def test_ntp_loss_through_a_real_trunk(tiny_config):
+    trunk = Trunk(tiny_config)
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 7))
+    hidden = trunk(tokens)
+    loss, _ = NTP().loss(trunk, hidden, tokens)
+    logits = trunk.logits(hidden)
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, tiny_config.vocab_size), tokens[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_ntp_draft_is_the_next_token_logits(tiny_config):
+    trunk = Trunk(tiny_config)
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 5))
+    drafts = NTP().draft_logits(trunk, tokens)
+    assert drafts.shape == (2, 5, 1, tiny_config.vocab_size)
+    torch.testing.assert_close(drafts[:, :, 0], trunk.logits(trunk(tokens)))
+
+
+def test_registry_builds_by_name_and_rebuilds_from_spec():
+    assert OBJECTIVES["ntp"] is NTP
+    assert isinstance(objectives.build("ntp"), NTP)
+    spec = NTP().spec()
+    assert spec == {"class_path": "objectives.ntp.NTP", "init_args": {}}
+    for ref in (spec, "ntp", "NTP", "objectives.ntp.NTP"):
+        assert isinstance(objectives.from_spec(ref), NTP)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: objectives.build("mtp9"), "unknown objective 'mtp9'; known: ntp"),
+    (lambda: objectives.build("ntp", n=2), "objective ntp: Option 'n' is not accepted"),
+    (lambda: objectives.from_spec({"class_path": "os.system"}), "unknown objective 'os.system'; known: NTP"),
+])
+def test_registry_errors_name_the_value(call, message):
+    with pytest.raises(UsageError, match=message):
+        call()

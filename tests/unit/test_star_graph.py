@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+
+import tasks
+from suite.errors import UsageError
+from tasks import StarGraph
+
+SMALL = dict(degree=3, path_length=4, num_nodes=15, num_train=3000, num_val=100, num_test=200, seed=7)
+
+
+def parse(task: StarGraph, row: torch.Tensor):
+    """(edges, source, goal, answer path) from a token row, by the text format alone."""
+    text = task.decode(row).split()
+    prompt, answer = " ".join(text).split(" = ")
+    edge_text, query = prompt.split(" / ")
+    edges = [tuple(map(int, e.split())) for e in edge_text.split(" | ")]
+    source, goal = map(int, query.split())
+    path = answer.split()
+    assert path[-1] == "<eos>"
+    return edges, source, goal, [int(n) for n in path[:-1]]
+
+
+@pytest.fixture(scope="module")
+def task() -> StarGraph:
+    return StarGraph(**SMALL)
+
+
+def test_graphs_are_stars_with_a_unique_path(task):
+    for row in task.examples("test").tokens[:200]:
+        edges, source, goal, path = parse(task, row)
+        assert len(edges) == task.degree * (task.path_length - 1)
+        successors: dict[int, list[int]] = {}
+        for u, v in edges:
+            successors.setdefault(u, []).append(v)
+        assert len(successors[source]) == task.degree  # degree arms leave the source
+        assert all(len(vs) == 1 for u, vs in successors.items() if u != source)  # then chains
+        assert path[0] == source and path[-1] == goal and len(path) == task.path_length
+        assert all((u, v) in edges for u, v in zip(path, path[1:]))  # the answer follows edges
+        # uniqueness: walking each arm from the source, exactly one reaches the goal
+        reach = 0
+        for first in successors[source]:
+            node, arm = first, [first]
+            while node in successors:
+                node = successors[node][0]
+                arm.append(node)
+            reach += goal in arm
+        assert reach == 1
+        assert len({u for e in edges for u in e}) == 1 + len(edges)  # all labels distinct
+
+
+def test_splits_are_deterministic_by_seed():
+    a, b = StarGraph(**SMALL), StarGraph(**SMALL)
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.examples(split).tokens, b.examples(split).tokens)
+    c = StarGraph(**{**SMALL, "seed": 8})
+    assert not torch.equal(a.examples("test").tokens, c.examples("test").tokens)
+
+
+def graph_key(task, row):
+    edges, source, goal, _ = parse(task, row)
+    return source, goal, frozenset(edges)
+
+
+def test_no_test_or_val_graph_is_in_train_and_held_out_graphs_are_distinct(task):
+    train = {graph_key(task, row) for row in task.examples("train").tokens}
+    val = [graph_key(task, row) for row in task.examples("val").tokens]
+    test = [graph_key(task, row) for row in task.examples("test").tokens]
+    assert len(set(test)) == len(test) and len(set(val)) == len(val)
+    assert not set(test) & train and not set(val) & train and not set(test) & set(val)
+
+
+def test_sizes_and_layout(task):
+    train = task.examples("train")
+    assert len(train) == 3000 and len(task.examples("val")) == 100 and len(task.examples("test")) == 200
+    edges = 3 * 3
+    assert task.prompt_len == 3 * edges + 3 and train.tokens.shape[1] == task.prompt_len + task.path_length + 1
+    assert (train.prompt_len == task.prompt_len).all()
+
+
+def test_loss_mask_covers_the_answer_only_unless_asked():
+    answer = StarGraph(**SMALL).examples("val")
+    expected = torch.zeros(answer.tokens.shape[1], dtype=torch.bool)
+    expected[StarGraph(**SMALL).prompt_len:] = True
+    assert (answer.loss_mask == expected).all()
+    assert StarGraph(**{**SMALL, "loss_on": "all"}).examples("val").loss_mask.all()
+
+
+def test_tokenizer_round_trips_the_text_form(task):
+    row = task.examples("val").tokens[0]
+    assert task.tokenizer.encode(task.decode(row)).ids == row.tolist()
+    assert task.vocab_size == 6 + 15
+
+
+def test_evaluate_scores_oracle_and_wrong_answers(task):
+    batch = {"tokens": task.examples("test").tokens[:50]}
+    P = task.prompt_len
+
+    def oracle(prompts, n):
+        return batch["tokens"][:, P: P + n]
+
+    def wrong_arm(prompts, n):
+        answer = oracle(prompts, n).clone()
+        answer[:, 1] = answer[:, 0]  # the first step is the one that needs planning
+        return answer
+
+    scores = task.evaluate(oracle, batch)
+    assert scores["path_acc"].tolist() == [1.0] * 50 and scores["arm_acc"].tolist() == [1.0] * 50
+    scores = task.evaluate(wrong_arm, batch)
+    assert scores["path_acc"].sum() == 0 and scores["arm_acc"].sum() == 0
+    assert scores["random_arm_acc"][0].item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(degree=1), "star_graph degree=1 is out of range; allowed: >= 2"),
+    (dict(path_length=1), "star_graph path_length=1 is out of range; allowed: >= 2"),
+    (dict(num_nodes=6), r"num_nodes=6 is too small for degree=2, path_length=4; allowed: >= .* = 7"),
+    (dict(num_nodes=7, degree=2, path_length=4, num_val=2000, num_test=2000), "allow 5040 distinct graphs"),
+    (dict(num_test=0), "star_graph num_test=0 is out of range"),
+    (dict(loss_on="prompt"), "loss_on"),
+    (dict(colour="red"), "Option 'colour' is not accepted"),
+])
+def test_bad_options_are_one_line_usage_errors(options, message):
+    with pytest.raises(UsageError, match=message) as err:
+        tasks.build("star_graph", **options)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(UsageError, match="unknown task 'chess'; known: star_graph"):
+        tasks.build("chess")
+
+
+def test_smallest_graph_space_still_generates():
+    # degree 2, path 2, 4 labels: 4 * 3 * 2 / 1! = 24 distinct graphs; 6 held out, train draws only the rest
+    task = StarGraph(degree=2, path_length=2, num_nodes=4, num_train=50, num_val=3, num_test=3)
+    held = {graph_key(task, r) for s in ("val", "test") for r in task.examples(s).tokens}
+    assert len(held) == 6
+    assert not held & {graph_key(task, r) for r in task.examples("train").tokens}
+    assert np.unique(task.examples("train").tokens.numpy(), axis=0).shape[0] > 6
