@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from objectives.base import IGNORE, Objective, future_targets, token_loss
+from objectives.base import IGNORE, Head, Objective, future_targets, head_losses, linear_cross_entropy, token_loss
+from objectives.causal_mtp import CausalMTP
+from objectives.fsp_bow import FSPBoW
+from objectives.fsp_revlm import FSPRevLM
 from objectives.ntp import NTP
+from objectives.parallel_mtp import ParallelMTP
+from objectives.sequential_mtp import SequentialMTP
 from suite import errors
 
-OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (NTP,)}
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM)}
 """Registry name -> class. Adding an objective is one file and one entry here."""
 
 
@@ -31,4 +37,6 @@ def from_spec(spec: dict | str | Objective) -> Objective:
     raise errors.UsageError(f"unknown objective {path!r}; known: {known}")
 
 
-__all__ = ["IGNORE", "NTP", "OBJECTIVES", "Objective", "build", "from_spec", "future_targets", "token_loss"]
+__all__ = ["IGNORE", "NTP", "OBJECTIVES", "CausalMTP", "FSPBoW", "FSPRevLM", "Head", "Objective", "ParallelMTP",
+           "SequentialMTP", "build", "from_spec", "future_targets", "head_losses", "linear_cross_entropy",
+           "token_loss"]

@@ -1,16 +1,25 @@
-"""The objective interface and the pieces every objective shares: shifted targets and the token loss."""
+"""The objective interface and what every objective shares: shifted targets, the token loss, and `head_losses`, which
+runs an objective's prediction heads so that only one head's logits and activations are alive at a time."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.errors import UsageError
+
 IGNORE = -100
 """Target value that contributes nothing to a loss (F.cross_entropy's ignore_index)."""
+
+Metrics = dict[str, torch.Tensor]
 
 
 def future_targets(tokens: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -27,7 +36,7 @@ def future_targets(tokens: torch.Tensor, k: int, mask: torch.Tensor | None = Non
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy over the targets that are not IGNORE, and top-1 accuracy on them.
+    """Mean cross-entropy over the targets that are not IGNORE, and top-1 accuracy on them, from full logits.
 
     A batch with no targets gives loss 0 (still attached to the graph) rather than NaN."""
     flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
@@ -39,25 +48,317 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return loss, accuracy
 
 
+CHUNK_LOGITS = 2 ** 24
+"""Logits per chunk in `fused_linear_loss` (64 MiB in fp32): 512 positions at a 32k vocabulary."""
+
+ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple[torch.Tensor, torch.Tensor]]
+"""chunk_loss(logits [rows, V], rows slice, gradient) -> (loss per position [rows], a metric summed over the chunk);
+when `gradient` is True it also overwrites `logits` with d(loss per position) / d(logits)."""
+
+
+def fused_linear_loss(x: torch.Tensor, weight: torch.Tensor, chunk_loss: ChunkLoss, valid: torch.Tensor,
+                      scale: float = 1.0, chunk_logits: int = CHUNK_LOGITS) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scale` times the mean over `valid` positions of a loss of the logits x @ weight.T, and a metric's mean,
+    without ever holding more than `chunk_logits` logits.
+
+    Positions go through in chunks; with a gradient wanted, each chunk's loss gradient is taken in the forward pass
+    and folded straight into the gradients of x and weight (the weight's in place), so logits and their gradient
+    die with the chunk: the fused linear cross-entropy of Liger-Kernel and Cut Cross-Entropy, in plain PyTorch,
+    for any loss of the logits. The backward pass only scales the stored gradients. Inside `head_losses`'s headwise
+    pass the weight's gradient goes straight into the pass's accumulator (there, a head's loss is seeded with 1).
+    x: [N, D] (already normed), weight: [V, D], valid: [N] bool."""
+    rows = max(1, chunk_logits // weight.shape[0])
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        sink = _SINK.get()
+        into = sink.buffer(weight) if sink is not None and weight.requires_grad else None
+        return _FusedLinearLoss.apply(x, weight, chunk_loss, valid, rows, scale, into)
+    return _fused_forward(x, weight, chunk_loss, valid, rows, scale, None, None)
+
+
+def _fused_forward(x, weight, chunk_loss, valid, rows, scale, grad_x, grad_w):
+    """The chunk loop; it fills grad_x and adds to grad_w (for `scale` times the mean) when they are given."""
+    dtype = torch.promote_types(x.dtype, torch.float32)  # fp32 at least: softmax in bf16 loses too much
+    count = valid.sum().clamp(min=1)
+    per_position_scale = scale * valid.to(dtype) / count  # d(loss) / d(each position's loss)
+    total, metric = x.new_zeros((), dtype=dtype), x.new_zeros((), dtype=dtype)
+    for start in range(0, x.shape[0], rows):
+        rows_here = slice(start, start + rows)
+        logits = (x[rows_here] @ weight.T).to(dtype)
+        per_position, chunk_metric = chunk_loss(logits, rows_here, grad_x is not None)
+        total += (per_position * valid[rows_here]).sum()
+        metric += chunk_metric
+        if grad_x is not None:
+            logits.mul_(per_position_scale[rows_here, None])  # now d(loss) / d(logits)
+            grad_x[rows_here] = logits.to(x.dtype) @ weight
+            grad_w.addmm_(logits.T.to(grad_w.dtype), x[rows_here].to(grad_w.dtype))
+        del logits, per_position  # before the next chunk's logits exist, not after
+    mean = total / count
+    return scale * mean, mean.detach(), metric / count
+
+
+class _FusedLinearLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, chunk_loss, valid, rows, scale, into):
+        grad_x = torch.empty_like(x)
+        grad_w = into if into is not None else torch.zeros_like(weight)
+        loss, mean, metric = _fused_forward(x, weight, chunk_loss, valid, rows, scale, grad_x, grad_w)
+        ctx.save_for_backward(grad_x, None if into is not None else grad_w)
+        ctx.mark_non_differentiable(mean, metric)
+        return loss, mean, metric
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_mean, grad_metric):
+        grad_x, grad_w = ctx.saved_tensors  # used once: scaled in place rather than copied (V x D for the weight)
+        if grad_w is None:  # the weight's gradient already went into head_losses's accumulator, for a seed of 1
+            torch._assert_async(grad_loss == 1, "a fused loss inside head_losses must be a head's loss as it is")
+        else:
+            grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype))
+        return grad_x.mul_(grad_loss.to(grad_x.dtype)), grad_w, None, None, None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
+                         chunk_logits: int = CHUNK_LOGITS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`scale` times `token_loss`'s mean cross-entropy of the logits x @ weight.T, the unscaled mean (detached) and
+    top-1 accuracy, computed by `fused_linear_loss`. x: [..., D], weight: [V, D], targets: [...] with IGNORE."""
+    x, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
+    valid = targets != IGNORE
+    safe = targets.clamp(min=0)
+
+    def cross_entropy(logits: torch.Tensor, rows: slice, gradient: bool):
+        chosen, right = safe[rows], valid[rows]
+        picked = logits.gather(1, chosen[:, None]).squeeze(1)
+        correct = ((logits.argmax(-1) == chosen) & right).sum()
+        peak = logits.max(dim=-1, keepdim=True).values
+        total = logits.sub_(peak).exp_().sum(dim=-1)  # in the logits' memory: no second chunk-sized tensor
+        per_position = total.log() + peak.squeeze(1) - picked  # log-sum-exp minus the target's logit
+        if gradient:  # softmax minus the one-hot target
+            logits.div_(total[:, None])[torch.arange(len(chosen), device=chosen.device), chosen] -= 1.0
+        return per_position, correct
+
+    return fused_linear_loss(x, weight, cross_entropy, valid, scale, chunk_logits)
+
+
+def embed(trunk, ids: torch.Tensor) -> torch.Tensor:
+    """`trunk.embed(ids)` for heads that read token embeddings (DeepSeek-style modules). Inside a headwise pass the
+    embedding's gradient is added in place to the pass's accumulator instead of arriving as a dense V x D tensor."""
+    sink = _SINK.get()
+    into = sink.buffer(trunk.embed.weight) if sink is not None and trunk.embed.weight.requires_grad else None
+    if into is None or not torch.is_grad_enabled():
+        return trunk.embed(ids)
+    return _EmbeddingInto.apply(ids, trunk.embed.weight, into)
+
+
+class _EmbeddingInto(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ids, weight, into):
+        ctx.save_for_backward(ids)
+        ctx.into = into
+        return F.embedding(ids, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        ctx.into.index_add_(0, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).to(ctx.into.dtype))
+        return None, None, None
+
+
+def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1."""
+    rope = trunk.rope(0, x.shape[1])
+    for block in blocks:
+        x = block(x, rope)
+    return x
+
+
+@dataclass
+class Head:
+    """One prediction head for `head_losses`.
+
+    `step(hidden, previous)` maps the trunk output and the previous head's state to this head's state [B, T, D];
+    None means the state is the trunk output itself (the next-token head). `loss(state)` returns this head's
+    weighted contribution to the total loss and its metrics."""
+
+    loss: Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
+def token_head(trunk, targets: torch.Tensor, weight: float, label: str,
+               step: Callable | None = None) -> Head:
+    """A head that predicts `targets` through the trunk's shared final norm and unembedding; metrics are the
+    unweighted `loss/{label}` and `acc/{label}`."""
+
+    def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        value, mean, accuracy = linear_cross_entropy(trunk.final_norm(state), trunk.unembed.weight, targets, weight)
+        return value, {f"loss/{label}": mean, f"acc/{label}": accuracy}
+
+    return Head(loss, step)
+
+
+_ALL_AT_ONCE: ContextVar[bool] = ContextVar("all_heads_at_once", default=False)
+
+
+class _Accumulators:
+    """The gradients a headwise pass collects, by parameter; fused losses add into them in place."""
+
+    def __init__(self, inputs: list[torch.Tensor]):
+        self.grads: list[torch.Tensor | None] = [None] * len(inputs)
+        self.slot = {id(t): i for i, t in enumerate(inputs)}
+
+    def buffer(self, param: torch.Tensor) -> torch.Tensor | None:
+        i = self.slot.get(id(param))
+        if i is None:
+            return None
+        if self.grads[i] is None:
+            self.grads[i] = torch.zeros_like(param)
+        return self.grads[i]
+
+    def add(self, i: int, grad: torch.Tensor | None) -> None:
+        if grad is not None:  # in place: a second copy of the unembedding's gradient would be V x D more memory
+            if self.grads[i] is None:
+                self.grads[i] = grad
+            else:
+                self.grads[i] += grad
+
+
+_SINK: ContextVar[_Accumulators | None] = ContextVar("headwise_accumulators", default=None)
+
+
+@contextmanager
+def all_heads_at_once():
+    """Within this block `head_losses` builds the plain graph whatever `headwise` says: what torch's FLOP counter
+    needs (its module hooks cannot run inside the per-head backward calls), and the reference memory figures use."""
+    token = _ALL_AT_ONCE.set(True)
+    try:
+        yield
+    finally:
+        _ALL_AT_ONCE.reset(token)
+
+
+def head_losses(hidden: torch.Tensor, heads: list[Head], params: list[torch.Tensor], chained: bool = False,
+                headwise: bool = True) -> tuple[torch.Tensor, Metrics]:
+    """The sum of the heads' losses over the trunk output `hidden`, and their metrics.
+
+    chained: head k's `step` reads head k-1's state (causal MTP, DeepSeek-style modules); otherwise it ignores it.
+    headwise: run each head's forward and backward one after another inside the forward pass (Gloeckle et al.'s
+    sequential backward), so that only one head's logits and activations are ever alive; their gradients wait in
+    an autograd node until the real backward, where they flow into `hidden` and `params` like any others. That
+    keeps Lightning's automatic optimization, gradient accumulation, AMP scaling and DDP's gradient hooks as they
+    are. Parallel heads cost no extra compute; chained heads recompute each head's forward once, because a head's
+    gradient needs the heads after it. `params` must hold every trainable tensor the heads use besides `hidden`.
+    headwise=False is the plain all-heads-at-once graph, the reference the tests and `foresight bench memory`
+    compare against."""
+    if not headwise or _ALL_AT_ONCE.get() or not (torch.is_grad_enabled() and hidden.requires_grad):
+        total, metrics, state = hidden.new_zeros(()), {}, hidden
+        for head in heads:
+            state = hidden if head.step is None else head.step(hidden, state)
+            loss, head_metrics = head.loss(state)
+            total, metrics = total + loss, {**metrics, **head_metrics}
+        return total, metrics
+    metrics: Metrics = {}
+    trainable = [p for p in params if p.requires_grad]
+    total = _HeadwiseLoss.apply(heads, chained, metrics, hidden, *trainable)
+    return total, metrics
+
+
+class _HeadwiseLoss(torch.autograd.Function):
+    """Forward: every head's loss and its gradients, head by head. Backward: those gradients, scaled."""
+
+    @staticmethod
+    def forward(ctx, heads, chained, metrics, hidden, *params):
+        leaf = hidden.detach().requires_grad_()
+        inputs = [leaf, *params]
+        accumulators = _Accumulators(inputs)
+        total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+
+        def backprop(head: Head, previous: torch.Tensor | None, upstream: torch.Tensor | None):
+            """One head's forward and backward; returns the gradient for the previous head's state. A function so
+            that the head's graph, logits and gradients die when it returns, before the next head starts."""
+            nonlocal total
+            state = leaf if head.step is None else head.step(leaf, previous)
+            loss, head_metrics = head.loss(state)
+            outputs, seeds = [loss], [torch.ones_like(loss)]
+            if upstream is not None and head.step is not None:
+                outputs.append(state)
+                seeds.append(upstream)
+            wrt = inputs + ([previous] if previous is not None else [])
+            result = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
+            for i, grad in enumerate(result[: len(inputs)]):
+                accumulators.add(i, grad)
+            total += loss.detach().to(total.dtype)
+            metrics.update(head_metrics)
+            if head.step is None:  # this head's state is the trunk output: the chain's gradient ends there
+                accumulators.add(0, upstream)
+                return None
+            return result[-1] if previous is not None else None
+
+        token = _SINK.set(accumulators)
+        try:
+            with torch.enable_grad():
+                _run_heads(heads, chained, leaf, backprop)
+        finally:
+            _SINK.reset(token)
+        ctx.grads = accumulators.grads
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grads, ctx.grads = ctx.grads, None  # used once: scaled in place
+        return (None, None, None, *(None if g is None else g.mul_(grad_total.to(g.dtype)) for g in grads))
+
+
+def _run_heads(heads: list[Head], chained: bool, leaf: torch.Tensor, backprop) -> None:
+    """Every head's backprop in the order it needs: parallel heads in turn; a chain from its last head back, after
+    a pass without a graph that records each head's state ([B, T, D] each; activations dropped)."""
+    if not chained:
+        for head in heads:
+            backprop(head, None, None)
+        return
+    with torch.no_grad():
+        states, state = [], leaf
+        for head in heads:
+            state = leaf if head.step is None else head.step(leaf, state)
+            states.append(state)
+    upstream = None  # d(total of later heads) / d(this head's state)
+    for k in reversed(range(len(heads))):
+        previous = states[k - 1].detach().requires_grad_() if k and heads[k].step is not None else None
+        upstream = backprop(heads[k], previous, upstream)
+
+
 class Objective(nn.Module):
     """A training objective: owns its extra heads, builds its targets from the token batch, returns its loss.
 
     Subclasses set `name` (the registry key), store every constructor argument as an attribute of the same name
-    (so `spec()` can rebuild them), and build their heads in `attach`, which sees the trunk."""
+    (so `spec()` can rebuild them), and build their heads in `attach`, which sees the trunk. Objectives that draft
+    future tokens also define `draft_logits(trunk, input_ids) -> [B, T, n, V]`: drafts of x_{t+1..t+n} from
+    x_{<=t} only."""
 
     name: ClassVar[str]
     n: int = 1
     """How many future tokens a position predicts: x_{t+1} .. x_{t+n}."""
+    progress: float = 0.0
+    """Fraction of training done, set by ObjectiveLM before each step (for loss-weight schedules)."""
 
     def attach(self, trunk) -> None:
         """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training."""
 
     def loss(self, trunk, hidden: torch.Tensor, tokens: torch.Tensor,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
         """The training loss for `tokens` [B, T] whose trunk output is `hidden` [B, T, D], and metrics to log.
 
         `mask` [B, T] (bool) marks the tokens that count as prediction targets; None means all of them."""
         raise NotImplementedError
+
+    def check_sequence_length(self, length: int) -> None:
+        """Raise a UsageError if sequences of `length` tokens leave no target for the farthest prediction."""
+        if self.n >= length:
+            raise UsageError(f"{self.name} predicts {self.n} tokens ahead, too many for sequences of {length} "
+                             f"tokens; allowed: n < {length}")
+
+    def head_params(self, trunk) -> list[torch.Tensor]:
+        """What the heads read besides the trunk output: the objective's own parameters and the trunk's shared
+        embedding, final norm and unembedding (each tensor once)."""
+        shared = [*trunk.embed.parameters(), *trunk.final_norm.parameters(), *trunk.unembed.parameters()]
+        return list({id(p): p for p in [*self.parameters(), *shared]}.values())
 
     def spec(self) -> dict:
         """Class path and constructor arguments, enough to rebuild this objective (stored in checkpoints)."""

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from objectives.base import Objective, future_targets, token_loss
+from objectives.base import Objective, future_targets, head_losses, token_head
 
 
 class NTP(Objective):
-    """Next-token cross-entropy on the trunk's shared unembedding."""
+    """Next-token cross-entropy on the trunk's shared unembedding.
+
+    It runs through `head_losses` like every multi-token objective, so an MTP objective at n = 1 is the same
+    computation, and memory comparisons measure the objectives, not two code paths."""
 
     name = "ntp"
 
     def loss(self, trunk, hidden, tokens, mask=None):
-        loss, accuracy = token_loss(trunk.logits(hidden), future_targets(tokens, 1, mask))
-        return loss, {"loss/head_1": loss.detach(), "acc/head_1": accuracy}
+        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1")]
+        return head_losses(hidden, heads, self.head_params(trunk))
 
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits of x_{t+1} from x_{<=t}, as [B, T, 1, V]: a one-token draft."""

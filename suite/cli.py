@@ -16,7 +16,8 @@ commands:
   fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
   validate   score a checkpoint on the validation split (--ckpt_path=PATH)
   test       score a checkpoint on the test split (--ckpt_path=PATH)
-  sizes      parameter counts of every model size
+  sizes      parameter counts of every model size, with an objective's heads
+  bench      measurements against next-token prediction: `foresight bench memory`
 
 `foresight COMMAND --help` lists a command's options."""
 
@@ -46,6 +47,11 @@ def _cli_class():
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
                                   compute_fn=lambda root: os.path.join(root, "checkpoints"))
 
+        def instantiate_trainer(self, **kwargs):
+            # before the trainer prints anything, so a mismatch between model and data is the only line on stderr
+            self.model.check_data(self.datamodule)
+            return super().instantiate_trainer(**kwargs)
+
     return ForesightCLI
 
 
@@ -66,25 +72,36 @@ def sizes_main(argv: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    import objectives
+    from suite.errors import check_range
     from suite.sizes import size_table
 
     parser = ArgumentParser(prog="foresight sizes", description="Parameter counts of every model size.",
                             exit_on_error=False)
     parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary to count embeddings at")
+    parser.add_argument("--objective", type=str, default="ntp", help="registry name of the objective whose "
+                        f"heads to count: {', '.join(objectives.OBJECTIVES)}")
+    parser.add_argument("--options", type=dict, default={}, help="the objective's options, e.g. '{n: 4}'")
     args = parser.parse_args(argv)
-    from suite.errors import check_range
-
     check_range("vocab_size", args.vocab_size, 1)
-    rows = size_table(args.vocab_size)
-    table = Table(title=f"foresight model sizes at vocabulary {args.vocab_size}")
+    objective = objectives.build(args.objective, **args.options)
+    rows = size_table(args.vocab_size, objective)
+    table = Table(title=f"foresight model sizes at vocabulary {args.vocab_size}, objective {objective!r}")
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "size" else "right")
     for row in rows:
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 140)).print(table)
 
 
-COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "sizes": sizes_main}
+def bench_main(argv: list[str]) -> None:
+    from suite.bench import main
+
+    main(argv)
+
+
+COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "sizes": sizes_main,
+            "bench": bench_main}
 
 
 def _explain(message: str) -> str:
@@ -121,8 +138,23 @@ def main(argv: list[str] | None = None) -> None:
     command = COMMANDS[argv[0]]
     try:
         command(argv if command is lightning_main else argv[1:])
-    except (UsageError, ArgumentError) as err:
-        fail(_explain(one_line(err)))
+    except Exception as err:
+        cause = _user_error(err, (UsageError, ArgumentError))
+        if cause is None:
+            raise  # a bug, not a bad input: keep the traceback
+        fail(_explain(one_line(cause)))
+
+
+def _user_error(err: BaseException, kinds: tuple) -> BaseException | None:
+    """The user's mistake behind `err`: itself or an exception it was raised from (jsonargparse wraps errors
+    from the classes it instantiates)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

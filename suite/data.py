@@ -8,11 +8,12 @@ from torch.utils.data import DataLoader
 
 import tasks
 from suite.errors import check_range
+from tasks import Examples
 
 
 class TaskData(L.LightningDataModule):
     def __init__(self, task: str = "star_graph", options: dict | None = None, batch_size: int = 64,
-                 eval_batch_size: int | None = None, num_workers: int = 0):
+                 eval_batch_size: int | None = None, num_workers: int = 0, reverse: bool = False):
         """
         Args:
             task: A registered task family (see `tasks.TASKS`), e.g. star_graph.
@@ -21,6 +22,8 @@ class TaskData(L.LightningDataModule):
             batch_size: Training sequences per step (per device).
             eval_batch_size: Sequences per validation/test batch; None means batch_size.
             num_workers: DataLoader worker processes; the splits are tensors in memory, so 0 is usually fastest.
+            reverse: Every sequence right to left (and its loss mask with it), to train the reverse language
+                model that FSPRevLM distills; the task's answer scores are then not computed.
         """
         super().__init__()
         check_range("batch_size", batch_size, 1)
@@ -28,14 +31,28 @@ class TaskData(L.LightningDataModule):
         self.save_hyperparameters()
         self.task = tasks.build(task, **(options or {}))
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers, self.reverse = num_workers, reverse
 
     @property
     def vocab_size(self) -> int:
         return self.task.vocab_size
 
+    @property
+    def seq_len(self) -> int:
+        return self.task.seq_len
+
+    def evaluate(self, generate, batch) -> dict:
+        """The task's per-example scores of a batch; none for reversed data, whose prompts come last."""
+        return {} if self.reverse else self.task.evaluate(generate, batch)
+
+    def _examples(self, split: str) -> Examples:
+        examples = self.task.examples(split)
+        if self.reverse:
+            examples = Examples(examples.tokens.flip(1), examples.loss_mask.flip(1), examples.prompt_len)
+        return examples
+
     def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(self.task.examples(split), batch_size=self.batch_size if train else self.eval_batch_size,
+        return DataLoader(self._examples(split), batch_size=self.batch_size if train else self.eval_batch_size,
                           shuffle=train, drop_last=train, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

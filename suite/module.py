@@ -12,10 +12,11 @@ from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 from objectives import NTP, Objective, from_spec
+from objectives.base import all_heads_at_once
 from suite.decoding import greedy
-from suite.errors import check_range
+from suite.errors import UsageError, check_range
 from suite.model import Trunk
-from suite.sizes import ModelConfig, resolve
+from suite.sizes import ModelConfig, count_parameters, resolve
 
 
 def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple[int, int]) -> int:
@@ -26,7 +27,8 @@ def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple
         replica = from_spec(objective.spec())
         replica.attach(trunk)
         tokens = torch.zeros(batch_shape, dtype=torch.long)
-    return measure_flops(trunk, lambda: replica.loss(trunk, trunk(tokens), tokens)[0], loss_fn=lambda loss: loss)
+    with all_heads_at_once():
+        return measure_flops(trunk, lambda: replica.loss(trunk, trunk(tokens), tokens)[0], loss_fn=lambda loss: loss)
 
 
 class ObjectiveLM(L.LightningModule):
@@ -94,7 +96,28 @@ class ObjectiveLM(L.LightningModule):
         tokens = batch["tokens"]
         return self.objective.loss(self.trunk, self.trunk(tokens), tokens, batch.get("loss_mask"))
 
+    def setup(self, stage: str) -> None:
+        datamodule = self._trainer.datamodule if self._trainer else None
+        if datamodule is not None:
+            self.check_data(datamodule)
+
+    def check_data(self, datamodule) -> None:
+        """A UsageError if the data cannot train this model: another vocabulary, sequences too short for the
+        objective's horizon."""
+        if datamodule.vocab_size != self.config.vocab_size:
+            raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
+                             f"{self.config.vocab_size}")
+        self.objective.check_sequence_length(datamodule.seq_len)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return count_parameters(self.trunk, self.objective)
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_metrics({f"params/{k}": v for k, v in self.parameter_counts().items()}, step=0)
+
     def on_train_batch_start(self, batch, batch_idx):
+        self.objective.progress = self.global_step / max(self.trainer.estimated_stepping_batches, 1)
         if self.flops_per_batch is None:
             self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape))
 
@@ -111,9 +134,10 @@ class ObjectiveLM(L.LightningModule):
         size = batch["tokens"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True)
-        task = getattr(self._trainer.datamodule, "task", None) if self._trainer else None
-        if task is not None:
-            for name, scores in task.evaluate(self.generate, batch).items():
+        datamodule = self._trainer.datamodule if self._trainer else None
+        if datamodule is not None:
+            task = datamodule.task
+            for name, scores in datamodule.evaluate(self.generate, batch).items():
                 self.log(f"{stage}/{task.name}/{name}", scores.mean(), prog_bar=name == task.primary,
                          batch_size=size, sync_dist=True)
 

@@ -94,8 +94,10 @@ def resolve(size: str | ModelConfig | dict, **overrides) -> ModelConfig:
 
 
 def count_parameters(trunk, objective=None) -> dict[str, int]:
-    """Parameters by part: embeddings (input, plus the unembedding when untied), blocks (trunk blocks and final
-    norm), heads (what the objective adds), and the total, each tensor counted once however often it is shared."""
+    """Parameters by part, each tensor counted once however often it is shared:
+    trunk (its blocks), shared (embedding, final norm and unembedding, which every objective's heads read too),
+    objective (what the objective adds and trains), frozen (what it adds and never trains, e.g. a teacher model),
+    and total (what training updates: trunk + shared + objective)."""
     seen: set[int] = set()
 
     def count(params) -> int:
@@ -106,12 +108,14 @@ def count_parameters(trunk, objective=None) -> dict[str, int]:
                 total += p.numel()
         return total
 
+    own = list(objective.parameters()) if objective is not None else []
     counts = {
-        "embeddings": count(trunk.embed.parameters()) + count(trunk.unembed.parameters()),
-        "blocks": count(trunk.blocks.parameters()) + count(trunk.final_norm.parameters()),
-        "heads": count(objective.parameters()) if objective is not None else 0,
+        "trunk": count(trunk.blocks.parameters()),
+        "shared": count([*trunk.embed.parameters(), *trunk.final_norm.parameters(), *trunk.unembed.parameters()]),
+        "objective": count(p for p in own if p.requires_grad),
+        "frozen": count(p for p in own if not p.requires_grad),
     }
-    counts["total"] = sum(counts.values())
+    counts["total"] = counts["trunk"] + counts["shared"] + counts["objective"]
     return counts
 
 
@@ -126,12 +130,12 @@ def size_table(vocab_size: int = 32000, objective=None) -> list[dict]:
         config = ModelConfig.from_name(name, vocab_size=vocab_size)
         with torch.device("meta"):
             trunk = Trunk(config)
-            head = None
+            replica = None
             if objective is not None:
                 from objectives import from_spec
 
-                head = from_spec(objective.spec())
-                head.attach(trunk)
+                replica = from_spec(objective.spec())
+                replica.attach(trunk)
         rows.append({"size": name, "n_layer": config.n_layer, "d_model": config.d_model, "n_head": config.n_head,
-                     **count_parameters(trunk, head)})
+                     **count_parameters(trunk, replica)})
     return rows

@@ -51,6 +51,11 @@ class Task:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def seq_len(self) -> int:
+        """Tokens per example (the longest, where lengths vary)."""
+        raise NotImplementedError
+
     def token_id(self, token: str) -> int:
         return self.tokenizer.token_to_id(token)
 

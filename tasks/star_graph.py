@@ -74,6 +74,10 @@ class StarGraph(Task):
         self.answer_len = path_length + 1  # the path and <eos>
 
     @property
+    def seq_len(self) -> int:
+        return self.prompt_len + self.answer_len
+
+    @property
     def random_arm_accuracy(self) -> float:
         """Full-path accuracy of a model that follows edges perfectly but picks the first arm at random."""
         return 1.0 / self.degree

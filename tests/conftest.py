@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from suite.sizes import ModelConfig
+
+STAR_17 = {"num_nodes": 17, "num_train": 320, "num_val": 32, "num_test": 32}
+"""A small star graph whose vocabulary (6 specials + 17 labels) is tiny_config's 23."""
 
 
 @pytest.fixture
@@ -13,3 +18,20 @@ def tiny_config() -> ModelConfig:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def reverse_lm(tmp_path_factory) -> Path:
+    """A real right-to-left checkpoint (as `foresight fit --data.reverse=true` writes one), nano, vocabulary 23."""
+    import lightning as L
+
+    from suite import ObjectiveLM, TaskData
+
+    data = TaskData(options=STAR_17, batch_size=16, reverse=True)
+    model = ObjectiveLM("nano", vocab_size=data.vocab_size)
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, data)
+    path = tmp_path_factory.mktemp("reverse") / "reverse.ckpt"
+    trainer.save_checkpoint(path)
+    return path

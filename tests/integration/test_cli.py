@@ -49,7 +49,15 @@ def test_shipped_configs_parse(config, tmp_path):
 
 BAD = [
     (["fit", "--model.size=giant"], "unknown size 'giant'; known: nano, micro, tiny, small, base, large, 1b"),
-    (["fit", "--model.objective=Teacherless"], "unknown objective 'Teacherless' for --model.objective; known: NTP"),
+    (["fit", "--model.objective=Teacherless"], "unknown objective 'Teacherless' for --model.objective; known: NTP, "
+     "ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM"),
+    (["fit", "--model.objective=ParallelMTP", "--model.objective.n=0"], "parallel_mtp n=0 is out of range; allowed: >= 1"),
+    (["fit", "--model.objective=CausalMTP", "--model.objective.n=26"],
+     "causal_mtp predicts 26 tokens ahead, too many for sequences of 26 tokens; allowed: n < 26"),
+    (["fit", "--model.objective=SequentialMTP", "--model.objective.depth=x"], "depth: Expected an int"),
+    (["fit", "--model.objective=FSPBoW", "--model.objective.tau=1"], "fsp_bow tau=1 is out of range; allowed: >= 2"),
+    (["fit", "--model.objective=FSPRevLM", "--model.objective.reverse_lm=missing.ckpt"],
+     "fsp_revlm reverse_lm 'missing.ckpt' does not exist"),
     (["fit", "--data.task=chess"], "unknown task 'chess'; known: star_graph"),
     (["fit", "--data.options.degree=1"], "star_graph degree=1 is out of range; allowed: >= 2"),
     (["fit", "--data.options.path_length=1"], "star_graph path_length=1 is out of range; allowed: >= 2"),
@@ -79,4 +87,35 @@ def test_sizes_command_prints_every_size(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("nano", "micro", "tiny", "small", "base", "large", "1b"):
         assert f" {name} " in result.stdout
-    assert "108,480" in result.stdout  # nano at vocabulary 26: 1,664 embedding + 106,816 block parameters
+    assert "108,480" in result.stdout  # nano at vocabulary 26: 106,752 in blocks + 1,664 embedding + 64 final norm
+
+
+def test_reverse_lm_then_future_summary_prediction_from_the_command_line(tmp_path):
+    common = ["--model.size=nano", *SMALL_DATA, "--trainer.max_steps=4", "--trainer.enable_progress_bar=false",
+              "--trainer.log_every_n_steps=1"]
+    reverse = foresight("fit", *common, "--data.reverse=true", f"--trainer.default_root_dir={tmp_path / 'rev'}",
+                        cwd=tmp_path)
+    assert reverse.returncode == 0, reverse.stderr
+    checkpoint = tmp_path / "rev" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["datamodule_hyper_parameters"]["reverse"] is True
+    fsp = foresight("fit", *common, "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={checkpoint}",
+                    f"--trainer.default_root_dir={tmp_path / 'fsp'}", cwd=tmp_path)
+    assert fsp.returncode == 0, fsp.stderr
+    saved = torch.load(tmp_path / "fsp" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["hyper_parameters"]["objective"]["init_args"]["reverse_lm"] == str(checkpoint)
+    assert any(key.startswith("objective.reverse.") for key in saved["state_dict"])
+    metrics = (next((tmp_path / "fsp").glob("lightning_logs/version_0/metrics.csv"))).read_text()
+    assert "loss/fsp" in metrics and "params/frozen" in metrics
+
+
+def test_multi_token_objective_options_from_the_command_line(tmp_path):
+    result = foresight("fit", "--model.size=nano", *SMALL_DATA, "--trainer.max_steps=3",
+                       "--model.objective=ParallelMTP", "--model.objective.n=4", "--model.objective.head_layers=2",
+                       f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["hyper_parameters"]["objective"] == {
+        "class_path": "objectives.parallel_mtp.ParallelMTP",
+        "init_args": {"n": 4, "head_layers": 2, "loss_reduction": "sum", "head_weights": None, "match_params": False,
+                      "headwise": True}}
+    assert sum(key.startswith("objective.heads.") for key in saved["state_dict"]) == 3 * 2 * 6

@@ -44,17 +44,21 @@ def test_token_loss_without_targets_is_zero_not_nan():
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
-class Identity:
-    """A stand-in trunk whose `logits` returns the hidden states: lets a test hand-build the logits."""
+class Identity(torch.nn.Module):
+    """A stand-in trunk whose final norm and unembedding are the identity, so the hidden states are the logits:
+    lets a test hand-build the logits."""
 
-    def logits(self, hidden):
-        return hidden
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.embed, self.final_norm = torch.nn.Identity(), torch.nn.Identity()
+        self.unembed = torch.nn.Linear(vocab, vocab, bias=False)
+        self.unembed.weight.data = torch.eye(vocab)
 
 
 def test_ntp_loss_equals_cross_entropy_on_hand_built_logits():
     logits = torch.randn(1, 6, 10)
     mask = torch.tensor([[True, True, False, True, True, True]])
-    loss, metrics = NTP().loss(Identity(), logits, TOKENS, mask)
+    loss, metrics = NTP().loss(Identity(10), logits, TOKENS, mask)
     # predictions at t = 0, 2, 3, 4 (the token at t + 1 is a target); t = 1 predicts the unmasked 8; t = 5 has none
     expected = F.cross_entropy(logits[0, [0, 2, 3, 4]], torch.tensor([3, 1, 9, 2]))
     torch.testing.assert_close(loss, expected)
@@ -97,3 +101,26 @@ def test_registry_builds_by_name_and_rebuilds_from_spec():
 def test_registry_errors_name_the_value(call, message):
     with pytest.raises(UsageError, match=message):
         call()
+
+
+@pytest.mark.parametrize("chunk_logits", [7, 7 * 4, 2 ** 24], ids=["one row", "four rows", "one chunk"])
+def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(chunk_logits):
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (3, 5))
+    targets[0, :2] = IGNORE
+    loss, mean, accuracy = objectives.linear_cross_entropy(x, weight, targets, chunk_logits=chunk_logits)
+    assert torch.equal(mean, loss.detach())
+    (3.0 * loss).backward()
+    got = x.grad, weight.grad
+    x.grad = weight.grad = None
+    logits = x @ weight.T
+    expected = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), ignore_index=IGNORE)
+    (3.0 * expected).backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[0], x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1], weight.grad, rtol=1e-12, atol=1e-12)
+    valid = targets != IGNORE
+    assert accuracy.item() == ((logits.argmax(-1) == targets) & valid).sum().item() / valid.sum().item()
+    with torch.no_grad():
+        torch.testing.assert_close(objectives.linear_cross_entropy(x, weight, targets, 1.0, chunk_logits)[0], expected)

@@ -22,27 +22,27 @@ def test_nano_parameter_count_by_hand():
     per_block = d * 3 * d + d * d + d * 2 * ff + ff * d + 2 * d  # qkv, out, gate_up, down, two norm gains
     trunk = Trunk(ModelConfig.from_name("nano", vocab_size=V))
     assert count_parameters(trunk, NTP()) == {
-        "embeddings": V * d, "blocks": L * per_block + d, "heads": 0, "total": V * d + L * per_block + d}
+        "trunk": L * per_block, "shared": V * d + d, "objective": 0, "frozen": 0, "total": V * d + L * per_block + d}
 
 
 def test_untied_embeddings_count_twice_and_shared_tensors_once():
     config = ModelConfig(n_layer=1, d_model=8, n_head=2, vocab_size=10)
-    assert count_parameters(Trunk(config))["embeddings"] == 80
-    assert count_parameters(Trunk(config.replace(tie_embeddings=False)))["embeddings"] == 160
+    assert count_parameters(Trunk(config))["shared"] == 80 + 8
+    assert count_parameters(Trunk(config.replace(tie_embeddings=False)))["shared"] == 160 + 8
 
 
 @pytest.mark.parametrize("name, low, high", [("nano", 0.09e6, 0.12e6), ("base", 110e6, 140e6),
                                              ("large", 330e6, 380e6), ("1b", 0.95e9, 1.15e9)])
 def test_sizes_are_the_advertised_scale(name, low, high):
     row = next(r for r in size_table(32000) if r["size"] == name)
-    total = row["blocks"] if name == "nano" else row["total"]
+    total = row["trunk"] if name == "nano" else row["total"]
     assert low <= total <= high, (name, total)
 
 
 def test_size_table_builds_on_meta_without_allocating():
     rows = size_table(32000)
     assert [r["size"] for r in rows] == list(SIZES)
-    assert all(r["total"] == r["embeddings"] + r["blocks"] + r["heads"] for r in rows)
+    assert all(r["total"] == r["trunk"] + r["shared"] + r["objective"] for r in rows)
 
 
 @pytest.mark.parametrize("bad, message", [

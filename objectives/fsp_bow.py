@@ -1,0 +1,108 @@
+"""Future summary prediction with a hand-crafted summary (Mahajan et al., "Beyond Multi-Token Prediction:
+Pretraining LLMs with Future Summaries", arXiv 2510.14751): next-token prediction plus an auxiliary head that
+predicts, at position t, the multi-hot bag of the tokens x_{t+2} .. x_{t+tau} (which tokens come, not where),
+with a reweighted binary cross-entropy summed over the vocabulary:
+
+    L_bow(t) = sum_v w(v) [softplus(z_v) - a_v z_v],  a_v = 1 if v is in the window
+
+The weights are tf-idf-like. The window's term frequency is 0 or 1 (a multi-hot target), and w(v) is the
+smoothed inverse document frequency of v over the batch's sequences (scikit-learn's smooth idf):
+w(v) = ln((1 + N) / (1 + df(v))) + 1, with N sequences and df(v) of them holding v as a target token. Frequent
+tokens weigh less. weighting="none" sets w = 1."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.base import (IGNORE, Head, Metrics, Objective, future_targets, fused_linear_loss, head_losses,
+                             run_blocks, token_head)
+from suite.errors import check_range
+
+
+class FSPBoW(Objective):
+    name = "fsp_bow"
+
+    def __init__(self, tau: int = 8, weighting: Literal["tfidf", "none"] = "tfidf", loss_weight: float = 1.0,
+                 head_layers: int = 1, headwise: bool = True):
+        """
+        Args:
+            tau: The window's end: the bag holds x_{t+2} .. x_{t+tau} (tau >= 2).
+            weighting: Per-token weights of the binary cross-entropy: "tfidf" (smoothed idf over the batch) or "none".
+            loss_weight: Weight of the bag-of-words loss added to next-token prediction.
+            head_layers: Transformer blocks in the auxiliary head, which then uses the shared final norm and
+                unembedding for its vocabulary logits.
+            headwise: Run the two heads one at a time (forward and backward) so only one head's logits are alive.
+        """
+        super().__init__()
+        check_range(f"{self.name} tau", tau, 2)
+        check_range(f"{self.name} loss_weight", loss_weight, 0.0)
+        check_range(f"{self.name} head_layers", head_layers, 1)
+        self.tau, self.weighting, self.loss_weight, self.head_layers = tau, weighting, loss_weight, head_layers
+        self.headwise = headwise
+
+    def attach(self, trunk) -> None:
+        self.head = nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
+
+    def check_sequence_length(self, length: int) -> None:
+        check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
+
+    def bag(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window x_{t+2} .. x_{t+tau} as ids [B, T, tau-1] with IGNORE where a slot runs past the end, is not
+        a target under `mask`, or repeats an earlier token of the same window; and the positions [B, T] (bool)
+        whose window holds at least one token."""
+        window = torch.stack([future_targets(tokens, k, mask) for k in range(2, self.tau + 1)], dim=-1)
+        ordered, _ = window.sort(dim=-1)
+        repeat = torch.zeros_like(ordered, dtype=torch.bool)
+        repeat[..., 1:] = ordered[..., 1:] == ordered[..., :-1]
+        window = ordered.masked_fill(repeat | (ordered < 0), IGNORE)
+        return window, (window >= 0).any(dim=-1)
+
+    def token_weights(self, tokens: torch.Tensor, mask: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
+        """w(v) for every vocabulary entry [V]."""
+        if self.weighting == "none":
+            return torch.ones(vocab_size, device=tokens.device)
+        targets = tokens if mask is None else tokens.masked_fill(~mask, vocab_size)  # non-targets: a spare column
+        present = torch.zeros(tokens.shape[0], vocab_size + 1, dtype=torch.bool, device=tokens.device)
+        df = present.scatter_(1, targets, True)[:, :vocab_size].sum(dim=0).float()
+        return torch.log((1 + tokens.shape[0]) / (1 + df)) + 1
+
+    def bow_loss(self, x: torch.Tensor, weight: torch.Tensor, window: torch.Tensor, valid: torch.Tensor,
+                 token_weights: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`scale` times the mean over valid positions of sum_v w(v) [softplus(z_v) - a_v z_v] for the logits
+        z = x @ weight.T, and the unscaled mean (detached), chunk by chunk (`fused_linear_loss`), never a dense
+        multi-hot tensor. x: [..., D] normed, window from `bag`."""
+        x, window, valid = x.reshape(-1, x.shape[-1]), window.reshape(-1, window.shape[-1]), valid.reshape(-1)
+        slots, present = window.clamp(min=0), (window >= 0)
+
+        def weighted_bce(logits: torch.Tensor, rows: slice, gradient: bool):
+            chosen, here, w = slots[rows], present[rows].to(logits.dtype), token_weights.to(logits.dtype)
+            per_position = F.softplus(logits) @ w - (logits.gather(1, chosen) * w[chosen] * here).sum(-1)
+            if gradient:  # d/dz of w [softplus(z) - a z] = w [sigmoid(z) - a]
+                logits.sigmoid_().scatter_add_(1, chosen, -here).mul_(w)
+            return per_position, logits.new_zeros(())
+
+        loss, mean, _ = fused_linear_loss(x, weight, weighted_bce, valid, scale)
+        return loss, mean
+
+    def _bow_head(self, trunk, tokens, mask) -> Head:
+        window, valid = self.bag(tokens, mask)
+        weights = self.token_weights(tokens, mask, trunk.config.vocab_size)
+
+        def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+            value, mean = self.bow_loss(trunk.final_norm(state), trunk.unembed.weight, window, valid, weights,
+                                        self.loss_weight)
+            return value, {"loss/fsp": mean}
+
+        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden))
+
+    def loss(self, trunk, hidden, tokens, mask=None):
+        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"), self._bow_head(trunk, tokens, mask)]
+        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.headwise)
+
+    def summary_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's logits [B, T, V] of which tokens come in x_{t+2..t+tau}, from x_{<=t}."""
+        return trunk.logits(run_blocks(trunk, self.head, trunk(input_ids)))

@@ -1,0 +1,90 @@
+"""Future summary prediction with a learned summary (Mahajan et al., arXiv 2510.14751): a right-to-left language
+model, trained first with next-token prediction on reversed sequences (`foresight fit --data.reverse=true`), is
+loaded frozen; its hidden state after reading the suffix x_{T-1}, ..., x_{t+2} (right to left) summarizes the
+future beyond the next token. An auxiliary head on the forward model regresses that summary at position t from
+x_{<=t} with a squared L2 loss, added to next-token prediction.
+
+The summary is the reverse model's final-normed hidden state (what its unembedding reads), so its scale is fixed."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from objectives.base import Head, Metrics, Objective, future_targets, head_losses, run_blocks, token_head
+from suite import checkpoints
+from suite.errors import UsageError, check_range
+
+
+class FSPRevLM(Objective):
+    name = "fsp_revlm"
+
+    def __init__(self, reverse_lm: str, loss_weight: float = 1.0, head_layers: int = 1, headwise: bool = True):
+        """
+        Args:
+            reverse_lm: Checkpoint of a right-to-left model: `foresight fit --data.reverse=true` on the same data.
+            loss_weight: Weight of the summary regression loss added to next-token prediction.
+            head_layers: Transformer blocks in the auxiliary head (then an RMSNorm and a projection to the
+                reverse model's width).
+            headwise: Run the two heads one at a time (forward and backward) so only one head's logits are alive.
+        """
+        super().__init__()
+        check_range(f"{self.name} loss_weight", loss_weight, 0.0)
+        check_range(f"{self.name} head_layers", head_layers, 1)
+        self.reverse_lm, self.loss_weight, self.head_layers, self.headwise = (
+            str(reverse_lm), loss_weight, head_layers, headwise)
+
+    def attach(self, trunk) -> None:
+        reverse, checkpoint = checkpoints.load_trunk(self.reverse_lm, what=f"{self.name} reverse_lm")
+        if not checkpoint.get("datamodule_hyper_parameters", {}).get("reverse", False):
+            raise UsageError(f"{self.name} reverse_lm {self.reverse_lm!r} was not trained on reversed sequences; "
+                             "allowed: a checkpoint of foresight fit --data.reverse=true")
+        if reverse.config.vocab_size != trunk.config.vocab_size:
+            raise UsageError(f"{self.name} reverse_lm {self.reverse_lm!r} has vocabulary size "
+                             f"{reverse.config.vocab_size}; allowed: the model's own, {trunk.config.vocab_size}")
+        # frozen by requires_grad alone: the trunk has no layer that behaves differently in eval mode
+        self.reverse = reverse.to(trunk.embed.weight.device).requires_grad_(False)
+        d = trunk.config.d_model
+        self.head = nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
+        self.out = nn.Sequential(nn.RMSNorm(d, eps=trunk.config.norm_eps),
+                                 nn.Linear(d, reverse.config.d_model, bias=False)).to(trunk.embed.weight.device)
+        trunk.init_weights(self.out[1])
+
+    def check_sequence_length(self, length: int) -> None:
+        check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
+
+    @torch.no_grad()
+    def summaries(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets [B, T, d_rev]: at t, the reverse model's state after reading x_{T-1} .. x_{t+2}; and the
+        positions [B, T] (bool) that have a suffix and a next-token target."""
+        reversed_states = self.reverse.final_norm(self.reverse(tokens.flip(1)))
+        from_here = reversed_states.flip(1)  # from_here[:, i] summarizes x_i .. x_{T-1}
+        targets = torch.zeros_like(from_here)
+        targets[:, :-2] = from_here[:, 2:]
+        valid = torch.zeros_like(tokens, dtype=torch.bool)
+        valid[:, :-2] = True
+        if mask is not None:
+            valid &= future_targets(tokens, 1, mask) >= 0
+        return targets, valid
+
+    def _summary_head(self, trunk, tokens, mask) -> Head:
+        targets, valid = self.summaries(tokens, mask)
+
+        def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+            predicted = self.out(state).float()
+            per_position = (predicted - targets.float()).pow(2).sum(-1) * valid
+            value = per_position.sum() / valid.sum().clamp(min=1)
+            with torch.no_grad():
+                cosine = (torch.cosine_similarity(predicted, targets.float(), dim=-1) * valid).sum() / valid.sum().clamp(min=1)
+            return self.loss_weight * value, {"loss/fsp": value.detach(), "cos/fsp": cosine}
+
+        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden))
+
+    def loss(self, trunk, hidden, tokens, mask=None):
+        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"),
+                 self._summary_head(trunk, tokens, mask)]
+        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.headwise)
+
+    def summary(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's predicted summary [B, T, d_rev] of x_{t+2..}, from x_{<=t}."""
+        return self.out(run_blocks(trunk, self.head, trunk(input_ids)))

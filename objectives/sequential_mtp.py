@@ -1,0 +1,112 @@
+"""Sequential multi-token prediction, as DeepSeek-V3's MTP modules (DeepSeek-V3 technical report, section 2.2;
+Megatron-Core's MTP): module k combines the previous depth's representation with the embedding of the token k
+steps ahead, then one transformer block, then the shared output head predicts the token k + 1 steps ahead:
+
+    h'_k = M_k [RMSNorm(h_{k-1}); RMSNorm(Emb(x_{t+k}))],  h_k = Block_k(h'_k),  P(x_{t+k+1}) = Head(h_k)
+
+with h_0 the trunk output. Training is teacher-forced (the true x_{t+k}), so module k at position t reads
+x_{<=t+k} and nothing after; the last k positions have no target and are masked. The loss is
+L_ntp + lambda / D * sum_k L_k, with lambda on a schedule over training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.base import Objective, embed, future_targets, head_losses, run_blocks, token_head
+from suite.errors import UsageError, check_range
+
+
+def shifted_tokens(tokens: torch.Tensor, k: int, fill: int = 0) -> torch.Tensor:
+    """x_{t+k} at position t; `fill` where t+k runs past the end (those positions have no target)."""
+    return F.pad(tokens[:, k:], (0, min(k, tokens.shape[1])), value=fill)
+
+
+class SequentialMTP(Objective):
+    name = "sequential_mtp"
+
+    def __init__(self, depth: int = 1, loss_weight: float = 0.3, loss_weight_schedule: dict[float, float] | None = None,
+                 headwise: bool = True):
+        """
+        Args:
+            depth: D, the number of sequential modules; the model predicts D + 1 tokens (depth=0 is NTP).
+            loss_weight: lambda, the weight of the modules' mean loss.
+            loss_weight_schedule: {fraction of training: lambda from there on}, e.g. DeepSeek-V3's
+                {0.0: 0.3, 0.675: 0.1}; replaces loss_weight when given.
+            headwise: Run modules one at a time (forward and backward) so only one module's logits are alive.
+        """
+        super().__init__()
+        check_range(f"{self.name} depth", depth, 0)
+        check_range(f"{self.name} loss_weight", loss_weight, 0.0)
+        if loss_weight_schedule is not None:
+            if not loss_weight_schedule or min(loss_weight_schedule) != 0.0:
+                raise UsageError(f"{self.name} loss_weight_schedule={loss_weight_schedule} must start at fraction "
+                                 f"0.0; allowed: {{0.0: lambda, fraction: lambda, ...}} with fractions in [0, 1]")
+            for start, weight in loss_weight_schedule.items():
+                check_range(f"{self.name} loss_weight_schedule fraction", start, 0.0, 1.0)
+                check_range(f"{self.name} loss_weight_schedule weight", weight, 0.0)
+        self.depth, self.loss_weight, self.loss_weight_schedule = depth, loss_weight, loss_weight_schedule
+        self.headwise = headwise
+        self.n = depth + 1
+
+    @property
+    def current_loss_weight(self) -> float:
+        if self.loss_weight_schedule is None:
+            return float(self.loss_weight)
+        start = max(s for s in self.loss_weight_schedule if s <= self.progress)
+        return float(self.loss_weight_schedule[start])
+
+    def attach(self, trunk) -> None:
+        d, eps = trunk.config.d_model, trunk.config.norm_eps
+        self.mtp_modules = nn.ModuleList(
+            nn.ModuleDict({"norm_hidden": nn.RMSNorm(d, eps=eps), "norm_embed": nn.RMSNorm(d, eps=eps),
+                           "proj": nn.Linear(2 * d, d, bias=False), "block": trunk.make_block()})
+            for _ in range(self.depth))
+        for module in self.mtp_modules:
+            trunk.init_weights(module["proj"])
+
+    def _step(self, trunk, k: int, next_tokens: torch.Tensor):
+        """Module k: (previous depth's state, tokens k ahead) -> this depth's state."""
+        module = self.mtp_modules[k - 1]
+
+        def step(hidden, previous):
+            merged = torch.cat([module["norm_hidden"](previous), module["norm_embed"](embed(trunk, next_tokens))], -1)
+            return run_blocks(trunk, [module["block"]], module["proj"](merged))
+
+        return step
+
+    def inputs(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Module k's token input [B, T] (k = 1..D): x_{t+k}, teacher-forced; 0 where it runs past the end."""
+        return [shifted_tokens(tokens, k) for k in range(1, self.depth + 1)]
+
+    def targets(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Targets [B, T] of the next-token head, then of module k: x_{t+k+1}, IGNORE in the last k+1 positions."""
+        return [future_targets(tokens, k, mask) for k in range(1, self.depth + 2)]
+
+    def loss(self, trunk, hidden, tokens, mask=None):
+        weight = self.current_loss_weight / max(self.depth, 1)
+        ntp_targets, *module_targets = self.targets(tokens, mask)
+        heads = [token_head(trunk, ntp_targets, 1.0, "head_1")]
+        heads += [token_head(trunk, targets, weight, f"head_{k + 1}", self._step(trunk, k, inputs))
+                  for k, (inputs, targets) in enumerate(zip(self.inputs(tokens), module_targets), start=1)]
+        loss, metrics = head_losses(hidden, heads, self.head_params(trunk), chained=True, headwise=self.headwise)
+        return loss, {**metrics, "loss_weight": torch.tensor(self.current_loss_weight)}
+
+    def module_logits(self, trunk, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Teacher-forced logits of every module, as in training: entry k-1 [B, T, V] predicts x_{t+k+1} at t."""
+        state, logits = trunk(input_ids), []
+        for k, inputs in enumerate(self.inputs(input_ids), start=1):
+            state = self._step(trunk, k, inputs)(None, state)
+            logits.append(trunk.logits(state))
+        return logits
+
+    def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        """Drafts of x_{t+1..t+D+1} from x_{<=t}: each module reads the greedy draft of the token before, at every
+        position, where training read the true token."""
+        state = trunk(input_ids)
+        drafts = [trunk.logits(state)]
+        for k in range(1, self.depth + 1):
+            state = self._step(trunk, k, drafts[-1].argmax(-1))(None, state)
+            drafts.append(trunk.logits(state))
+        return torch.stack(drafts, dim=2)

@@ -1,0 +1,50 @@
+"""Reading foresight checkpoints (Lightning's format) without Lightning: the trunk, its config, the data settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from suite.errors import UsageError
+from suite.model import Trunk
+from suite.sizes import resolve
+
+
+def read(path: str | Path, what: str = "checkpoint") -> dict:
+    """A checkpoint written by `foresight fit` (ObjectiveLM), with a one-line UsageError when the file is missing,
+    unreadable or not one of ours. Checkpoints are pickles: load only files you trust, as with any torch checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {str(path)!r} does not exist; allowed: a .ckpt file written by foresight fit")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated or foreign files raise many kinds of errors; all mean the same to a user
+        raise UsageError(f"{what} {str(path)!r} cannot be read ({type(err).__name__}); allowed: a .ckpt file "
+                         "written by foresight fit") from None
+    if not isinstance(checkpoint, dict) or "size" not in checkpoint.get("hyper_parameters", {}):
+        raise UsageError(f"{what} {str(path)!r} is not a foresight checkpoint (no model size in its hyperparameters)")
+    return checkpoint
+
+
+def load_trunk(path: str | Path, what: str = "checkpoint") -> tuple[Trunk, dict]:
+    """The trunk stored in a checkpoint, with its weights, and the checkpoint itself."""
+    checkpoint = read(path, what)
+    prefix = "trunk."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    # an objective may have removed trunk blocks (ParallelMTP's match_params): count the blocks that were saved
+    blocks = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    trunk = Trunk(resolve(checkpoint["hyper_parameters"]["size"], n_layer=blocks))
+    if trunk.embed.weight.device.type != "meta":  # on the meta device (FLOP counting) only the shapes matter
+        trunk.load_state_dict(state)
+    return trunk, checkpoint
+
+
+def save_trunk(path: str | Path, trunk: Trunk, data: dict | None = None) -> None:
+    """A checkpoint that `load_trunk` reads: the trunk alone (e.g. a stand-in reverse model for a benchmark).
+    `data` holds the data module's settings, e.g. {"reverse": True}."""
+    import dataclasses
+
+    torch.save({"hyper_parameters": {"size": dataclasses.asdict(trunk.config)},
+                "state_dict": {f"trunk.{k}": v for k, v in trunk.state_dict().items()},
+                "datamodule_hyper_parameters": dict(data or {})}, path)
