@@ -27,7 +27,7 @@ class FSPBoW(Objective):
     name = "fsp_bow"
 
     def __init__(self, tau: int = 8, weighting: Literal["tfidf", "none"] = "tfidf", loss_weight: float = 1.0,
-                 head_layers: int = 1, headwise: bool = True):
+                 head_layers: int = 1, headwise: bool | None = None):
         """
         Args:
             tau: The window's end: the bag holds x_{t+2} .. x_{t+tau} (tau >= 2).
@@ -35,7 +35,8 @@ class FSPBoW(Objective):
             loss_weight: Weight of the bag-of-words loss added to next-token prediction.
             head_layers: Transformer blocks in the auxiliary head, which then uses the shared final norm and
                 unembedding for its vocabulary logits.
-            headwise: Run the two heads one at a time (forward and backward) so only one head's logits are alive.
+            headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
+                are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
         super().__init__()
         check_range(f"{self.name} tau", tau, 2)
@@ -101,7 +102,7 @@ class FSPBoW(Objective):
 
     def loss(self, trunk, hidden, tokens, mask=None):
         heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"), self._bow_head(trunk, tokens, mask)]
-        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.headwise)
+        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.use_headwise(trunk))
 
     def summary_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's logits [B, T, V] of which tokens come in x_{t+2..t+tau}, from x_{<=t}."""

@@ -19,14 +19,15 @@ from suite.errors import UsageError, check_range
 class FSPRevLM(Objective):
     name = "fsp_revlm"
 
-    def __init__(self, reverse_lm: str, loss_weight: float = 1.0, head_layers: int = 1, headwise: bool = True):
+    def __init__(self, reverse_lm: str, loss_weight: float = 1.0, head_layers: int = 1, headwise: bool | None = None):
         """
         Args:
             reverse_lm: Checkpoint of a right-to-left model: `foresight fit --data.reverse=true` on the same data.
             loss_weight: Weight of the summary regression loss added to next-token prediction.
             head_layers: Transformer blocks in the auxiliary head (then an RMSNorm and a projection to the
                 reverse model's width).
-            headwise: Run the two heads one at a time (forward and backward) so only one head's logits are alive.
+            headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
+                are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
         super().__init__()
         check_range(f"{self.name} loss_weight", loss_weight, 0.0)
@@ -72,10 +73,10 @@ class FSPRevLM(Objective):
 
         def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
             predicted = self.out(state).float()
-            per_position = (predicted - targets.float()).pow(2).sum(-1) * valid
-            value = per_position.sum() / valid.sum().clamp(min=1)
+            count = valid.sum().clamp(min=1)
+            value = ((predicted - targets.float()).pow(2).sum(-1) * valid).sum() / count
             with torch.no_grad():
-                cosine = (torch.cosine_similarity(predicted, targets.float(), dim=-1) * valid).sum() / valid.sum().clamp(min=1)
+                cosine = (torch.cosine_similarity(predicted, targets.float(), dim=-1) * valid).sum() / count
             return self.loss_weight * value, {"loss/fsp": value.detach(), "cos/fsp": cosine}
 
         return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden))
@@ -83,7 +84,7 @@ class FSPRevLM(Objective):
     def loss(self, trunk, hidden, tokens, mask=None):
         heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"),
                  self._summary_head(trunk, tokens, mask)]
-        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.headwise)
+        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.use_headwise(trunk))
 
     def summary(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's predicted summary [B, T, d_rev] of x_{t+2..}, from x_{<=t}."""

@@ -1,4 +1,4 @@
-"""Next-token prediction: the cross-entropy every LM trains with, and the baseline every objective is measured against."""
+"""Next-token prediction: the cross-entropy every LM trains with, the baseline every objective is measured against."""
 
 from __future__ import annotations
 

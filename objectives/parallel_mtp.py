@@ -21,7 +21,7 @@ class ParallelMTP(Objective):
     chained = False
 
     def __init__(self, n: int = 2, head_layers: int = 1, loss_reduction: Literal["sum", "mean"] = "sum",
-                 head_weights: list[float] | None = None, match_params: bool = False, headwise: bool = True):
+                 head_weights: list[float] | None = None, match_params: bool = False, headwise: bool | None = None):
         """
         Args:
             n: Tokens predicted per position (heads); n = 1 is next-token prediction.
@@ -30,8 +30,8 @@ class ParallelMTP(Objective):
             head_weights: One weight per head (overrides loss_reduction), e.g. [1, 0.5, 0.25, 0.125].
             match_params: Remove n - 1 trunk blocks so the total matches NTP's parameter count (Gloeckle et al.'s
                 comparison); by default the heads are added on top of the trunk.
-            headwise: Run heads one at a time (forward and backward) so only one head's logits are alive;
-                False builds all heads in one graph (the memory reference).
+            headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
+                are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
         super().__init__()
         check_range(f"{self.name} n", n, 1)
@@ -75,7 +75,7 @@ class ParallelMTP(Objective):
 
     def loss(self, trunk, hidden, tokens, mask=None):
         return head_losses(hidden, self._heads(trunk, tokens, mask), self.head_params(trunk),
-                           chained=self.chained, headwise=self.headwise)
+                           chained=self.chained, headwise=self.use_headwise(trunk))
 
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         hidden = trunk(input_ids)

@@ -27,14 +27,15 @@ class SequentialMTP(Objective):
     name = "sequential_mtp"
 
     def __init__(self, depth: int = 1, loss_weight: float = 0.3, loss_weight_schedule: dict[float, float] | None = None,
-                 headwise: bool = True):
+                 headwise: bool | None = None):
         """
         Args:
             depth: D, the number of sequential modules; the model predicts D + 1 tokens (depth=0 is NTP).
             loss_weight: lambda, the weight of the modules' mean loss.
             loss_weight_schedule: {fraction of training: lambda from there on}, e.g. DeepSeek-V3's
                 {0.0: 0.3, 0.675: 0.1}; replaces loss_weight when given.
-            headwise: Run modules one at a time (forward and backward) so only one module's logits are alive.
+            headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
+                are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
         super().__init__()
         check_range(f"{self.name} depth", depth, 0)
@@ -90,7 +91,8 @@ class SequentialMTP(Objective):
         heads = [token_head(trunk, ntp_targets, 1.0, "head_1")]
         heads += [token_head(trunk, targets, weight, f"head_{k + 1}", self._step(trunk, k, inputs))
                   for k, (inputs, targets) in enumerate(zip(self.inputs(tokens), module_targets), start=1)]
-        loss, metrics = head_losses(hidden, heads, self.head_params(trunk), chained=True, headwise=self.headwise)
+        loss, metrics = head_losses(hidden, heads, self.head_params(trunk), chained=True,
+                                    headwise=self.use_headwise(trunk))
         return loss, {**metrics, "loss_weight": torch.tensor(self.current_loss_weight)}
 
     def module_logits(self, trunk, input_ids: torch.Tensor) -> list[torch.Tensor]:

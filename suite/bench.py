@@ -156,7 +156,8 @@ def memory_table(report: dict) -> str:
              f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, n={c['n']}, {c['device']} "
              "(CPU: max resident memory; GPU: max allocated); 'step' is the peak above the model's resting memory.",
              "",
-             "| objective | peak MiB | x NTP | step MiB | x NTP | all heads at once: step MiB | x NTP | step s | x NTP |",
+             "| objective | peak MiB | x NTP | step MiB | x NTP | all heads at once: step MiB | x NTP | step s "
+             "| x NTP |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["rows"]:
         h, a = row["headwise"], row.get("all_at_once")

@@ -51,7 +51,8 @@ BAD = [
     (["fit", "--model.size=giant"], "unknown size 'giant'; known: nano, micro, tiny, small, base, large, 1b"),
     (["fit", "--model.objective=Teacherless"], "unknown objective 'Teacherless' for --model.objective; known: NTP, "
      "ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM"),
-    (["fit", "--model.objective=ParallelMTP", "--model.objective.n=0"], "parallel_mtp n=0 is out of range; allowed: >= 1"),
+    (["fit", "--model.objective=ParallelMTP", "--model.objective.n=0"],
+     "parallel_mtp n=0 is out of range; allowed: >= 1"),
     (["fit", "--model.objective=CausalMTP", "--model.objective.n=26"],
      "causal_mtp predicts 26 tokens ahead, too many for sequences of 26 tokens; allowed: n < 26"),
     (["fit", "--model.objective=SequentialMTP", "--model.objective.depth=x"], "depth: Expected an int"),
@@ -117,5 +118,5 @@ def test_multi_token_objective_options_from_the_command_line(tmp_path):
     assert saved["hyper_parameters"]["objective"] == {
         "class_path": "objectives.parallel_mtp.ParallelMTP",
         "init_args": {"n": 4, "head_layers": 2, "loss_reduction": "sum", "head_weights": None, "match_params": False,
-                      "headwise": True}}
+                      "headwise": None}}
     assert sum(key.startswith("objective.heads.") for key in saved["state_dict"]) == 3 * 2 * 6
