@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from suite.cli import main
+
 CONFIGS = sorted((Path(__file__).parents[2] / "suite" / "configs").glob("*.yaml"))
 SMALL_DATA = ["--data.options.num_train=2000", "--data.options.num_val=64", "--data.options.num_test=64"]
 
@@ -70,17 +72,38 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def check_one_line_error(code, stderr: str, message: str, folder: Path, keep: Path) -> None:
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("foresight: error: ") and message in lines[0]
+    assert "Traceback" not in stderr
+    assert keep.read_text() == "results already written" and sorted(folder.iterdir()) == [keep]
+
+
+def with_keep(tmp_path) -> Path:
     keep = tmp_path / "keep.txt"
     keep.write_text("results already written")
+    return keep
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capfd, monkeypatch):
+    """In this process (fast); the same table runs through the installed command below (slow, in CI)."""
+    keep = with_keep(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}"])
+    check_one_line_error(exit.value.code, capfd.readouterr().err, message, tmp_path, keep)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_through_the_command_in_a_subprocess(args, message, tmp_path):
+    keep = with_keep(tmp_path)
     result = foresight(*args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("foresight: error: ") and message in lines[0]
-    assert "Traceback" not in result.stderr
-    assert keep.read_text() == "results already written" and sorted(tmp_path.iterdir()) == [keep]
+    check_one_line_error(result.returncode, result.stderr, message, tmp_path, keep)
 
 
 def test_sizes_command_prints_every_size(tmp_path):
