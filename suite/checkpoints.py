@@ -40,6 +40,23 @@ def load_trunk(path: str | Path, what: str = "checkpoint") -> tuple[Trunk, dict]
     return trunk, checkpoint
 
 
+def load_tokenizer(checkpoint: dict):
+    """The `tokenizers.Tokenizer` a checkpoint's model was trained with: stored by TaskData in the checkpoint, or
+    rebuilt from the data settings for checkpoints without one."""
+    from tokenizers import Tokenizer
+
+    stored = checkpoint.get("TaskData", {}).get("tokenizer")
+    if stored is not None:
+        return Tokenizer.from_str(stored)
+    data = checkpoint.get("datamodule_hyper_parameters")
+    if not data:
+        raise UsageError("the checkpoint holds no tokenizer and no data settings to rebuild one; allowed: a "
+                         "checkpoint written by foresight fit")
+    import tasks
+
+    return tasks.build(data.get("task", "star_graph"), **(data.get("options") or {})).tokenizer
+
+
 def save_trunk(path: str | Path, trunk: Trunk, data: dict | None = None) -> None:
     """A checkpoint that `load_trunk` reads: the trunk alone (e.g. a stand-in reverse model for a benchmark).
     `data` holds the data module's settings, e.g. {"reverse": True}."""

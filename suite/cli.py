@@ -16,6 +16,8 @@ commands:
   fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
   validate   score a checkpoint on the validation split (--ckpt_path=PATH)
   test       score a checkpoint on the test split (--ckpt_path=PATH)
+  eval       score a checkpoint on task families through lm-eval (--checkpoint PATH --tasks a,b)
+  export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
   sizes      parameter counts of every model size, with an objective's heads
   bench      measurements against next-token prediction: `foresight bench memory`
 
@@ -100,8 +102,20 @@ def bench_main(argv: list[str]) -> None:
     main(argv)
 
 
-COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "sizes": sizes_main,
-            "bench": bench_main}
+def eval_main(argv: list[str]) -> None:
+    from suite.evaluate import main
+
+    main(argv)
+
+
+def export_main(argv: list[str]) -> None:
+    from suite.export import main
+
+    main(argv)
+
+
+COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "eval": eval_main,
+            "export": export_main, "sizes": sizes_main, "bench": bench_main}
 
 
 def _explain(message: str) -> str:

@@ -37,6 +37,13 @@ class TaskData(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.task.vocab_size
 
+    def state_dict(self) -> dict:
+        # the tokenizer travels in every checkpoint (under "TaskData"), so evaluation and export need nothing else
+        return {"tokenizer": self.task.tokenizer.to_str()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the task rebuilds the same tokenizer from its options; the stored copy is for readers of checkpoints
+
     @property
     def seq_len(self) -> int:
         return self.task.seq_len

@@ -68,7 +68,7 @@ BAD = [
     (["fit", "--data.options.degree=two"], "degree: Expected an int. Got value: two"),
     (["fit", "--model.lr=-0.1"], "lr=-0.1 is out of range; allowed: >= 0.0"),
     (["fit", "--config", "missing.yaml"], "missing.yaml"),
-    (["train"], "unknown command 'train'; known: fit, validate, test, sizes"),
+    (["train"], "unknown command 'train'; known: fit, validate, test, eval, export, sizes, bench"),
 ]
 
 
