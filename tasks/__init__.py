@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from suite import errors
-from tasks.base import SPLITS, Examples, Task
+from tasks.base import EOS, SPECIAL_TOKENS, SPLITS, Examples, Task, encode_documents
+from tasks.humaneval import HumanEval
+from tasks.mix import Mix
+from tasks.python_stdlib import PythonStdlib
 from tasks.star_graph import StarGraph
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (StarGraph,)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (StarGraph, HumanEval, PythonStdlib, Mix)}
 """Registry name -> class. Adding a task family is one file and one entry here."""
 
 
@@ -15,4 +18,5 @@ def build(name: str, **options) -> Task:
     return errors.build("task", TASKS, name, options)
 
 
-__all__ = ["SPLITS", "TASKS", "Examples", "StarGraph", "Task", "build"]
+__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "Task", "build",
+           "encode_documents"]

@@ -1,4 +1,5 @@
-"""What every task family provides: a tokenizer, deterministic splits as token ids, and a scorer."""
+"""What every task family provides: deterministic splits as text documents, their token ids for training, the
+lm-eval settings that score them, and the scorer itself, shared by training-time validation and lm-eval."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import torch
 from suite.errors import check_choice
 
 SPLITS = ("train", "val", "test")
+EOS = "<eos>"
+SPECIAL_TOKENS = ["<pad>", "<unk>", EOS]
+"""Every foresight tokenizer starts with these three, at ids 0, 1, 2."""
 
 Generate = Callable[[torch.Tensor, int], torch.Tensor]
 """generate(prompt_ids [B, P], max_new_tokens) -> new token ids [B, max_new_tokens], greedy."""
@@ -21,11 +25,11 @@ class Examples(torch.utils.data.Dataset):
     """One split of a task as token ids: a map-style dataset of dicts for the DataLoader."""
 
     tokens: torch.Tensor
-    """[N, L] token ids, right-padded with the task's pad id."""
+    """[N, L] token ids, right-padded with the pad id (0)."""
     loss_mask: torch.Tensor
     """[N, L] bool: the tokens that are prediction targets in training."""
     prompt_len: torch.Tensor
-    """[N] where each example's answer starts."""
+    """[N] where each example's answer starts (its length when it has no prompt)."""
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -35,44 +39,133 @@ class Examples(torch.utils.data.Dataset):
 
 
 class Task:
-    """A task family: subclasses set `name` and `family`, build `self.tokenizer` (a `tokenizers.Tokenizer`) and
-    implement `_generate` (all splits, once) and `evaluate`."""
+    """A task family. Subclasses set the class attributes, build `self.tokenizer` (a `tokenizers.Tokenizer` whose
+    first ids are SPECIAL_TOKENS) and implement `_documents` and `score`.
+
+    A document is a JSON-ready dict: "prompt" and "answer" (text; the model is trained on prompt + answer + <eos>
+    and asked to continue the prompt), or "text" alone for plain training text; plus whatever `score` needs."""
 
     name: ClassVar[str]
     family: ClassVar[str]
     """The score this task feeds: "reasoning", "knowledge" or "code"."""
     primary: ClassVar[str]
-    """The name of the `evaluate` score that stands for the task (shown in the progress bar, fed to family scores)."""
+    """The `score` metric that stands for the task (shown in the progress bar, averaged into the family score)."""
+    generation: ClassVar[dict] = {"until": [EOS], "max_gen_toks": 64}
+    """lm-eval generation settings for this task's questions."""
+
+    validate: ClassVar[bool] = False
+    """Generate and score answers during training-time validation (for tasks whose answers are short); others are
+    scored by `foresight eval` only. `score` must then judge a document from its prompt and answer alone."""
 
     tokenizer = None
-    _splits: dict[str, Examples] | None = None
+    loss_on = "answer"
+    _documents_cache: dict[str, list[dict]] | None = None
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    @property
-    def seq_len(self) -> int:
-        """Tokens per example (the longest, where lengths vary)."""
-        raise NotImplementedError
-
     def token_id(self, token: str) -> int:
         return self.tokenizer.token_to_id(token)
-
-    def examples(self, split: str) -> Examples:
-        """The split's examples; all splits are generated together on first use, so they can exclude each other."""
-        check_choice("split", split, SPLITS)
-        if self._splits is None:
-            self._splits = self._generate()
-        return self._splits[split]
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
 
-    def _generate(self) -> dict[str, Examples]:
+    def documents(self, split: str) -> list[dict]:
+        """The split's documents; all splits are made together on first use, so they can exclude each other."""
+        check_choice("split", split, SPLITS)
+        if self._documents_cache is None:
+            self._documents_cache = self._documents()
+        return self._documents_cache[split]
+
+    def _documents(self) -> dict[str, list[dict]]:
         raise NotImplementedError
 
-    def evaluate(self, generate: Generate, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-example scores [B] (floats in [0, 1]) for a batch of this task's examples, answering each prompt
-        with `generate`."""
+    @staticmethod
+    def score(doc: dict, completion: str) -> dict[str, float]:
+        """Scores in [0, 1] of a model's `completion` of `doc["prompt"]`, from the document alone."""
         raise NotImplementedError
+
+    def examples(self, split: str, tokenizer=None) -> Examples:
+        """The split as token ids, with `tokenizer` (default: the task's own, and then computed once)."""
+        if tokenizer is not None and tokenizer is not self.tokenizer:
+            return encode_documents(self.documents(split), tokenizer, self.loss_on)
+        cache = self.__dict__.setdefault("_examples_cache", {})
+        if split not in cache:
+            cache[split] = encode_documents(self.documents(split), self.tokenizer, self.loss_on)
+        return cache[split]
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per example (the longest, where lengths vary)."""
+        return max(self.examples(split).tokens.shape[1] for split in SPLITS)
+
+    def evaluate(self, generate: Generate, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-example scores [B] of a validation batch: each prompt answered by greedy `generate` (prompts of one
+        length at a time), judged by `score` against the answer in the batch. {} unless `validate`."""
+        if not self.validate:
+            return {}
+        eos = self.token_id(EOS)
+        tokens, starts = batch["tokens"], batch["prompt_len"]
+        scores: list[dict[str, float]] = [{}] * len(tokens)
+        for start in starts.unique().tolist():
+            rows = (starts == start).nonzero().squeeze(1)
+            generated = generate(tokens[rows, :start], self.generation["max_gen_toks"])
+            for row, new in zip(rows.tolist(), generated.tolist()):
+                answer = tokens[row, start:].tolist()
+                doc = {"prompt": self.decode(tokens[row, :start]), "answer": self.decode(_until(answer, eos))}
+                scores[row] = self.score(doc, self.decode(_until(new, eos)))
+        return {name: torch.tensor([s[name] for s in scores]) for name in scores[0]}
+
+
+def _until(ids: list[int], stop: int) -> list[int]:
+    return ids[: ids.index(stop)] if stop in ids else ids
+
+
+def results_scorer(task: type[Task]):
+    """lm-eval's `process_results(doc, results)` for a task's YAML: the task's `score` of the first generation."""
+
+    def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+        return task.score(doc, results[0])
+
+    return process_results
+
+
+def _encode(documents: list[dict], tokenizer, loss_on: str) -> list[tuple[list[int], list[bool], int]]:
+    """Each document as (ids of prompt + answer + <eos> or text + <eos>, loss mask, where its answer starts)."""
+    eos = tokenizer.token_to_id(EOS)
+    prompts = tokenizer.encode_batch([doc.get("prompt", "") for doc in documents])
+    bodies = tokenizer.encode_batch([doc["answer"] if "answer" in doc else doc["text"] for doc in documents])
+    encoded = []
+    for doc, prompt, body in zip(documents, prompts, bodies):
+        ids = prompt.ids + body.ids + [eos]
+        start = len(prompt.ids) if "answer" in doc else 0
+        encoded.append((ids, [loss_on == "all" or i >= start for i in range(len(ids))],
+                        start if "answer" in doc else len(ids)))
+    return encoded
+
+
+def encode_documents(documents: list[dict], tokenizer, loss_on: str = "answer") -> Examples:
+    """One row per document: prompt + answer + <eos> (or text + <eos>), right-padded; the loss mask covers the
+    answer and <eos> (everything, with loss_on="all", or for plain text)."""
+    encoded = _encode(documents, tokenizer, loss_on)
+    width = max(len(ids) for ids, _, _ in encoded)
+    tokens = torch.zeros(len(encoded), width, dtype=torch.long)
+    loss_mask = torch.zeros(len(encoded), width, dtype=torch.bool)
+    for i, (ids, mask, _) in enumerate(encoded):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+        loss_mask[i, : len(ids)] = torch.tensor(mask)
+    return Examples(tokens, loss_mask, torch.tensor([start for _, _, start in encoded]))
+
+
+def pack_documents(documents: list[dict], tokenizer, seq_len: int, loss_on: str = "answer") -> Examples:
+    """Documents end to end (each closed by <eos>) cut into rows of `seq_len` tokens, the last row padded: no
+    compute spent on padding, as in pretraining. Attention crosses document boundaries; the <eos> marks them."""
+    encoded = _encode(documents, tokenizer, loss_on)
+    ids = torch.tensor([i for doc, _, _ in encoded for i in doc], dtype=torch.long)
+    mask = torch.tensor([m for _, doc, _ in encoded for m in doc], dtype=torch.bool)
+    rows = -(-len(ids) // seq_len)
+    tokens = torch.zeros(rows * seq_len, dtype=torch.long)
+    loss_mask = torch.zeros(rows * seq_len, dtype=torch.bool)
+    tokens[: len(ids)], loss_mask[: len(ids)] = ids, mask
+    return Examples(tokens.view(rows, seq_len), loss_mask.view(rows, seq_len), torch.full((rows,), seq_len))

@@ -6,7 +6,7 @@ to goal. Teacher-forced next-token training learns a "Clever Hans" shortcut: onc
 next node is the unique successor of the previous one, so the model never learns to plan the first step and
 picks an arm at random: full-path accuracy stalls near 1/degree. Multi-token objectives are claimed to escape it.
 
-Text form, one token per node label (with degree 2, path length 3):
+Text form, one token per node label (with degree 2, path length 3); the prompt ends at "=", the answer is the path:
 
     5 9 | 2 5 | 2 7 | 7 1 / 2 1 = 2 7 1 <eos>
 
@@ -21,12 +21,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 from suite.errors import UsageError, check_range
-from tasks.base import Examples, Generate, Task
+from tasks.base import EOS, SPECIAL_TOKENS, Examples, Generate, Task, results_scorer
+from tasks.tokenizer import word_level
 
-SPECIALS = ["<pad>", "<unk>", "<eos>", "|", "/", "="]
+SYMBOLS = ["|", "/", "="]
 
 
 class StarGraph(Task):
@@ -65,17 +65,16 @@ class StarGraph(Task):
         self.degree, self.path_length, self.num_nodes = degree, path_length, num_nodes
         self.num_train, self.num_val, self.num_test, self.seed, self.loss_on = (
             num_train, num_val, num_test, seed, loss_on)
-        vocab = {token: i for i, token in enumerate(SPECIALS + [str(i) for i in range(num_nodes)])}
-        self.tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-        self.tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        self.node_offset = len(SPECIALS)
+        self.tokenizer = word_level(SYMBOLS + [str(i) for i in range(num_nodes)])
+        self.node_offset = len(SPECIAL_TOKENS) + len(SYMBOLS)
+        self.generation = {"until": [EOS], "max_gen_toks": path_length + 1}
         self.num_edges = degree * (path_length - 1)
         self.prompt_len = 3 * self.num_edges + 3  # edges "u v |" less the last "|", then "/ s g ="
         self.answer_len = path_length + 1  # the path and <eos>
 
     @property
     def seq_len(self) -> int:
-        return self.prompt_len + self.answer_len
+        return self.prompt_len + self.answer_len  # every graph has the same layout
 
     @property
     def random_arm_accuracy(self) -> float:
@@ -92,7 +91,7 @@ class StarGraph(Task):
         starts = np.concatenate([np.repeat(source[:, None, None], d, axis=1), arms[:, :, :-1]], axis=2)
         edges = np.stack([starts, arms], axis=-1).reshape(count, self.num_edges, 2)
         edges = np.take_along_axis(edges, rng.random((count, self.num_edges)).argsort(axis=1)[..., None], axis=1)
-        off, sep, slash, eq, eos = self.node_offset, *(self.token_id(t) for t in ("|", "/", "=", "<eos>"))
+        off, sep, slash, eq, eos = self.node_offset, *(self.token_id(t) for t in (*SYMBOLS, EOS))
         edge_tokens = np.concatenate([edges + off, np.full((count, self.num_edges, 1), sep)], axis=2)
         tokens = np.concatenate([
             edge_tokens.reshape(count, -1)[:, :-1],
@@ -121,18 +120,44 @@ class StarGraph(Task):
             kept.append(tokens[keep])
         return np.concatenate(kept)[:count], seen
 
-    def _generate(self) -> dict[str, Examples]:
-        test, held_out = self._draw(2, self.num_test, set(), distinct=True)
-        val, held_out = self._draw(1, self.num_val, held_out, distinct=True)
-        train, _ = self._draw(0, self.num_train, held_out, distinct=False)
-        return {split: self._examples(tokens) for split, tokens in (("train", train), ("val", val), ("test", test))}
+    def _rows(self) -> dict[str, torch.Tensor]:
+        """Every split as token rows [N, L], drawn once (vectorized: a million graphs take seconds)."""
+        if self._rows_cache is None:
+            test, held_out = self._draw(2, self.num_test, set(), distinct=True)
+            val, held_out = self._draw(1, self.num_val, held_out, distinct=True)
+            train, _ = self._draw(0, self.num_train, held_out, distinct=False)
+            self._rows_cache = {split: torch.from_numpy(rows).long()
+                                for split, rows in (("train", train), ("val", val), ("test", test))}
+        return self._rows_cache
 
-    def _examples(self, tokens: np.ndarray) -> Examples:
-        tokens = torch.from_numpy(tokens).long()
+    _rows_cache: dict[str, torch.Tensor] | None = None
+
+    def _documents(self) -> dict[str, list[dict]]:
+        documents = {}
+        for split, rows in self._rows().items():
+            prompts = self.tokenizer.decode_batch(rows[:, : self.prompt_len].tolist(), skip_special_tokens=False)
+            paths = self.tokenizer.decode_batch(rows[:, self.prompt_len: self.prompt_len + self.path_length].tolist())
+            documents[split] = [{"prompt": p, "answer": a} for p, a in zip(prompts, paths)]
+        return documents
+
+    def examples(self, split: str, tokenizer=None) -> Examples:
+        """With the task's own tokenizer, straight from the generated rows (one token per label); with another
+        (a data mix's), through the text documents."""
+        if tokenizer is not None and tokenizer is not self.tokenizer:
+            return super().examples(split, tokenizer)
+        tokens = self._rows()[split]
         loss_mask = torch.ones_like(tokens, dtype=torch.bool)
         if self.loss_on == "answer":
             loss_mask[:, : self.prompt_len] = False
         return Examples(tokens, loss_mask, torch.full((len(tokens),), self.prompt_len))
+
+    @staticmethod
+    def score(doc: dict, completion: str) -> dict[str, float]:
+        """path_acc: the first len(path) labels of the completion are the path; arm_acc: its second label (the first
+        step, the one that needs planning) is right."""
+        gold, words = doc["answer"].split(), completion.split()
+        predicted = words[: len(gold)]
+        return {"path_acc": float(predicted == gold), "arm_acc": float(predicted[1:2] == gold[1:2])}
 
     def evaluate(self, generate: Generate, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """path_acc: the whole path right (greedy decoding); arm_acc: the first step, the one that needs planning,
@@ -145,3 +170,7 @@ class StarGraph(Task):
             "arm_acc": (predicted[:, 1] == gold[:, 1]).float(),
             "random_arm_acc": torch.full((len(tokens),), self.random_arm_accuracy),
         }
+
+
+process_results = results_scorer(StarGraph)
+"""lm-eval's scorer for tasks/star_graph.yaml."""

@@ -138,3 +138,35 @@ def test_smallest_graph_space_still_generates():
     assert len(held) == 6
     assert not held & {graph_key(task, r) for r in task.examples("train").tokens}
     assert np.unique(task.examples("train").tokens.numpy(), axis=0).shape[0] > 6
+
+
+def test_documents_are_the_token_rows_as_text(task):
+    rows, documents = task.examples("test").tokens, task.documents("test")
+    assert len(documents) == len(rows)
+    for row, doc in zip(rows[:50], documents[:50]):
+        assert task.tokenizer.encode(doc["prompt"] + " " + doc["answer"] + " <eos>").ids == row.tolist()
+
+
+def test_text_scores_agree_with_the_token_scores(task):
+    """`score` (what lm-eval calls on generated text) and `evaluate` (training-time validation on token ids) must
+    judge the same completions the same way."""
+    batch = {"tokens": task.examples("test").tokens[:64]}
+    P = task.prompt_len
+    gold = batch["tokens"][:, P: P + task.path_length]
+    torch.manual_seed(0)
+    noisy = torch.where(torch.rand(gold.shape) < 0.15, torch.randint(6, 6 + 15, gold.shape), gold)
+    token_scores = task.evaluate(lambda prompts, n: noisy[:, :n], batch)
+    for i, doc in enumerate(task.documents("test")[:64]):
+        text = task.decode(noisy[i]) + " <eos>"
+        assert task.score(doc, text) == {"path_acc": token_scores["path_acc"][i].item(),
+                                         "arm_acc": token_scores["arm_acc"][i].item()}
+    assert 0 < token_scores["path_acc"].mean() < 1  # both right and wrong completions were judged
+
+
+def test_score_by_hand():
+    doc = {"prompt": "5 9 | 2 5 | 2 7 | 7 1 / 2 1 =", "answer": "2 7 1"}
+    assert StarGraph.score(doc, "2 7 1 <eos>") == {"path_acc": 1.0, "arm_acc": 1.0}
+    assert StarGraph.score(doc, " 2 7 1") == {"path_acc": 1.0, "arm_acc": 1.0}
+    assert StarGraph.score(doc, "2 5 9") == {"path_acc": 0.0, "arm_acc": 0.0}
+    assert StarGraph.score(doc, "2 7 9") == {"path_acc": 0.0, "arm_acc": 1.0}
+    assert StarGraph.score(doc, "") == {"path_acc": 0.0, "arm_acc": 0.0}

@@ -1,0 +1,211 @@
+"""`foresight eval`: score a checkpoint through lm-eval on foresight's task families (and on lm-eval's own tasks
+where their data is on the machine), offline, and write lm-eval's results with one score per family.
+
+Family scores: the mean over the evaluated tasks of a family of each task's primary metric (star_graph path_acc
+and countdown acc for reasoning; biographies acc for knowledge; synthetic_code and humaneval pass_at_1 for code;
+mmlu, arc and triviaqa count where they ran). Corpora (python_stdlib: bits per byte) feed no family."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from suite import checkpoints
+from suite.errors import UsageError, check_range
+from suite.provenance import provenance
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "tasks"
+FORESIGHT_TASKS = {  # lm-eval task name -> the foresight task whose documents it reads
+    "star_graph": "star_graph", "countdown": "countdown", "biographies": "biographies",
+    "synthetic_code": "synthetic_code", "humaneval": "humaneval", "humaneval_pass_at_k": "humaneval",
+    "python_stdlib": "python_stdlib",
+}
+EXTERNAL = {  # lm-eval's own tasks foresight reports, when their data is on the machine: family, primary metric
+    "mmlu": ("knowledge", "acc"), "triviaqa": ("knowledge", "exact_match"),
+    "arc_easy": ("reasoning", "acc"), "arc_challenge": ("reasoning", "acc"),
+}
+
+
+def task_options(checkpoint: dict | None, name: str) -> dict:
+    """The options `name` was trained with: the checkpoint's own task, or its component in a mix; else none."""
+    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    options = data.get("options") or {}
+    if data.get("task") == name:
+        return dict(options)
+    if data.get("task") == "mix":
+        return dict((options.get("options") or {}).get(name, {}))
+    return {}
+
+
+def write_tasks(names: list[str], checkpoint: dict | None, folder: Path) -> None:
+    """Each foresight task's test documents as JSONL and a YAML that includes the shipped template with the data
+    path, generation settings and metric names of this instance: the folder is an lm-eval --include_path."""
+    import tasks
+
+    folder.mkdir(parents=True, exist_ok=True)
+    built: dict[str, object] = {}
+    for name in names:
+        source = FORESIGHT_TASKS[name]
+        if source not in built:
+            built[source] = tasks.build(source, **task_options(checkpoint, source))
+        task = built[source]
+        data = folder / f"{source}.jsonl"
+        if not data.exists():
+            data.write_text("".join(json.dumps(doc) + "\n" for doc in task.documents("test")))
+        config = {"include": str(TEMPLATES / f"{name}.yaml"), "task": name,
+                  "dataset_kwargs": {"data_files": {"test": str(data)}}}
+        if name == source and getattr(task, "generation", None) and task.family is not None:
+            config["generation_kwargs"] = {**task.generation, "do_sample": False}
+        if hasattr(task, "metrics"):
+            config["metric_list"] = [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                                     for m in task.metrics]
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def family_scores(results: dict) -> dict[str, float]:
+    import tasks
+
+    families: dict[str, list[float]] = {}
+    for name, metrics in results.items():
+        if name in FORESIGHT_TASKS:
+            task = tasks.TASKS[FORESIGHT_TASKS[name]]
+            family, primary = task.family, task.primary
+        elif name in EXTERNAL:
+            family, primary = EXTERNAL[name]
+        else:
+            continue
+        value = metrics.get(f"{primary},none")
+        if family is not None and isinstance(value, (int, float)):
+            families.setdefault(family, []).append(float(value))
+    return {family: sum(values) / len(values) for family, values in sorted(families.items())}
+
+
+def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed: int) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(include))
+    try:
+        return lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=limit,
+                                       random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                       fewshot_random_seed=seed, log_samples=False, bootstrap_iters=0)
+    except Exception as err:  # lm-eval's own tasks fail deep in `datasets` when their data is not on the machine
+        external = [n for n in names if n not in FORESIGHT_TASKS]
+        text = f"{type(err).__name__}: {err}"
+        if external and any(word in text for word in ("offline", "Offline", "connect", "resolve", "Couldn't")):
+            raise UsageError(f"lm-eval tasks {external} need their datasets from the Hugging Face hub, which are not "
+                             "on this machine and cannot be downloaded offline; allowed: tasks whose data is in the "
+                             "local datasets cache, or foresight's own: " + ", ".join(FORESIGHT_TASKS)) from None
+        raise
+
+
+def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
+             device: str = "cpu", seed: int = 0, answer: str | None = None) -> dict:
+    """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
+    scores; written to out/results_<time>.json."""
+    import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
+
+    data = checkpoints.read(checkpoint) if checkpoint else None
+    write_tasks([n for n in names if n in FORESIGHT_TASKS], data, out / "tasks")
+    if answer is None:
+        model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device)
+    else:
+        model = models.OracleLM(answer)
+    results = run_lm_eval(model, names, out / "tasks", limit, seed)
+    report = {"checkpoint": checkpoint, "tasks": names, "limit": limit,
+              "families": family_scores(results["results"]), "results": results["results"],
+              "n_samples": results.get("n-samples"), "configs": results.get("configs"),
+              "versions": results.get("versions")}
+    return report
+
+
+def check_names(names: list[str]) -> None:
+    known = [*FORESIGHT_TASKS, *EXTERNAL]
+    for name in names:
+        if name not in known:
+            raise UsageError(f"unknown task {name!r} for --tasks; known: {', '.join(known)} (other lm-eval task "
+                             "names run with lm_eval itself)")
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ActionYesNo, ArgumentParser
+
+    parser = ArgumentParser(prog="foresight eval", exit_on_error=False,
+                            description="Score a checkpoint on task families through lm-eval, offline.")
+    parser.add_argument("--checkpoint", type=str, help="a checkpoint written by foresight fit")
+    parser.add_argument("--tasks", type=str, required=True, help=f"comma-separated: {', '.join(FORESIGHT_TASKS)}, "
+                        f"or lm-eval's {', '.join(EXTERNAL)} where their data is on the machine")
+    parser.add_argument("--limit", type=int, help="score only the first N documents of each task")
+    parser.add_argument("--out", type=str, help="results folder (default: eval/ beside the checkpoint's folder)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--device", type=str, default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--selfcheck", action=ActionYesNo, default=False,
+                        help="score every task's gold answers (must be 100%%) and empty answers (must be 0%%)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--tasks is empty; allowed: a comma-separated list of " + ", ".join(FORESIGHT_TASKS))
+    check_names(names)
+    if args.limit is not None:
+        check_range("--limit", args.limit, 1)
+    check_range("--batch_size", args.batch_size, 1)
+    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(variable, "1")
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    if args.selfcheck:
+        return selfcheck(names, Path(args.out or f"runs/selfcheck/{stamp}"), args.limit)
+    if not args.checkpoint:
+        raise UsageError("--checkpoint is required (or --selfcheck); allowed: a .ckpt file written by foresight fit")
+    checkpoints.read(args.checkpoint)  # a bad path fails here, before lm-eval starts
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval"
+    report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed)
+    report = {**provenance(["eval", *argv]), **report}
+    path = out / f"results_{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"written: {path}\n")
+    print(results_table(report))
+
+
+def results_table(report: dict) -> str:
+    lines = ["| task | metric | value |", "| --- | --- | --- |"]
+    for task, metrics in report["results"].items():
+        for key, value in metrics.items():
+            if key.endswith(",none") and isinstance(value, (int, float)) and "stderr" not in key:
+                lines.append(f"| {task} | {key.split(',')[0]} | {value:.4f} |")
+    for family, value in report["families"].items():
+        lines.append(f"| **{family}** | family score | {value:.4f} |")
+    return "\n".join(lines)
+
+
+def selfcheck(names: list[str], out: Path, limit: int | None) -> None:
+    """Every generation task scored through lm-eval with its gold answers and with empty answers."""
+    import tasks
+
+    checked = [n for n in names if n in FORESIGHT_TASKS and tasks.TASKS[FORESIGHT_TASKS[n]].family is not None]
+    skipped = sorted(set(names) - set(checked))
+    failures, lines = [], ["| task | metric | gold | empty |", "| --- | --- | --- | --- |"]
+    gold = evaluate(None, checked, out / "gold", limit, answer="gold")["results"]
+    empty = evaluate(None, checked, out / "empty", limit, answer="empty")["results"]
+    for name in checked:
+        for key, value in gold[name].items():
+            if not key.endswith(",none") or "stderr" in key or not isinstance(value, (int, float)):
+                continue
+            blank = empty[name][key]
+            lines.append(f"| {name} | {key.split(',')[0]} | {value:.4f} | {blank:.4f} |")
+            if value != 1.0 or blank != 0.0:
+                failures.append(f"{name} {key.split(',')[0]}: gold {value:.4f}, empty {blank:.4f}")
+    print("\n".join(lines))
+    if skipped:
+        print(f"\nnot checked (no answers to score): {', '.join(skipped)}")
+    if failures:
+        print("\nselfcheck FAILED: " + "; ".join(failures), file=sys.stderr)
+        sys.exit(1)
+    print("\nselfcheck passed: gold answers score 1, empty answers 0, on every metric")

@@ -1,0 +1,141 @@
+"""foresight checkpoints as lm-eval models: `foresight` (a checkpoint's next-token model) and `foresight-oracle`
+(a test double that answers with each document's gold answer, or nothing, for `foresight eval --selfcheck`).
+
+Importing this module registers both with lm-eval, after which `lm_eval.simple_evaluate(model="foresight",
+model_args="checkpoint=runs/x/checkpoints/last.ckpt", ...)` works like any lm-eval model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import LM, TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from suite import checkpoints
+from suite.decoding import greedy
+from suite.errors import UsageError, check_range
+
+
+@register_model("foresight")
+class ForesightLM(TemplateLM):
+    """A checkpoint's trunk and tokenizer. Loglikelihoods are batched (right padding is harmless to a causal
+    model: pads come after every scored token); generation is batched over prompts of equal token length,
+    KV-cached, greedy unless `do_sample` asks for sampling (pass@k)."""
+
+    def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str = "cpu", max_length: int = 2048,
+                 dtype: str = "float32", **kwargs):
+        super().__init__()
+        batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
+        check_range("batch_size", batch_size, 1)
+        self.trunk, checkpoint_data = checkpoints.load_trunk(checkpoint)
+        self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
+        if self.tokenizer.get_vocab_size() != self.trunk.config.vocab_size:
+            raise UsageError(f"checkpoint {checkpoint!r} has a tokenizer of {self.tokenizer.get_vocab_size()} tokens "
+                             f"but a model of {self.trunk.config.vocab_size}; allowed: a tokenizer and model that "
+                             "were trained together")
+        self.trunk.to(device=device, dtype=getattr(torch, dtype)).eval()
+        self.where, self.batch_size, self.max_length = torch.device(device), batch_size, max_length
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.token_to_id("<eos>")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string).ids
+
+    def tok_decode(self, ids: list[int], **kwargs) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    @torch.inference_mode()
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1]) - len(requests[i][2]))
+        for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="loglikelihood"):
+            chunk = order[start: start + self.batch_size]
+            rows = []
+            for i in chunk:
+                _, context, continuation = requests[i]
+                whole = (context + continuation)[-(self.max_length + 1):]
+                rows.append((whole[:-1], len(continuation)))
+            width = max(len(inputs) for inputs, _ in rows)
+            batch = torch.zeros(len(rows), width, dtype=torch.long)
+            for r, (inputs, _) in enumerate(rows):
+                batch[r, : len(inputs)] = torch.tensor(inputs)
+            logprobs = F.log_softmax(self.trunk.logits(self.trunk(batch.to(self.where))).float(), dim=-1)
+            for r, (i, (inputs, count)) in enumerate(zip(chunk, rows)):
+                target = torch.tensor(requests[i][2][-count:], device=self.where)
+                scores = logprobs[r, len(inputs) - count: len(inputs)]
+                total = scores.gather(1, target[:, None]).sum().item()
+                results[i] = (total, bool((scores.argmax(-1) == target).all()))
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        windows, owners = [], []
+        for n, (text,) in enumerate(req.args for req in requests):
+            for context, continuation in map(make_disjoint_window, get_rolling_token_windows(
+                    self.tok_encode(text), self.prefix_token_id, self.max_length, context_len=1)):
+                windows.append(((text, ""), context, continuation))
+                owners.append(n)
+        totals = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)):
+            totals[owner] += logprob
+        return totals
+
+    @torch.inference_mode()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        results: list[str | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        encoded = [self.tok_encode(req.args[0])[-self.max_length:] for req in requests]
+        for i, req in enumerate(requests):
+            kwargs = req.args[1]
+            key = (len(encoded[i]), repr(sorted(kwargs.items())))
+            groups.setdefault(key, []).append(i)
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until")
+        for (_, _), members in groups.items():
+            kwargs = dict(requests[members[0]].args[1])
+            until = [s for s in kwargs.get("until", []) if s and s != "<eos>"]  # <eos> itself stops by id
+            max_new = int(kwargs.get("max_gen_toks", 256))
+            temperature = float(kwargs.get("temperature", 1.0)) if kwargs.get("do_sample") else 0.0
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start: start + self.batch_size]
+                prompts = torch.tensor([encoded[i] for i in chunk], device=self.where)
+
+                def stop(row: int, new: list[int]) -> bool:
+                    return any(s in self.tok_decode(new) for s in until)
+
+                new = greedy(self.trunk, prompts, max_new, self.eot_token_id, stop if until else None, temperature)
+                for i, ids in zip(chunk, new.tolist()):
+                    results[i] = cut(self.tok_decode(ids[: ids.index(self.eot_token_id)]
+                                                     if self.eot_token_id in ids else ids), until)
+                progress.update(len(chunk))
+        progress.close()
+        return results
+
+
+def cut(text: str, until: list[str]) -> str:
+    """`text` up to the first stop string (lm-eval's convention for generate_until)."""
+    for stop in until:
+        if stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
+@register_model("foresight-oracle")
+class OracleLM(LM):
+    """Answers every generation request with its document's gold answer (answer="gold") or nothing
+    (answer="empty"): what a scoring pipeline must rate 100% and 0%."""
+
+    def __init__(self, answer: str = "gold", **kwargs):
+        super().__init__()
+        self.answer = answer
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        return [req.doc["answer"] if self.answer == "gold" else "" for req in requests]
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("the oracle checks generation tasks only")
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("the oracle checks generation tasks only")

@@ -1,0 +1,88 @@
+"""`foresight eval`: lm-eval scores a checkpoint the way training-time validation does; bad input is one line."""
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from suite import ObjectiveLM, TaskData
+from suite.evaluate import evaluate, family_scores, task_options
+
+STAR = {"num_train": 3200, "num_val": 64, "num_test": 96}
+
+
+@pytest.fixture(scope="module")
+def star_checkpoint(tmp_path_factory):
+    """A nano model trained a little on the star graph, and its Lightning test-split scores."""
+    folder = tmp_path_factory.mktemp("star")
+    L.seed_everything(0)
+    data = TaskData(options=STAR, batch_size=32, eval_batch_size=96)
+    model = ObjectiveLM("nano", vocab_size=data.vocab_size, lr=3e-3, warmup_steps=10)
+    trainer = L.Trainer(max_steps=250, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=folder)
+    trainer.fit(model, data)
+    tested = trainer.test(model, data, verbose=False)[0]
+    path = folder / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path, tested
+
+
+def test_lm_eval_scores_equal_lightning_test_scores(star_checkpoint, tmp_path):
+    path, tested = star_checkpoint
+    report = evaluate(str(path), ["star_graph"], tmp_path)
+    scores = report["results"]["star_graph"]
+    assert 0.0 < tested["test/star_graph/arm_acc"]  # the model has learned something to compare
+    assert scores["path_acc,none"] == pytest.approx(tested["test/star_graph/path_acc"], abs=1e-6)
+    assert scores["arm_acc,none"] == pytest.approx(tested["test/star_graph/arm_acc"], abs=1e-6)
+    assert report["families"] == {"reasoning": scores["path_acc,none"]}
+    written = [json.loads(line) for line in (tmp_path / "tasks" / "star_graph.jsonl").read_text().splitlines()]
+    assert len(written) == STAR["num_test"] and written[0].keys() == {"prompt", "answer"}
+
+
+def test_task_options_come_from_the_checkpoint():
+    star = {"datamodule_hyper_parameters": {"task": "star_graph", "options": {"degree": 3}}}
+    mix = {"datamodule_hyper_parameters": {"task": "mix", "options": {"options": {"countdown": {"count": 3}}}}}
+    assert task_options(star, "star_graph") == {"degree": 3} and task_options(star, "countdown") == {}
+    assert task_options(mix, "countdown") == {"count": 3} and task_options(None, "star_graph") == {}
+
+
+def test_family_scores_average_primary_metrics():
+    results = {"star_graph": {"path_acc,none": 0.5, "arm_acc,none": 0.9}, "humaneval": {"pass_at_1,none": 0.25},
+               "python_stdlib": {"bits_per_byte,none": 3.0}, "other": {"acc,none": 1.0}}
+    assert family_scores(results) == {"code": 0.25, "reasoning": 0.5}
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "suite.cli", "eval", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "star_graph,chess"], "unknown task 'chess' for --tasks; known: star_graph"),
+    (["--tasks", ""], "--tasks is empty"),
+    (["--tasks", "star_graph", "--limit", "0"], "--limit=0 is out of range; allowed: >= 1"),
+    (["--tasks", "star_graph", "--checkpoint", "missing.ckpt"], "checkpoint 'missing.ckpt' does not exist"),
+    (["--tasks", "star_graph"], "--checkpoint is required"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+
+
+def test_corrupt_checkpoint_and_mismatched_tokenizer_are_refused(star_checkpoint, tmp_path):
+    path, _ = star_checkpoint
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(path.read_bytes()[:2000])
+    result = cli("--checkpoint", str(broken), "--tasks", "star_graph", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot be read" in result.stderr
+    checkpoint = torch.load(path, weights_only=False)
+    other = TaskData(options={"num_nodes": 30}).task.tokenizer
+    checkpoint["TaskData"]["tokenizer"] = other.to_str()
+    mismatched = tmp_path / "mismatched.ckpt"
+    torch.save(checkpoint, mismatched)
+    result = cli("--checkpoint", str(mismatched), "--tasks", "star_graph", cwd=tmp_path)
+    assert result.returncode == 2 and "tokenizer of 36 tokens but a model of 26" in result.stderr
