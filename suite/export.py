@@ -1,0 +1,133 @@
+"""`foresight export`: a checkpoint's next-token model as a Hugging Face Llama directory (config.json,
+model.safetensors, tokenizer files) that `AutoModelForCausalLM` and `AutoTokenizer` load with no foresight code.
+
+Only the trunk is exported (embeddings, blocks, final norm, unembedding): every objective's checkpoint is a plain
+causal LM, and its extra heads are training machinery that a Llama has no place for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from suite import checkpoints
+from suite.errors import UsageError
+from suite.model import Trunk
+
+MAX_POSITIONS = 4096
+"""Written as max_position_embeddings: RoPE has no learned table, so this is only the length HF tools assume."""
+
+SPECIAL_TOKENS = {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
+"""The roles HF tokenizers know, by the names foresight's task tokenizers give them."""
+
+
+def llama_config(trunk: Trunk, tokenizer):
+    """The `LlamaConfig` of a trunk: the blocks it holds (an objective may have removed some), not its config's."""
+    from transformers import LlamaConfig
+
+    c = trunk.config
+    return LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.ffn_dim,
+        num_hidden_layers=len(trunk.blocks), num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
+        head_dim=c.head_dim, hidden_act="silu", max_position_embeddings=MAX_POSITIONS, rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=c.tie_embeddings,
+        initializer_range=c.init_std, bos_token_id=None, eos_token_id=tokenizer.token_to_id("<eos>"),
+        pad_token_id=tokenizer.token_to_id("<pad>"), dtype=trunk.embed.weight.dtype,
+    )
+
+
+def llama_state_dict(trunk: Trunk) -> dict[str, torch.Tensor]:
+    """The trunk's weights under `LlamaForCausalLM`'s names. The fused q/k/v and gate/up matrices are split by
+    output rows; RoPE already uses HF's rotate_half convention, so q and k need no permutation."""
+    c = trunk.config
+    state = {"model.embed_tokens.weight": trunk.embed.weight, "model.norm.weight": trunk.final_norm.weight,
+             "lm_head.weight": trunk.unembed.weight}
+    for i, block in enumerate(trunk.blocks):
+        layer = f"model.layers.{i}."
+        q, k, v = block.attn.qkv.weight.split(
+            [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim])
+        gate, up = block.mlp.gate_up.weight.chunk(2)  # the order of `gate, up = gate_up(x).chunk(2, -1)`
+        state.update({
+            layer + "input_layernorm.weight": block.attn_norm.weight,
+            layer + "self_attn.q_proj.weight": q, layer + "self_attn.k_proj.weight": k,
+            layer + "self_attn.v_proj.weight": v, layer + "self_attn.o_proj.weight": block.attn.proj.weight,
+            layer + "post_attention_layernorm.weight": block.mlp_norm.weight,
+            layer + "mlp.gate_proj.weight": gate, layer + "mlp.up_proj.weight": up,
+            layer + "mlp.down_proj.weight": block.mlp.down.weight,
+        })
+    # slices of a fused matrix share its storage, which safetensors refuses to write: give each its own
+    return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+def hf_tokenizer(tokenizer):
+    """A `tokenizers.Tokenizer` wrapped for `transformers`, its special-token roles set where the vocabulary has
+    them. No cleanup of spaces on decode, so HF decodes exactly as foresight does."""
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = tokenizer.get_vocab()
+    roles = {role: token for role, token in SPECIAL_TOKENS.items() if token in vocab}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **roles)
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out whose files would be written over, unless told to, so nothing already there is lost; and
+    one that cannot be written, before a large checkpoint is read for nothing."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {str(out)!r} is a file; allowed: a new or empty folder")
+        if out.is_dir() and not overwrite and any(out.iterdir()):
+            raise UsageError(f"--out {str(out)!r} is not empty; allowed: a new or empty folder, or --overwrite to "
+                             "write over the export's files there")
+    except OSError as err:
+        raise UsageError(f"--out {str(out)!r} cannot be read ({err.strerror}); allowed: a folder you can write") \
+            from None
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())  # where mkdir would start
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(out)!r} cannot be written ({str(existing)!r} is not a folder you can write); "
+                         "allowed: a folder you can write")
+
+
+def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a foresight checkpoint's next-token model as a Hugging Face Llama directory and return it.
+
+    Args:
+        checkpoint: A .ckpt file written by `foresight fit` (any objective).
+        out: The folder to write: config.json, generation_config.json, model.safetensors and the tokenizer files.
+        overwrite: Write into a folder that is not empty (files of the same names are replaced).
+    """
+    out = Path(out)
+    check_out(out, overwrite)
+    trunk, stored = checkpoints.load_trunk(checkpoint)
+    tokenizer = checkpoints.load_tokenizer(stored)
+    from transformers import LlamaForCausalLM  # after the checks: a bad input fails without the seconds it takes
+
+    config = llama_config(trunk, tokenizer)
+    with torch.device("meta"):  # no memory and no init for weights that are replaced at once
+        model = LlamaForCausalLM(config)
+    # strict: every weight HF's Llama expects is mapped, and nothing else
+    model.load_state_dict(llama_state_dict(trunk), strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()  # assign=True gave lm_head its own copy; one shared matrix, as trained
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        hf_tokenizer(tokenizer).save_pretrained(out)
+    except OSError as err:
+        raise UsageError(f"--out {str(out)!r} cannot be written ({err.strerror}); allowed: a folder you can "
+                         "write") from None
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """`foresight export --checkpoint PATH --out DIR [--overwrite]`: write the checkpoint's next-token model as a
+    Hugging Face Llama directory and print the directory."""
+    from jsonargparse import ActionYesNo, ArgumentParser
+
+    parser = ArgumentParser(prog="foresight export", exit_on_error=False,
+                            description="Write a checkpoint's next-token model as a Hugging Face Llama directory.")
+    parser.add_function_arguments(export_hf, skip={"overwrite"})
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False,
+                        help="write into a folder that is not empty (files of the same names are replaced)")
+    options = parser.parse_args(argv).as_dict()
+    print(export_hf(**options))
