@@ -13,6 +13,7 @@ import torch
 
 from suite import checkpoints
 from suite.errors import UsageError
+from suite.evaluate import write_tasks
 from suite.model import Trunk
 
 MAX_POSITIONS = 4096
@@ -88,12 +89,28 @@ def check_out(out: Path, overwrite: bool) -> None:
                          "allowed: a folder you can write")
 
 
+def trained_tasks(checkpoint: dict) -> list[str]:
+    """The lm-eval tasks of what the checkpoint was trained on (a mix: its scored components)."""
+    from suite.evaluate import FORESIGHT_TASKS
+
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    if data.get("task") == "mix":
+        from tasks.mix import DEFAULT_COMPONENTS
+
+        components = (data.get("options") or {}).get("components") or DEFAULT_COMPONENTS
+        return [name for name in components if name in FORESIGHT_TASKS]
+    return [data["task"]] if data.get("task") in FORESIGHT_TASKS else []
+
+
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a foresight checkpoint's next-token model as a Hugging Face Llama directory and return it.
+    """Write a foresight checkpoint's next-token model as a Hugging Face Llama directory and return it, with an
+    lm-eval task folder (`lm_eval_tasks/`, the test documents of the tasks it was trained on) for
+    `lm_eval --model hf --model_args pretrained=DIR --include_path DIR/lm_eval_tasks`.
 
     Args:
         checkpoint: A .ckpt file written by `foresight fit` (any objective).
-        out: The folder to write: config.json, generation_config.json, model.safetensors and the tokenizer files.
+        out: The folder to write: config.json, generation_config.json, model.safetensors, the tokenizer files and
+            lm_eval_tasks/.
         overwrite: Write into a folder that is not empty (files of the same names are replaced).
     """
     out = Path(out)
@@ -113,6 +130,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
         hf_tokenizer(tokenizer).save_pretrained(out)
+        write_tasks(trained_tasks(stored), stored, out / "lm_eval_tasks")
     except OSError as err:
         raise UsageError(f"--out {str(out)!r} cannot be written ({err.strerror}); allowed: a folder you can "
                          "write") from None

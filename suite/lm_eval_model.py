@@ -6,6 +6,7 @@ model_args="checkpoint=runs/x/checkpoints/last.ckpt", ...)` works like any lm-ev
 
 from __future__ import annotations
 
+import lm_eval.models  # noqa: F401  lm-eval fills its model registry only while it is empty: fill it before ours
 import torch
 import torch.nn.functional as F
 from lm_eval.api.model import LM, TemplateLM
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from suite import checkpoints
 from suite.decoding import greedy
 from suite.errors import UsageError, check_range
+from tasks.base import truncate
 
 
 @register_model("foresight")
@@ -107,19 +109,11 @@ class ForesightLM(TemplateLM):
 
                 new = greedy(self.trunk, prompts, max_new, self.eot_token_id, stop if until else None, temperature)
                 for i, ids in zip(chunk, new.tolist()):
-                    results[i] = cut(self.tok_decode(ids[: ids.index(self.eot_token_id)]
+                    results[i] = truncate(self.tok_decode(ids[: ids.index(self.eot_token_id)]
                                                      if self.eot_token_id in ids else ids), until)
                 progress.update(len(chunk))
         progress.close()
         return results
-
-
-def cut(text: str, until: list[str]) -> str:
-    """`text` up to the first stop string (lm-eval's convention for generate_until)."""
-    for stop in until:
-        if stop in text:
-            text = text[: text.index(stop)]
-    return text
 
 
 @register_model("foresight-oracle")

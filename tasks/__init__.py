@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from suite import errors
 from tasks.base import EOS, SPECIAL_TOKENS, SPLITS, Examples, Task, encode_documents
+from tasks.biographies import Biographies
+from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.mix import Mix
 from tasks.python_stdlib import PythonStdlib
 from tasks.star_graph import StarGraph
+from tasks.synthetic_code import SyntheticCode
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (StarGraph, HumanEval, PythonStdlib, Mix)}
+TASKS: dict[str, type[Task]] = {
+    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib, Mix)}
 """Registry name -> class. Adding a task family is one file and one entry here."""
 
 
@@ -18,5 +22,5 @@ def build(name: str, **options) -> Task:
     return errors.build("task", TASKS, name, options)
 
 
-__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "Task", "build",
+__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Countdown", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "SyntheticCode", "Task", "build",
            "encode_documents"]

@@ -3,13 +3,13 @@ lm-eval settings that score them, and the scorer itself, shared by training-time
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from suite.errors import check_choice
+from suite.errors import UsageError, check_choice, check_range
 
 SPLITS = ("train", "val", "test")
 EOS = "<eos>"
@@ -116,6 +116,46 @@ class Task:
                 doc = {"prompt": self.decode(tokens[row, :start]), "answer": self.decode(_until(answer, eos))}
                 scores[row] = self.score(doc, self.decode(_until(new, eos)))
         return {name: torch.tensor([s[name] for s in scores]) for name in scores[0]}
+
+
+def check_options(task: str, loss_on: str, **sizes: int) -> None:
+    """One-line UsageErrors for the options every generated family has: split sizes >= 1 and loss_on."""
+    for field, value in sizes.items():
+        check_range(f"{task} {field}", value, 1)
+    check_choice(f"{task} loss_on", loss_on, ("answer", "all"))
+
+
+def truncate(completion: str, stops) -> str:
+    """`completion` up to the first occurrence of any of the `stops` strings (lm-eval's `until`)."""
+    for stop in stops:
+        completion = completion.split(stop)[0]
+    return completion
+
+
+def first_line(completion: str) -> str:
+    """A completion up to <eos> or the first newline: the answer a short-answer task judges."""
+    return truncate(completion, (EOS, "\n"))
+
+
+def draw_distinct(sample: Callable[[], tuple[Hashable, dict] | None], count: int, exclude: set, distinct: bool,
+                  what: str, patience: int = 100_000) -> tuple[list[dict], set]:
+    """`count` documents from `sample()` (which returns (key, document) or None for a rejected draw) whose keys are
+    not in `exclude`, without repeated keys if `distinct`; returns them and `exclude` plus the keys drawn (when
+    distinct). A UsageError naming `what` if `patience` draws in a row bring nothing new: the space is too small."""
+    documents, seen, misses = [], set(exclude), 0
+    while len(documents) < count:
+        drawn = sample()
+        if drawn is None or drawn[0] in seen:
+            misses += 1
+            if misses > patience:
+                raise UsageError(f"cannot draw {count} {what}: only {len(documents)} found that are not held out "
+                                 f"(or repeated); allowed: fewer, or options with more distinct instances")
+            continue
+        misses = 0
+        documents.append(drawn[1])
+        if distinct:
+            seen.add(drawn[0])
+    return documents, seen
 
 
 def _until(ids: list[int], stop: int) -> list[int]:

@@ -9,6 +9,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tasks.base import SPECIAL_TOKENS
 
+MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
+"""The smallest byte-level BPE: every byte and the special tokens, no merges."""
+
 
 def word_level(tokens: list[str]) -> Tokenizer:
     """Whitespace-separated words, one id each: SPECIAL_TOKENS first, then `tokens` in order."""

@@ -35,3 +35,19 @@ def reverse_lm(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("reverse") / "reverse.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+def validation_batch(task, size: int) -> dict:
+    """The first `size` validation examples of a task, as a batch."""
+    examples = task.examples("val")
+    return {"tokens": examples.tokens[:size], "prompt_len": examples.prompt_len[:size]}
+
+
+def oracle(batch: dict):
+    """A `generate` that answers each prompt of `batch` with its gold answer ids (and <eos>, then padding)."""
+    gold = {tuple(row[:start].tolist()): row[start:] for row, start in zip(batch["tokens"], batch["prompt_len"])}
+
+    def generate(prompts: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.stack([gold[tuple(prompt.tolist())][:n] for prompt in prompts])
+
+    return generate

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from suite import ObjectiveLM, TaskData
+from suite.cli import main
 from suite.evaluate import evaluate, family_scores, task_options
 
 STAR = {"num_train": 3200, "num_val": 64, "num_test": 96}
@@ -55,9 +56,15 @@ def test_family_scores_average_primary_metrics():
     assert family_scores(results) == {"code": 0.25, "reasoning": 0.5}
 
 
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "suite.cli", "eval", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def one_line_error(args, capfd, monkeypatch, folder) -> str:
+    """Run `foresight eval ARGS` in this process; it must exit 2 with one line on stderr. Returns that line."""
+    monkeypatch.chdir(folder)
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main(["eval", *args])
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(lines) == 1 and lines[0].startswith("foresight: error: "), lines
+    return lines[0]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -67,22 +74,50 @@ def cli(*args, cwd):
     (["--tasks", "star_graph", "--checkpoint", "missing.ckpt"], "checkpoint 'missing.ckpt' does not exist"),
     (["--tasks", "star_graph"], "--checkpoint is required"),
 ])
-def test_bad_input_is_one_line(args, message, tmp_path):
-    result = cli(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+def test_bad_input_is_one_line(args, message, tmp_path, capfd, monkeypatch):
+    assert message in one_line_error(args, capfd, monkeypatch, tmp_path)
 
 
-def test_corrupt_checkpoint_and_mismatched_tokenizer_are_refused(star_checkpoint, tmp_path):
+def test_corrupt_checkpoint_and_mismatched_tokenizer_are_refused(star_checkpoint, tmp_path, capfd, monkeypatch):
     path, _ = star_checkpoint
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(path.read_bytes()[:2000])
-    result = cli("--checkpoint", str(broken), "--tasks", "star_graph", cwd=tmp_path)
-    assert result.returncode == 2 and "cannot be read" in result.stderr
+    message = one_line_error(["--checkpoint", str(broken), "--tasks", "star_graph"], capfd, monkeypatch, tmp_path)
+    assert "cannot be read" in message
     checkpoint = torch.load(path, weights_only=False)
-    other = TaskData(options={"num_nodes": 30}).task.tokenizer
-    checkpoint["TaskData"]["tokenizer"] = other.to_str()
+    checkpoint["TaskData"]["tokenizer"] = TaskData(options={"num_nodes": 30}).task.tokenizer.to_str()
     mismatched = tmp_path / "mismatched.ckpt"
     torch.save(checkpoint, mismatched)
-    result = cli("--checkpoint", str(mismatched), "--tasks", "star_graph", cwd=tmp_path)
-    assert result.returncode == 2 and "tokenizer of 36 tokens but a model of 26" in result.stderr
+    message = one_line_error(["--checkpoint", str(mismatched), "--tasks", "star_graph"], capfd, monkeypatch, tmp_path)
+    assert "tokenizer of 36 tokens but a model of 26" in message
+
+
+def test_the_installed_command_writes_results_and_prints_the_table(star_checkpoint, tmp_path):
+    path, _ = star_checkpoint
+    result = subprocess.run([sys.executable, "-m", "suite.cli", "eval", "--checkpoint", str(path), "--tasks",
+                             "star_graph", "--limit", "8", "--out", str(tmp_path)], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(next(tmp_path.glob("results_*.json")).read_text())
+    assert report["limit"] == 8 and report["n_samples"]["star_graph"]["effective"] == 8
+    assert report["command"].startswith("foresight eval --checkpoint") and "star_graph" in report["results"]
+    assert "| **reasoning** | family score |" in result.stdout
+
+
+def test_foresight_and_hugging_face_models_score_the_same(star_checkpoint, tmp_path):
+    """The exported Llama directory, through lm-eval's own `hf` model and the task folder export writes, scores
+    what the checkpoint scores through `foresight`."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from suite.export import export_hf
+
+    path, _ = star_checkpoint
+    ours = evaluate(str(path), ["star_graph"], tmp_path / "ours", limit=48)["results"]["star_graph"]
+    folder = export_hf(path, tmp_path / "hf")
+    assert sorted(p.name for p in (folder / "lm_eval_tasks").iterdir()) == ["star_graph.jsonl", "star_graph.yaml"]
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={folder},dtype=float32", tasks=["star_graph"], limit=48,
+        task_manager=TaskManager(include_path=str(folder / "lm_eval_tasks")), device="cpu", batch_size=16,
+        bootstrap_iters=0)["results"]["star_graph"]
+    assert theirs["path_acc,none"] == ours["path_acc,none"] and theirs["arm_acc,none"] == ours["arm_acc,none"]

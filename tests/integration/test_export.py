@@ -119,7 +119,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    """Every file under `folder` by its path relative to it, with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
@@ -170,5 +171,6 @@ def test_overwrite_writes_the_export_and_keeps_other_files(checkpoint, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out)
     assert (out / "notes.txt").read_text() == "results already written"
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files(out))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "lm_eval_tasks/star_graph.yaml",
+            "lm_eval_tasks/star_graph.jsonl"} <= set(files(out))
     assert AutoModelForCausalLM.from_pretrained(out, local_files_only=True).config.model_type == "llama"
