@@ -8,6 +8,7 @@ mmlu, arc and triviaqa count where they ran). Corpora (python_stdlib: bits per b
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -21,11 +22,29 @@ from suite.errors import UsageError, check_range
 from suite.provenance import provenance
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "tasks"
-FORESIGHT_TASKS = {  # lm-eval task name -> the foresight task whose documents it reads
-    "star_graph": "star_graph", "countdown": "countdown", "biographies": "biographies",
-    "synthetic_code": "synthetic_code", "humaneval": "humaneval", "humaneval_pass_at_k": "humaneval",
-    "python_stdlib": "python_stdlib",
-}
+
+
+class _TemplateLoader(yaml.SafeLoader):
+    """Reads a task YAML for its names only: lm-eval's `!function` tags stay unresolved."""
+
+
+_TemplateLoader.add_constructor("!function", lambda loader, node: None)
+
+
+@functools.cache
+def foresight_tasks() -> dict[str, str]:
+    """lm-eval task name -> the foresight task whose documents it reads: one entry per YAML template beside the
+    tasks (a variant, like humaneval_pass_at_k, reads the documents of the template it includes)."""
+    import tasks
+
+    found = {}
+    for path in sorted(TEMPLATES.glob("*.yaml")):
+        config = yaml.load(path.read_text(), Loader=_TemplateLoader)
+        name = config["task"]
+        found[name] = name if name in tasks.TASKS else Path(config["include"]).stem
+    order = list(tasks.TASKS)  # the registry's order, each variant after its task
+    return dict(sorted(found.items(), key=lambda item: (order.index(item[1]), item[0] != item[1])))
+
 EXTERNAL = {  # lm-eval's own tasks foresight reports, when their data is on the machine: family, primary metric
     "mmlu": ("knowledge", "acc"), "triviaqa": ("knowledge", "exact_match"),
     "arc_easy": ("reasoning", "acc"), "arc_challenge": ("reasoning", "acc"),
@@ -51,7 +70,7 @@ def write_tasks(names: list[str], checkpoint: dict | None, folder: Path) -> None
     folder.mkdir(parents=True, exist_ok=True)
     built: dict[str, object] = {}
     for name in names:
-        source = FORESIGHT_TASKS[name]
+        source = foresight_tasks()[name]
         if source not in built:
             built[source] = tasks.build(source, **task_options(checkpoint, source))
         task = built[source]
@@ -73,8 +92,8 @@ def family_scores(results: dict) -> dict[str, float]:
 
     families: dict[str, list[float]] = {}
     for name, metrics in results.items():
-        if name in FORESIGHT_TASKS:
-            task = tasks.TASKS[FORESIGHT_TASKS[name]]
+        if name in foresight_tasks():
+            task = tasks.TASKS[foresight_tasks()[name]]
             family, primary = task.family, task.primary
         elif name in EXTERNAL:
             family, primary = EXTERNAL[name]
@@ -96,12 +115,12 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
                                        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                        fewshot_random_seed=seed, log_samples=False, bootstrap_iters=0)
     except Exception as err:  # lm-eval's own tasks fail deep in `datasets` when their data is not on the machine
-        external = [n for n in names if n not in FORESIGHT_TASKS]
+        external = [n for n in names if n not in foresight_tasks()]
         text = f"{type(err).__name__}: {err}"
         if external and any(word in text for word in ("offline", "Offline", "connect", "resolve", "Couldn't")):
             raise UsageError(f"lm-eval tasks {external} need their datasets from the Hugging Face hub, which are not "
                              "on this machine and cannot be downloaded offline; allowed: tasks whose data is in the "
-                             "local datasets cache, or foresight's own: " + ", ".join(FORESIGHT_TASKS)) from None
+                             "local datasets cache, or foresight's own: " + ", ".join(foresight_tasks())) from None
         raise
 
 
@@ -112,7 +131,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     data = checkpoints.read(checkpoint) if checkpoint else None
-    write_tasks([n for n in names if n in FORESIGHT_TASKS], data, out / "tasks")
+    write_tasks([n for n in names if n in foresight_tasks()], data, out / "tasks")
     if answer is None:
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device)
     else:
@@ -126,7 +145,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
 
 
 def check_names(names: list[str]) -> None:
-    known = [*FORESIGHT_TASKS, *EXTERNAL]
+    known = [*foresight_tasks(), *EXTERNAL]
     for name in names:
         if name not in known:
             raise UsageError(f"unknown task {name!r} for --tasks; known: {', '.join(known)} (other lm-eval task "
@@ -139,7 +158,7 @@ def main(argv: list[str]) -> None:
     parser = ArgumentParser(prog="foresight eval", exit_on_error=False,
                             description="Score a checkpoint on task families through lm-eval, offline.")
     parser.add_argument("--checkpoint", type=str, help="a checkpoint written by foresight fit")
-    parser.add_argument("--tasks", type=str, required=True, help=f"comma-separated: {', '.join(FORESIGHT_TASKS)}, "
+    parser.add_argument("--tasks", type=str, required=True, help=f"comma-separated: {', '.join(foresight_tasks())}, "
                         f"or lm-eval's {', '.join(EXTERNAL)} where their data is on the machine")
     parser.add_argument("--limit", type=int, help="score only the first N documents of each task")
     parser.add_argument("--out", type=str, help="results folder (default: eval/ beside the checkpoint's folder)")
@@ -151,7 +170,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     if not names:
-        raise UsageError("--tasks is empty; allowed: a comma-separated list of " + ", ".join(FORESIGHT_TASKS))
+        raise UsageError("--tasks is empty; allowed: a comma-separated list of " + ", ".join(foresight_tasks()))
     check_names(names)
     if args.limit is not None:
         check_range("--limit", args.limit, 1)
@@ -159,6 +178,9 @@ def main(argv: list[str]) -> None:
     for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(variable, "1")
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()  # "Generating test split" for every task: noise before a one-line error
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
     if args.selfcheck:
         return selfcheck(names, Path(args.out or f"runs/selfcheck/{stamp}"), args.limit)
@@ -189,7 +211,7 @@ def selfcheck(names: list[str], out: Path, limit: int | None) -> None:
     """Every generation task scored through lm-eval with its gold answers and with empty answers."""
     import tasks
 
-    checked = [n for n in names if n in FORESIGHT_TASKS and tasks.TASKS[FORESIGHT_TASKS[n]].family is not None]
+    checked = [n for n in names if n in foresight_tasks() and tasks.TASKS[foresight_tasks()[n]].family is not None]
     skipped = sorted(set(names) - set(checked))
     failures, lines = [], ["| task | metric | gold | empty |", "| --- | --- | --- | --- |"]
     gold = evaluate(None, checked, out / "gold", limit, answer="gold")["results"]

@@ -91,15 +91,15 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def trained_tasks(checkpoint: dict) -> list[str]:
     """The lm-eval tasks of what the checkpoint was trained on (a mix: its scored components)."""
-    from suite.evaluate import FORESIGHT_TASKS
+    from suite.evaluate import foresight_tasks
 
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     if data.get("task") == "mix":
         from tasks.mix import DEFAULT_COMPONENTS
 
         components = (data.get("options") or {}).get("components") or DEFAULT_COMPONENTS
-        return [name for name in components if name in FORESIGHT_TASKS]
-    return [data["task"]] if data.get("task") in FORESIGHT_TASKS else []
+        return [name for name in components if name in foresight_tasks()]
+    return [data["task"]] if data.get("task") in foresight_tasks() else []
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:

@@ -1,7 +1,8 @@
 """A data mixture of task families with one shared tokenizer, so one training run yields every family's score.
 
 Training rows are documents of all components packed end to end; each component contributes its weight's share
-of `train_tokens` (its training documents in a seeded order, repeated if the share is larger than the set).
+of `train_tokens` (its training documents in a seeded order, repeated if the share is larger than the set). Every
+document carries the name of its component under "task".
 Validation and test rows are every component's own held-out documents, packed. `foresight eval` scores each
 component on its own test split, tokenized with the mix's tokenizer (which the checkpoint stores)."""
 
@@ -79,12 +80,11 @@ class Mix(Task):
                 [d.get("prompt", "") + d.get("answer", d.get("text", "")) for d in train])]
             taken, i = 0, 0
             while taken < budget and train:
-                doc = train[order[i % len(order)]]
-                documents["train"].append(doc)
+                documents["train"].append({**train[order[i % len(order)]], "task": name})
                 taken += lengths[order[i % len(order)]] + 1
                 i += 1
-            documents["val"] += task.documents("val")
-            documents["test"] += task.documents("test")
+            documents["val"] += [{**doc, "task": name} for doc in task.documents("val")]
+            documents["test"] += [{**doc, "task": name} for doc in task.documents("test")]
         rng.shuffle(documents["train"])
         return documents
 

@@ -121,3 +121,43 @@ def test_foresight_and_hugging_face_models_score_the_same(star_checkpoint, tmp_p
         task_manager=TaskManager(include_path=str(folder / "lm_eval_tasks")), device="cpu", batch_size=16,
         bootstrap_iters=0)["results"]["star_graph"]
     assert theirs["path_acc,none"] == ours["path_acc,none"] and theirs["arm_acc,none"] == ours["arm_acc,none"]
+
+
+@pytest.mark.slow
+def test_selfcheck_passes_for_every_family_with_all_of_humaneval(tmp_path):
+    """Gold answers score 100% and empty ones 0% through lm-eval's scoring, humaneval's 164 canonical solutions
+    included (run in the sandbox)."""
+    result = subprocess.run([sys.executable, "-m", "suite.cli", "eval", "--selfcheck", "--tasks",
+                             "star_graph,countdown,biographies,synthetic_code,humaneval", "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| humaneval | pass_at_1 | 1.0000 | 0.0000 |" in result.stdout
+    assert "selfcheck passed" in result.stdout
+
+
+def test_lm_eval_tasks_without_their_data_fail_in_one_line(star_checkpoint, tmp_path, capfd, monkeypatch):
+    path, _ = star_checkpoint
+    message = one_line_error(["--checkpoint", str(path), "--tasks", "star_graph,mmlu", "--limit", "2"], capfd,
+                             monkeypatch, tmp_path)
+    assert "lm-eval tasks ['mmlu'] need their datasets from the Hugging Face hub" in message
+
+
+def test_a_mix_checkpoint_is_scored_per_component_with_its_own_tokenizer(tmp_path):
+    """Train on a small mix through the CLI, then evaluate two components: each reads the mix's options and
+    tokenizer from the checkpoint."""
+    mix = ("{components: {star_graph: 1, countdown: 1}, train_tokens: 20000, seq_len: 64, vocab_size: 400, "
+           "options: {star_graph: {num_train: 300, num_test: 24, degree: 3}, countdown: {num_train: 300, "
+           "num_test: 24, count: 3}}}")
+    fit = subprocess.run([sys.executable, "-m", "suite.cli", "fit", "--data.task=mix", f"--data.options={mix}",
+                          "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}",
+                          "--trainer.enable_progress_bar=false"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    report = evaluate(str(checkpoint), ["star_graph", "countdown"], tmp_path / "eval", limit=4)
+    assert set(report["results"]) == {"star_graph", "countdown"}
+    docs = [json.loads(line) for line in (tmp_path / "eval" / "tasks" / "star_graph.jsonl").read_text().splitlines()]
+    assert len(docs) == 24 and docs[0]["prompt"].count("|") == 3 * 3 - 1  # degree 3, path length 4: 9 edges
+    countdown = [json.loads(line) for line in (tmp_path / "eval" / "tasks" / "countdown.jsonl").read_text()
+                 .splitlines()]
+    assert len(countdown[0]["prompt"].split("->")[0].split()) == 3  # count 3
