@@ -1,0 +1,76 @@
+"""The `foresight` lm-eval model against direct computation: batched loglikelihoods (right padding must not
+matter), rolling loglikelihood, and generation with stop strings."""
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from lm_eval.api.instance import Instance
+
+from suite import ObjectiveLM, TaskData
+from suite.decoding import greedy
+from suite.lm_eval_model import ForesightLM
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    L.seed_everything(0)
+    data = TaskData(options={"num_train": 640, "num_val": 32, "num_test": 32}, batch_size=32)
+    lm = ObjectiveLM("nano", vocab_size=data.vocab_size, lr=1e-2, warmup_steps=1)
+    trainer = L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(lm, data)
+    path = tmp_path_factory.mktemp("lm") / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return ForesightLM(str(path), batch_size=3), data.task
+
+
+def request(kind: str, args: tuple, doc=None) -> Instance:
+    return Instance(request_type=kind, doc=doc or {}, arguments=args, idx=0)
+
+
+def direct_logprob(lm: ForesightLM, context: list[int], continuation: list[int]) -> float:
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = F.log_softmax(lm.trunk.logits(lm.trunk(ids[:, :-1])), dim=-1)[0]
+    return sum(logprobs[len(context) - 1 + i, token].item() for i, token in enumerate(continuation))
+
+
+def test_loglikelihood_equals_direct_computation_whatever_the_batch(model):
+    lm, task = model
+    docs = task.documents("test")[:7]  # 7 requests in batches of 3: padding and sorting are exercised
+    requests = [request("loglikelihood", (doc["prompt"], " " + doc["answer"])) for doc in docs]
+    requests.append(request("loglikelihood", ("3 4 |", " 5")))  # a much shorter one, padded in its batch
+    results = lm.loglikelihood(requests, disable_tqdm=True)
+    for req, (logprob, greedy_match) in zip(requests, results):
+        context, continuation = req.args
+        context_ids = lm.tok_encode(context)
+        continuation_ids = lm.tok_encode(context + continuation)[len(context_ids):]
+        assert logprob == pytest.approx(direct_logprob(lm, context_ids, continuation_ids), abs=1e-4)
+        assert isinstance(greedy_match, bool)
+
+
+def test_rolling_loglikelihood_scores_every_token_after_the_prefix(model):
+    lm, task = model
+    text = task.documents("test")[0]["prompt"]
+    ids = lm.tok_encode(text)
+    expected = direct_logprob(lm, [lm.eot_token_id], ids)
+    (total,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (text,))], disable_tqdm=True)
+    assert total == pytest.approx(expected, abs=1e-4)
+
+
+def test_generate_until_is_greedy_decoding_cut_at_stops(model):
+    lm, task = model
+    docs = task.documents("test")[:5]
+    kwargs = {"until": ["<eos>"], "max_gen_toks": 6, "do_sample": False}
+    answers = lm.generate_until([request("generate_until", (d["prompt"], kwargs), d) for d in docs],
+                                disable_tqdm=True)
+    prompts = torch.tensor([lm.tok_encode(d["prompt"]) for d in docs])
+    expected = greedy(lm.trunk, prompts, 6, lm.eot_token_id)
+    for answer, ids in zip(answers, expected.tolist()):
+        ids = ids[: ids.index(lm.eot_token_id)] if lm.eot_token_id in ids else ids
+        assert answer == lm.tok_decode(ids)
+    node = docs[0]["answer"].split()[1]  # stop at the first path node after the source: the text before it
+    (cut,) = lm.generate_until([request("generate_until", (docs[0]["prompt"], {**kwargs, "until": [node]}))],
+                               disable_tqdm=True)
+    assert node not in cut and answers[0].startswith(cut)
