@@ -118,6 +118,25 @@ class Task:
         return {name: torch.tensor([s[name] for s in scores]) for name in scores[0]}
 
 
+class PackedTask(Task):
+    """A task trained as documents packed end to end into rows of `seq_len` tokens (a corpus, a mixture): its
+    rows have no prompts, so it is not validated by generation. Subclasses set `self._seq_len`."""
+
+    _seq_len: int
+
+    def examples(self, split: str, tokenizer=None) -> Examples:
+        cache = self.__dict__.setdefault("_packed", {})
+        key = (split, id(tokenizer))
+        if key not in cache:
+            cache[key] = pack_documents(self.documents(split), tokenizer or self.tokenizer, self._seq_len,
+                                        self.loss_on)
+        return cache[key]
+
+    @property
+    def seq_len(self) -> int:
+        return self._seq_len
+
+
 def check_options(task: str, loss_on: str, **sizes: int) -> None:
     """One-line UsageErrors for the options every generated family has: split sizes >= 1 and loss_on."""
     for field, value in sizes.items():

@@ -11,14 +11,14 @@ from __future__ import annotations
 import random
 
 from suite.errors import UsageError, check_range
-from tasks.base import Examples, Task, pack_documents
+from tasks.base import PackedTask
 from tasks.tokenizer import byte_level_bpe
 
 DEFAULT_COMPONENTS = {"star_graph": 1.0, "countdown": 1.0, "biographies": 1.0, "synthetic_code": 1.0,
                       "python_stdlib": 1.0}
 
 
-class Mix(Task):
+class Mix(PackedTask):
     name = "mix"
     family = None
     primary = None
@@ -87,16 +87,6 @@ class Mix(Task):
             documents["test"] += [{**doc, "task": name} for doc in task.documents("test")]
         rng.shuffle(documents["train"])
         return documents
-
-    def examples(self, split: str, tokenizer=None) -> Examples:
-        cache = self.__dict__.setdefault("_packed", {})
-        if split not in cache:
-            cache[split] = pack_documents(self.documents(split), tokenizer or self.tokenizer, self._seq_len)
-        return cache[split]
-
-    @property
-    def seq_len(self) -> int:
-        return self._seq_len
 
     @staticmethod
     def score(doc: dict, completion: str) -> dict[str, float]:

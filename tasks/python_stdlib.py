@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 
 from suite.errors import UsageError, check_range
-from tasks.base import Examples, Task, pack_documents
+from tasks.base import PackedTask
 from tasks.tokenizer import byte_level_bpe
 
 LEFT_OUT = ("test", "idlelib", "lib2to3", "site-packages", "tkinter", "turtledemo", "ensurepip", "config-")
@@ -49,7 +49,7 @@ def chunks(source: str, max_chars: int) -> list[str]:
     return [p for p in pieces if p.strip()]
 
 
-class PythonStdlib(Task):
+class PythonStdlib(PackedTask):
     name = "python_stdlib"
     family = None
     primary = "bits_per_byte"
@@ -96,17 +96,6 @@ class PythonStdlib(Task):
             documents[split] = [doc for doc in documents[split] if doc["text"] not in trained]
         random.Random(self.seed).shuffle(documents["train"])
         return documents
-
-    def examples(self, split: str, tokenizer=None) -> Examples:
-        cache = self.__dict__.setdefault("_packed", {})
-        key = (split, id(tokenizer))
-        if key not in cache:
-            cache[key] = pack_documents(self.documents(split), tokenizer or self.tokenizer, self._seq_len, "all")
-        return cache[key]
-
-    @property
-    def seq_len(self) -> int:
-        return self._seq_len
 
     @staticmethod
     def score(doc: dict, completion: str) -> dict[str, float]:
