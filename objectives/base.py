@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import addmm_flop, register_flop_formula
 
 from suite.errors import UsageError
 
@@ -53,6 +54,13 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
 
 CHUNK_LOGITS = 2 ** 24
 """Logits per chunk in `fused_linear_loss` (64 MiB in fp32): 512 positions at a 32k vocabulary."""
+
+@register_flop_formula(torch.ops.aten.addmm_)
+def _inplace_addmm_flops(accumulator_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    """The fused loss accumulates the unembedding's gradient with an in-place addmm_, which torch's FLOP counter
+    does not count by default: counted FLOPs per token must see the work that is done."""
+    return addmm_flop(accumulator_shape, a_shape, b_shape)
+
 
 ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple[torch.Tensor, torch.Tensor]]
 """chunk_loss(logits [rows, V], rows slice, gradient) -> (loss per position [rows], a metric summed over the chunk);
@@ -341,6 +349,17 @@ class Objective(nn.Module):
     """How many future tokens a position predicts: x_{t+1} .. x_{t+n}."""
     progress: float = 0.0
     """Fraction of training done, set by ObjectiveLM before each step (for loss-weight schedules)."""
+
+    @classmethod
+    def horizon_options(cls, n: int) -> dict | None:
+        """The options that make this objective predict n tokens ahead (a sweep's `n` axis), or None if it has no
+        horizon (NTP, future summary prediction): then the axis does not apply and the point is not repeated."""
+        return None
+
+    @property
+    def logits_heads(self) -> int:
+        """How many heads compute vocabulary logits through the shared unembedding (for analytic FLOPs)."""
+        return self.n
 
     def attach(self, trunk) -> None:
         """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training."""

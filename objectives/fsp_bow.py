@@ -48,6 +48,10 @@ class FSPBoW(Objective):
     def attach(self, trunk) -> None:
         self.head = nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
 
+    @property
+    def logits_heads(self) -> int:
+        return 2  # next-token and bag-of-words logits
+
     def check_sequence_length(self, length: int) -> None:
         check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
 

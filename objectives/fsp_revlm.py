@@ -51,6 +51,10 @@ class FSPRevLM(Objective):
                                  nn.Linear(d, reverse.config.d_model, bias=False)).to(trunk.embed.weight.device)
         trunk.init_weights(self.out[1])
 
+    @property
+    def logits_heads(self) -> int:
+        return 1  # next-token logits; the summary head regresses a vector
+
     def check_sequence_length(self, length: int) -> None:
         check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
 

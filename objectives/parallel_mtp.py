@@ -45,6 +45,10 @@ class ParallelMTP(Objective):
         self.n, self.head_layers, self.loss_reduction = n, head_layers, loss_reduction
         self.head_weights, self.match_params, self.headwise = head_weights, match_params, headwise
 
+    @classmethod
+    def horizon_options(cls, n: int) -> dict:
+        return {"n": n}
+
     @property
     def weights(self) -> list[float]:
         if self.head_weights is not None:

@@ -51,6 +51,10 @@ class SequentialMTP(Objective):
         self.headwise = headwise
         self.n = depth + 1
 
+    @classmethod
+    def horizon_options(cls, n: int) -> dict:
+        return {"depth": n - 1}  # the next-token head and n - 1 modules: n tokens ahead
+
     @property
     def current_loss_weight(self) -> float:
         if self.loss_weight_schedule is None:

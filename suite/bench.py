@@ -12,23 +12,8 @@ import time
 from pathlib import Path
 
 from suite.errors import UsageError, check_choice, check_range
+from suite.overhead import MALLOC_LIVE, peak_rss_bytes, rss_bytes
 from suite.provenance import provenance
-
-
-def _rss_bytes() -> int:
-    """This process's resident memory now (Linux), or its peak so far elsewhere."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_rss_bytes()
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux kibibytes
 
 
 def measure_step(point: dict) -> dict:
@@ -62,18 +47,16 @@ def measure_step(point: dict) -> dict:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    resting = torch.cuda.memory_allocated() if cuda else _rss_bytes()
+    resting = torch.cuda.memory_allocated() if cuda else rss_bytes()
     step()
-    peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
+    peak = torch.cuda.max_memory_allocated() if cuda else peakrss_bytes()
     for p in [*trunk.parameters(), *objective.parameters()]:
         p.grad = None
     return {"resting_bytes": resting, "peak_bytes": peak, "step_bytes": peak - resting, "seconds": step()}
 
 
 def _in_fresh_process(point: dict) -> dict:
-    # glibc keeps freed blocks below its (self-raising) mmap threshold for reuse, so resident memory would count
-    # cached free memory; a fixed 64 KiB threshold returns every tensor's memory when it is freed: RSS = live data.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, **MALLOC_LIVE}
     result = subprocess.run([sys.executable, "-m", "suite.bench", "_measure", json.dumps(point)],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:

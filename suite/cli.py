@@ -16,7 +16,11 @@ commands:
   fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
   validate   score a checkpoint on the validation split (--ckpt_path=PATH)
   test       score a checkpoint on the test split (--ckpt_path=PATH)
+  sweep      train, score and cost a grid of objectives x n x sizes x seeds (--config FILE [--shard i/N])
+  agent      run sweep points for a wandb sweep agent
   eval       score a checkpoint on task families through lm-eval (--checkpoint PATH --tasks a,b)
+  report     tables with confidence intervals and significance, and plots, of a sweep's results
+  dashboard  a wandb report comparing a sweep's runs (--entity E --project P)
   export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
   sizes      parameter counts of every model size, with an objective's heads
   bench      measurements against next-token prediction: `foresight bench memory`
@@ -57,11 +61,12 @@ def _cli_class():
     return ForesightCLI
 
 
-def lightning_main(argv: list[str]) -> None:
+def lightning_main(argv: list[str]):
+    """`foresight fit|validate|test ARGS`; returns the LightningCLI (its trainer, model and data) after the run."""
     from suite.data import TaskData
     from suite.module import ObjectiveLM
 
-    _cli_class()(
+    return _cli_class()(
         ObjectiveLM, TaskData, args=argv, seed_everything_default=0,
         trainer_defaults={"default_root_dir": "runs/default", "log_every_n_steps": 10, "gradient_clip_val": 1.0},
         save_config_kwargs={"overwrite": True},
@@ -96,26 +101,21 @@ def sizes_main(argv: list[str]) -> None:
     Console(width=max(Console().width, 140)).print(table)
 
 
-def bench_main(argv: list[str]) -> None:
-    from suite.bench import main
+def module_main(module: str):
+    """A command whose `main(argv)` lives in `suite.<module>` (imported only when the command runs)."""
 
-    main(argv)
+    def run(argv: list[str]) -> None:
+        import importlib
 
+        importlib.import_module(f"suite.{module}").main(argv)
 
-def eval_main(argv: list[str]) -> None:
-    from suite.evaluate import main
-
-    main(argv)
-
-
-def export_main(argv: list[str]) -> None:
-    from suite.export import main
-
-    main(argv)
+    return run
 
 
-COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main, "eval": eval_main,
-            "export": export_main, "sizes": sizes_main, "bench": bench_main}
+COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main,
+            "sweep": module_main("sweep"), "agent": module_main("agent"), "eval": module_main("evaluate"),
+            "report": module_main("report"), "dashboard": module_main("dashboard"), "export": module_main("export"),
+            "sizes": sizes_main, "bench": module_main("bench")}
 
 
 def _explain(message: str) -> str:

@@ -51,6 +51,28 @@ EXTERNAL = {  # lm-eval's own tasks foresight reports, when their data is on the
 }
 
 
+def task_kind(task: str) -> tuple[str | None, str | None]:
+    """(family, primary metric) of an lm-eval task name, as `foresight eval` scores it; (None, None) if unknown."""
+    import tasks
+
+    if task in foresight_tasks():
+        source = tasks.TASKS[foresight_tasks()[task]]
+        return source.family, source.primary
+    return EXTERNAL.get(task, (None, None))
+
+
+def item_scores(samples: dict) -> dict[str, list[float]]:
+    """{task: the primary metric of each test document, in document order} from lm-eval's logged samples: what the
+    report pairs against NTP. Tasks whose per-document value is not a number (bits per byte) are left out."""
+    items = {}
+    for task, logged in (samples or {}).items():
+        primary = task_kind(task)[1]
+        values = sorted((sample["doc_id"], sample.get(primary)) for sample in logged)
+        if primary and values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in values):
+            items[task] = [float(v) for _, v in values]
+    return items
+
+
 def task_options(checkpoint: dict | None, name: str) -> dict:
     """The options `name` was trained with: the checkpoint's own task, or its component in a mix; else none."""
     data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
@@ -88,24 +110,16 @@ def write_tasks(names: list[str], checkpoint: dict | None, folder: Path) -> None
 
 
 def family_scores(results: dict) -> dict[str, float]:
-    import tasks
-
     families: dict[str, list[float]] = {}
     for name, metrics in results.items():
-        if name in foresight_tasks():
-            task = tasks.TASKS[foresight_tasks()[name]]
-            family, primary = task.family, task.primary
-        elif name in EXTERNAL:
-            family, primary = EXTERNAL[name]
-        else:
-            continue
+        family, primary = task_kind(name)
         value = metrics.get(f"{primary},none")
         if family is not None and isinstance(value, (int, float)):
             families.setdefault(family, []).append(float(value))
     return {family: sum(values) / len(values) for family, values in sorted(families.items())}
 
 
-def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed: int) -> dict:
+def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed: int, log_samples: bool = False) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -113,7 +127,7 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
     try:
         return lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=limit,
                                        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                       fewshot_random_seed=seed, log_samples=False, bootstrap_iters=0)
+                                       fewshot_random_seed=seed, log_samples=log_samples, bootstrap_iters=0)
     except Exception as err:  # lm-eval's own tasks fail deep in `datasets` when their data is not on the machine
         external = [n for n in names if n not in foresight_tasks()]
         text = f"{type(err).__name__}: {err}"
@@ -125,9 +139,9 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
 
 
 def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
-             device: str = "cpu", seed: int = 0, answer: str | None = None) -> dict:
+             device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False) -> dict:
     """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
-    scores; written to out/results_<time>.json."""
+    scores, and with `items` each document's primary metric (see item_scores)."""
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     data = checkpoints.read(checkpoint) if checkpoint else None
@@ -136,11 +150,13 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device)
     else:
         model = models.OracleLM(answer)
-    results = run_lm_eval(model, names, out / "tasks", limit, seed)
+    results = run_lm_eval(model, names, out / "tasks", limit, seed, log_samples=items)
     report = {"checkpoint": checkpoint, "tasks": names, "limit": limit,
               "families": family_scores(results["results"]), "results": results["results"],
               "n_samples": results.get("n-samples"), "configs": results.get("configs"),
               "versions": results.get("versions")}
+    if items:
+        report["items"] = item_scores(results.get("samples"))
     return report
 
 

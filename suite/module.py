@@ -64,6 +64,7 @@ class ObjectiveLM(L.LightningModule):
         })
         self.tokens_seen = 0
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
+        self.seq_len_seen: int | None = None  # of the training batches, for analytic FLOPs per token
 
     def configure_callbacks(self):
         return [ThroughputMonitor(batch_size_fn=lambda batch: batch["tokens"].shape[0],
@@ -120,9 +121,13 @@ class ObjectiveLM(L.LightningModule):
         self.objective.progress = self.global_step / max(self.trainer.estimated_stepping_batches, 1)
         if self.flops_per_batch is None:
             self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape))
+            self.seq_len_seen = batch["tokens"].shape[1]
 
     def training_step(self, batch, batch_idx):
         loss, metrics = self._loss(batch)
+        if not torch.isfinite(loss):  # stop at once: every later step would only spread the NaN
+            raise UsageError(f"the training loss is {loss.item()} at step {self.global_step} (lr={self.hparams.lr}); "
+                             "allowed: a finite loss: lower --model.lr or raise --model.warmup_steps")
         self.tokens_seen += batch["tokens"].numel() * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()})

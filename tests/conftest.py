@@ -51,3 +51,59 @@ def oracle(batch: dict):
         return torch.stack([gold[tuple(prompt.tolist())][:n] for prompt in prompts])
 
     return generate
+
+
+def wandb_records(run_folder: Path) -> dict:
+    """What an offline wandb run logged, read from its run-<id>.wandb file (a LevelDB-style log of protobuf
+    records: 32 KiB blocks, each record split into chunks with a 7-byte header). wandb itself has no Python reader
+    of this file, and the tests must check offline what `wandb sync` would upload. Returns the run record
+    (run_group, job_type, tags, ...), config, summary (the last value of each key) and history (one dict per step)."""
+    import json
+    import struct
+
+    from google.protobuf.json_format import MessageToDict
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_folder).glob("run-*.wandb")
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    chunks, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        left = block - position % block
+        if left < 7:  # a block's tail too short for a header is padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if kind == 0:
+            position += left
+            continue
+        chunk = data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind == 1:  # full
+            chunks.append(chunk)
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        else:  # last
+            chunks.append(pending + chunk)
+    found = {"run": {}, "config": {}, "summary": {}, "history": []}
+    for chunk in chunks:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(chunk)
+        kind = record.WhichOneof("record_type")
+
+        def key(item):
+            return item.key or "/".join(item.nested_key)
+
+        if kind == "run":
+            found["run"] = MessageToDict(record.run, preserving_proto_field_name=True)
+            found["run"]["tags"] = list(record.run.tags)
+            found["config"].update({key(item): json.loads(item.value_json) for item in record.run.config.update})
+        elif kind == "config":
+            found["config"].update({key(item): json.loads(item.value_json) for item in record.config.update})
+        elif kind == "summary":
+            found["summary"].update({key(item): json.loads(item.value_json) for item in record.summary.update})
+        elif kind == "history":
+            found["history"].append({key(item): json.loads(item.value_json) for item in record.history.item})
+    return found

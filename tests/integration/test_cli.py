@@ -68,7 +68,8 @@ BAD = [
     (["fit", "--data.options.degree=two"], "degree: Expected an int. Got value: two"),
     (["fit", "--model.lr=-0.1"], "lr=-0.1 is out of range; allowed: >= 0.0"),
     (["fit", "--config", "missing.yaml"], "missing.yaml"),
-    (["train"], "unknown command 'train'; known: fit, validate, test, eval, export, sizes, bench"),
+    (["train"], "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, report, dashboard, export, "
+     "sizes, bench"),
 ]
 
 

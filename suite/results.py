@@ -1,0 +1,97 @@
+"""`results/<sweep>/runs.jsonl`: one JSON line per finished sweep point, in a versioned schema.
+
+Appends are one `write` of one whole line under an exclusive lock, so shards of a sweep running at once into one
+folder never interleave; a reader skips (and reports) a torn last line left by a killed writer, so the good rows
+are always readable.
+
+Row schema (SCHEMA = 1):
+
+    schema       1
+    sweep        the sweep's name
+    point        the point's id: "<objective>[-n<n>]-<size>-s<seed>-<hash of its whole config>"
+    role         "point" (compared in reports) or "reverse_lm" (a prerequisite of fsp_revlm points)
+    status       "ok" or "failed"
+    error        why it failed (one line), or null
+    axes         {"objective": registry name, "n": horizon or null, "size": size name, "seed": int, "data": task}
+    objective    the objective's spec: {"class_path": ..., "init_args": {...}}
+    config       the point's resolved settings (data, model, trainer, budget, eval)
+    scores       {task: {metric: value}}: lm-eval's metrics of each eval task
+    families     {family: score}: the mean of each family's primary metrics
+    items        {task: [per-document value of the primary metric, in document order]}, for paired tests
+    overhead     {"step_time_s": median seconds per optimizer step, "tokens_per_s", "steps_timed",
+                  "peak_memory_bytes": the process's peak, "train_memory_bytes": peak minus the memory at the start
+                  of training, "memory_kind": "max_rss" | "cuda_max_allocated", "flops_per_token": counted by
+                  torch's FLOP counter, "flops_per_token_analytic"}
+    params       {"trunk", "shared", "objective", "frozen", "total"}
+    train        {"steps", "tokens", "final_loss", "seconds", "resumed_from_step": null or the step a resumed
+                  attempt started from}
+    eval_seconds wall time of the evaluation
+    seconds      wall time of the point
+    run_dir      where the point's run folder is
+    command      `foresight agent ...`: re-runs this point alone
+    sweep_command  `foresight sweep --config ...`: the sweep it belongs to
+    commit, dirty, date, machine, versions   provenance (suite.provenance)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+
+SCHEMA = 1
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append `row` as one line, atomically with respect to other writers of the same file."""
+    line = (json.dumps({"schema": SCHEMA, **row}, default=str) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if handle.tell() and _last_byte(path) != b"\n":
+                handle.write(b"\n")  # a writer killed mid-line left a torn row: end it, never glue onto it
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
+
+
+def read_rows(path: Path, warn=None) -> list[dict]:
+    """Every complete row of `path`; a line that does not parse (a torn last line from a killed writer) is skipped
+    with a warning naming it, never fatal. A missing file has no rows."""
+    if not Path(path).exists():
+        return []
+    rows = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "point" not in row:
+                    raise ValueError("not a row")
+            except ValueError:
+                (warn or _stderr)(f"{path}: line {number} is not a complete row (a run killed while writing?); "
+                                  "skipped")
+                continue
+            rows.append(row)
+    return rows
+
+
+def latest_rows(rows: list[dict]) -> dict[str, dict]:
+    """The last row of each point (a retried point's newest result wins)."""
+    return {row["point"]: row for row in rows}
+
+
+def _stderr(message: str) -> None:
+    print(f"foresight: warning: {message}", file=sys.stderr)

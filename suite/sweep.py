@@ -1,0 +1,418 @@
+"""`foresight sweep --config NAME|FILE [--shard i/N] [--dry-run]`: train, score and cost a grid of objectives x n x
+sizes x seeds on one data setting and one budget, one process per point, one row per point in
+`results/<sweep>/runs.jsonl`, then the comparison table.
+
+A sweep file (YAML; the shipped ones are in suite/sweeps/, e.g. `--config quickstart`):
+
+    name: quickstart            # results/<name>/, runs/<name>/, the wandb group
+    project: foresight          # the wandb project
+    data: {task: star_graph, options: {degree: 2}, batch_size: 64}   # TaskData arguments
+    model: {lr: 0.001}          # ObjectiveLM arguments every point shares
+    trainer: {}                 # Trainer arguments every point shares (strategy, devices, precision, ...)
+    sizes: [nano]
+    seeds: [0, 1, 2]
+    n: [2, 4]                   # the horizon, for objectives that have one (no NTP duplicates)
+    objectives: [ntp, parallel_mtp, {fsp_bow: {tau: 8}}]   # registry names, with options
+    budget: {steps: 800}        # or {tokens: 2000000}: the same for every point
+    eval: {tasks: [star_graph], limit: null}
+
+Points are independent and resumable: a finished point (its row in runs.jsonl) is skipped, an interrupted one
+resumes from its last checkpoint, a failed one is recorded and the sweep goes on (`--retry-failed` runs it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from suite.errors import UsageError, check_range, one_line
+from suite.overhead import MALLOC_LIVE
+from suite.point import BUSY, INTERRUPTED, base_row
+from suite.results import append_row, latest_rows, read_rows
+
+SHIPPED = Path(__file__).resolve().parent / "sweeps"
+KEYS = {"name", "project", "description", "data", "model", "trainer", "sizes", "seeds", "n", "objectives",
+        "budget", "eval"}
+DEFAULT_OBJECTIVES = ["ntp", "parallel_mtp", "causal_mtp", "sequential_mtp", "fsp_bow", "fsp_revlm"]
+
+
+@dataclass
+class Sweep:
+    name: str
+    budget: dict
+    project: str = "foresight"
+    description: str = ""
+    data: dict = field(default_factory=lambda: {"task": "star_graph"})
+    model: dict = field(default_factory=dict)
+    trainer: dict = field(default_factory=dict)
+    sizes: list = field(default_factory=lambda: ["nano"])
+    seeds: list = field(default_factory=lambda: [0])
+    n: list = field(default_factory=lambda: [2, 4])
+    objectives: list = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    eval: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def find_sweep_file(config: str) -> Path:
+    """A path, or the name of a sweep shipped in suite/sweeps/."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{config}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+    raise UsageError(f"sweep file {config!r} does not exist; allowed: a YAML path, or a shipped sweep: {known}")
+
+
+def load_sweep(config: str) -> Sweep:
+    """The sweep file, checked: one-line UsageErrors name the bad key or value."""
+    import objectives
+    import tasks
+    from suite.sizes import SIZES
+
+    path = find_sweep_file(config)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(f"sweep file {str(path)!r} is not valid YAML ({one_line(err)})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"sweep file {str(path)!r} holds {type(raw).__name__}; allowed: a mapping of {sorted(KEYS)}")
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise UsageError(f"sweep file {str(path)!r} has unknown keys {unknown}; allowed: {', '.join(sorted(KEYS))}")
+    for key in ("name", "budget"):
+        if key not in raw:
+            raise UsageError(f"sweep file {str(path)!r} has no {key!r}; allowed: a sweep with name and budget")
+    sweep = Sweep(**raw, source=str(path))
+    if not isinstance(sweep.name, str) or not sweep.name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"sweep name {sweep.name!r} is not a plain name; allowed: letters, digits, - and _")
+    for axis in ("sizes", "seeds", "n", "objectives"):
+        values = getattr(sweep, axis)
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"sweep {axis}={values!r} is empty; allowed: a non-empty list")
+    for size in sweep.sizes:
+        if size not in SIZES:
+            raise UsageError(f"unknown size {size!r} in the sweep; known: {', '.join(SIZES)}")
+    for n in sweep.n:
+        if not isinstance(n, int) or n < 1:
+            raise UsageError(f"sweep n={n!r} is not a horizon; allowed: integers >= 1")
+    for seed in sweep.seeds:
+        if not isinstance(seed, int):
+            raise UsageError(f"sweep seed {seed!r} is not an integer")
+    budget = sweep.budget if isinstance(sweep.budget, dict) else {}
+    if len(budget) != 1 or next(iter(budget)) not in ("steps", "tokens") or not isinstance(
+            next(iter(budget.values())), int) or next(iter(budget.values())) < 1:
+        raise UsageError(f"sweep budget={sweep.budget!r}; allowed: {{steps: N}} or {{tokens: N}} with N >= 1")
+    if sweep.data.get("task") not in tasks.TASKS:
+        raise UsageError(f"unknown task {sweep.data.get('task')!r} in the sweep's data; known: {', '.join(tasks.TASKS)}")
+    for name, options in map(objective_entry, sweep.objectives):
+        objectives.errors.check_choice("objective", name, objectives.OBJECTIVES)
+        trial = {**options, **({"reverse_lm": "-"} if name == "fsp_revlm" else {})}
+        horizon = objectives.OBJECTIVES[name].horizon_options(2) or {}
+        objectives.build(name, **{**trial, **horizon})  # a bad option fails now, not after hours of training
+    from suite.evaluate import check_names
+
+    check_names(list(sweep.eval.get("tasks") or []))
+    return sweep
+
+
+def objective_entry(entry) -> tuple[str, dict]:
+    """`name` or `{name: {options}}`."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and len(entry) == 1:
+        name, options = next(iter(entry.items()))
+        if options is None or isinstance(options, dict):
+            return name, dict(options or {})
+    raise UsageError(f"sweep objective {entry!r} is not an objective; allowed: a name, or {{name: {{option: value}}}}")
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    role: str  # "point", or "reverse_lm": the right-to-left model fsp_revlm points distill
+    objective: str
+    options: dict
+    n: int | None
+    size: str
+    seed: int
+    needs: str | None = None  # the reverse_lm point this one reads
+
+
+def _point(sweep: Sweep, role: str, objective: str, options: dict, n, size: str, seed: int, needs=None) -> Point:
+    settings = {"role": role, "objective": objective, "options": options, "n": n, "size": size, "seed": seed,
+                "data": sweep.data, "model": sweep.model, "trainer": sweep.trainer, "budget": sweep.budget,
+                "eval": sweep.eval if role == "point" else {}}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    label = "reverse" if role == "reverse_lm" else objective + (f"-n{n}" if n is not None else "")
+    return Point(f"{label}-{size}-s{seed}-{digest}", role, objective, options, n, size, seed, needs)
+
+
+def grid(sweep: Sweep) -> list[Point]:
+    """Every point of the sweep, reverse models first. An objective without a horizon appears once per size and
+    seed; one with a horizon once per n > 1 (n = 1 would be NTP again)."""
+    import objectives
+
+    points, reverse = [], []
+    for size in sweep.sizes:
+        for seed in sweep.seeds:
+            needs = None
+            for name, options in map(objective_entry, sweep.objectives):
+                if name == "fsp_revlm" and needs is None:
+                    reverse.append(_point(sweep, "reverse_lm", "ntp", {}, None, size, seed))
+                    needs = reverse[-1].id
+                horizons = [n for n in sweep.n if n > 1] if objectives.OBJECTIVES[name].horizon_options(2) else [None]
+                for n in horizons:
+                    opts = {**options, **(objectives.OBJECTIVES[name].horizon_options(n) if n else {})}
+                    points.append(_point(sweep, "point", name, opts, n, size, seed,
+                                         needs if name == "fsp_revlm" else None))
+    return reverse + points
+
+
+def shard(points: list[Point], index: int, count: int) -> list[Point]:
+    """Shard `index` of `count`: a deterministic partition of the grid in which a reverse model travels with the
+    points that read it, so no two shards ever train the same point."""
+    units: dict[str, list[Point]] = {}
+    for point in points:
+        units.setdefault(point.needs or point.id, []).append(point)
+    return [p for i, unit in enumerate(units.values()) if i % count == index for p in unit]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r} is not i/N; allowed: e.g. 0/4 (shard 0 of 4)") from None
+    check_range("--shard count", count, 1)
+    if not 0 <= index < count:
+        raise UsageError(f"--shard {text!r}: index {index} is not in [0, {count - 1}]")
+    return index, count
+
+
+def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
+    """Everything the point's process needs (written to its run folder as point.json)."""
+    options = dict(point.options)
+    if point.objective == "fsp_revlm":
+        options["reverse_lm"] = str(runs / point.needs / "checkpoints" / "last.ckpt")
+    return {"sweep": sweep.name, "project": sweep.project, "id": point.id, "role": point.role,
+            "objective": point.objective, "options": options, "n": point.n, "size": point.size, "seed": point.seed,
+            "needs": point.needs, "data": sweep.data, "model": sweep.model, "trainer": sweep.trainer,
+            "budget": sweep.budget, "eval": sweep.eval if point.role == "point" else {},
+            "run_dir": str(runs / point.id), "wandb_dir": str(runs), "results": str(results),
+            "source": sweep.source}
+
+
+def run_point(spec: dict, progress=None, task=None) -> int:
+    """The point in its own process (crash isolation, and its own peak memory); its output goes to log.txt in its
+    run folder; a progress bar follows its steps. Returns the process's exit status."""
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "point.json").write_text(json.dumps(spec, indent=2) + "\n")
+    with open(run_dir / "log.txt", "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "suite.point", str(run_dir / "point.json")],
+                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **MALLOC_LIVE})
+        try:
+            while child.poll() is None:
+                time.sleep(0.5)
+                if progress is not None:
+                    state = _read_json(run_dir / "progress.json")
+                    if state:
+                        progress.update(task, completed=state["step"], total=state["max_steps"],
+                                        description=f"{spec['id']}: {state.get('stage', 'fit')}")
+        except BaseException:  # Ctrl-C or a kill of the sweep: the point must not outlive it
+            child.send_signal(signal.SIGTERM)
+            child.wait()
+            raise
+    return child.returncode
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict]:
+    """Each point's parameters, tokens and training FLOPs (analytic), and minutes at `flops_per_s`."""
+    import tempfile
+
+    import torch
+
+    import objectives
+    import tasks
+    from suite.checkpoints import save_trunk
+    from suite.model import Trunk
+    from suite.overhead import analytic_flops_per_token
+    from suite.sizes import ModelConfig, count_parameters
+
+    task = tasks.build(sweep.data["task"], **(sweep.data.get("options") or {}))
+    batch, seq_len = sweep.data.get("batch_size", 64), task.seq_len
+    tokens_per_step = batch * seq_len
+    budget = sweep.budget
+    steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for point in points:
+            config = ModelConfig.from_name(point.size, vocab_size=task.vocab_size)
+            options = dict(point.options)
+            with torch.device("meta"):
+                trunk = Trunk(config)
+                if point.objective == "fsp_revlm":  # the reverse model's shape, for the count
+                    options["reverse_lm"] = str(Path(scratch) / f"{point.size}.ckpt")
+                    save_trunk(options["reverse_lm"], Trunk(config), {"reverse": True})
+                objective = objectives.build(point.objective, **options)
+                objective.attach(trunk)
+            flops = analytic_flops_per_token(trunk, objective, seq_len) * steps * tokens_per_step
+            rows.append({"point": point.id, "params": count_parameters(trunk, objective)["total"], "steps": steps,
+                         "tokens": steps * tokens_per_step, "flops": flops, "minutes": flops / flops_per_s / 60})
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    from jsonargparse import ActionYesNo, ArgumentParser
+
+    parser = ArgumentParser(prog="foresight sweep", exit_on_error=False,
+                            description="Train, score and cost a grid of objectives x n x sizes x seeds.")
+    parser.add_argument("--config", type=str, required=True, help="a sweep YAML, or a shipped sweep's name")
+    parser.add_argument("--shard", type=str, help="i/N: run shard i of N (SLURM job arrays, several machines)")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action=ActionYesNo, default=False,
+                        help="print the grid and its estimated cost, train nothing")
+    parser.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action=ActionYesNo, default=False,
+                        help="run points again whose last row says failed")
+    parser.add_argument("--runs", type=str, default="runs", help="folder of run folders (checkpoints, logs, wandb)")
+    parser.add_argument("--results", type=str, default="results", help="folder of results/<sweep>/runs.jsonl")
+    parser.add_argument("--flops_per_s", type=float, help="for --dry-run: the speed to assume (default: 5e10 on "
+                        "a CPU, 1e14 on a GPU)")
+    parser.add_argument("--export-wandb-sweep", "--export_wandb_sweep", dest="export_wandb_sweep", type=str,
+                        help="write the grid as a wandb sweep config to this file (for `wandb sweep` and "
+                        "`foresight agent`), train nothing")
+    args = parser.parse_args(argv)
+    sweep = load_sweep(args.config)
+    points = shard(grid(sweep), *parse_shard(args.shard))
+    runs, results = Path(args.runs) / sweep.name, Path(args.results) / sweep.name
+    if args.export_wandb_sweep:
+        from suite.agent import export_wandb_sweep
+
+        return print(export_wandb_sweep(sweep, points, Path(args.export_wandb_sweep), args.runs, args.results))
+    if args.dry_run:
+        return print_dry_run(sweep, points, args.flops_per_s)
+    run_sweep(sweep, points, runs, results, args.retry_failed)
+
+
+def print_dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None) -> None:
+    import torch
+
+    speed = flops_per_s or (1e14 if torch.cuda.is_available() else 5e10)
+    rows = estimate(sweep, points, speed)
+    print(f"sweep {sweep.name}: {len(points)} points ({sweep.source})\n")
+    print("| point | role | parameters | steps | tokens | training PFLOP | est. minutes |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for point, row in zip(points, rows):
+        print(f"| {point.id} | {point.role} | {row['params']:,} | {row['steps']:,} | {row['tokens']:,} | "
+              f"{row['flops'] / 1e15:.3f} | {row['minutes']:.1f} |")
+    total = sum(r["minutes"] for r in rows)
+    print(f"\ntotal: {sum(r['flops'] for r in rows) / 1e15:.3f} PFLOP, about {total:.0f} minutes of training at "
+          f"{speed:.1e} FLOP/s, plus about half a minute per point to start, evaluate and record")
+
+
+def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    _check_writable(results)
+    rows_file = results / "runs.jsonl"
+    done = latest_rows(read_rows(rows_file))
+    finished = {pid for pid, row in done.items() if row["status"] == "ok" or not retry_failed}
+    todo = [p for p in points if p.id not in finished]
+    print(f"sweep {sweep.name}: {len(points)} points, {len(points) - len(todo)} already finished; "
+          f"runs in {runs}, results in {results}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        overall = progress.add_task(f"sweep {sweep.name}", total=len(points), completed=len(points) - len(todo))
+        current = progress.add_task("", total=1, visible=False)
+        for point in todo:
+            progress.update(current, visible=True, completed=0, total=1, description=f"{point.id}: starting")
+            row, said = execute(sweep, point, runs, results, progress, current)
+            progress.advance(overall)
+            progress.console.print(f"{point.id}: {said}")
+    finish(sweep, rows_file, runs)
+
+
+def execute(sweep: Sweep, point: Point, runs: Path, results: Path, progress=None, task=None) -> tuple[dict | None, str]:
+    """Run one point (its reverse model must have finished) and return its row and what to say about it; no row
+    when another process holds the point or it was interrupted (a rerun resumes it)."""
+    rows_file = results / "runs.jsonl"
+    spec = point_spec(sweep, point, runs, results)
+    needs = latest_rows(read_rows(rows_file)).get(point.needs) if point.needs else None
+    if point.needs and not (needs and needs["status"] == "ok"):
+        append_row(rows_file, failed_row(spec, f"its reverse model {point.needs} did not finish"))
+    else:
+        code = run_point(spec, progress, task)
+        if code == BUSY:
+            return None, "running in another process"
+        if code == INTERRUPTED:
+            return None, "interrupted; rerun the sweep to resume it"
+        if point.id not in latest_rows(read_rows(rows_file)):  # the process died before writing its row
+            append_row(rows_file, failed_row(spec, f"the point's process ended with status {code} "
+                                                   f"(see {spec['run_dir']}/log.txt)"))
+    row = latest_rows(read_rows(rows_file))[point.id]
+    return row, row["status"] + (f" ({row['error']})" if row.get("error") else "")
+
+
+def failed_row(spec: dict, error: str) -> dict:
+    return {**base_row(spec), "status": "failed", "error": error}
+
+
+def finish(sweep: Sweep, rows_file: Path, runs: Path) -> None:
+    """The comparison table (report.md, printed, and as a wandb.Table), and how to sync the offline wandb runs."""
+    from suite.report import print_table, write_report
+    from suite.tracking import wandb_online
+
+    path = write_report(rows_file.parent)
+    print(f"\nreport: {path}\n")
+    print_table(path)
+    log_comparison(sweep, rows_file.parent, runs)
+    if not wandb_online() and (runs / "wandb").exists():
+        print(f"\nwandb runs are offline in {runs / 'wandb'}; to upload them: wandb sync {runs / 'wandb'}/offline-run-*")
+
+
+def log_comparison(sweep: Sweep, folder: Path, runs: Path) -> None:
+    """The comparison as a wandb.Table in a run of its own in the sweep's group (job_type "comparison")."""
+    try:
+        import wandb
+
+        from suite.report import comparison, load_rows, table
+        from suite.tracking import SafeWandbLogger
+
+        header, cells = table(comparison(load_rows(folder)[0]))
+        run = SafeWandbLogger(project=sweep.project, save_dir=str(runs), name=f"{sweep.name}-comparison",
+                              id=f"{sweep.name}-comparison", group=sweep.name, job_type="comparison").experiment
+        run.log({"comparison": wandb.Table(columns=header, data=cells)})
+        wandb.finish()
+    except Exception as err:  # the report is written; wandb is a copy of it
+        print(f"foresight: warning: the comparison table was not logged to wandb ({type(err).__name__}: "
+              f"{one_line(err)})", file=sys.stderr)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"results folder {str(folder)!r} is not writable ({err.strerror}); allowed: a folder you "
+                         "can write (--results)") from None

@@ -1,0 +1,254 @@
+"""`foresight sweep` end to end: real points (nano, a few steps) in their own processes, rows, run folders, offline
+wandb runs, resumption after SIGKILL, shards, and one-line errors for bad sweep files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import objectives
+import tasks
+from suite import ObjectiveLM
+from suite import sweep as sweeps
+from suite.cli import main
+from suite.results import read_rows
+from tests.conftest import STAR_17, wandb_records
+
+DATA = {"task": "star_graph", "options": STAR_17, "batch_size": 16}
+
+
+def write_sweep(folder: Path, **settings) -> Path:
+    config = {"name": "toy", "data": DATA, "sizes": ["nano"], "seeds": [0], "n": [2],
+              "objectives": ["ntp", "parallel_mtp"], "budget": {"steps": 6}, "eval": {"tasks": ["star_graph"],
+                                                                                      "limit": 4}}
+    config.update(settings)
+    path = folder / "toy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def foresight(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "offline"}, **kwargs)
+
+
+def test_a_two_point_sweep_writes_run_folders_rows_and_offline_wandb_runs_and_reruns_as_a_no_op(tmp_path):
+    config = write_sweep(tmp_path)
+    result = foresight("sweep", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_rows(tmp_path / "results/toy/runs.jsonl")
+    assert [(row["axes"]["objective"], row["axes"]["n"], row["status"]) for row in rows] == [
+        ("ntp", None, "ok"), ("parallel_mtp", 2, "ok")]
+    for row in rows:
+        run = tmp_path / row["run_dir"]
+        assert {"config.yaml", "metrics.jsonl", "eval.json", "overhead.json", "trained.json"} <= {
+            p.name for p in run.iterdir()}
+        assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+        resolved = yaml.safe_load((run / "config.yaml").read_text())  # LightningCLI's own record of the fit
+        assert resolved["trainer"]["max_steps"] == 6 and resolved["seed_everything"] == 0
+        assert resolved["model"]["objective"]["class_path"].endswith("NTP" if row["axes"]["n"] is None
+                                                                     else "ParallelMTP")
+        seq_len = tasks.build("star_graph", **STAR_17).seq_len
+        assert row["train"]["steps"] == 6 and row["train"]["tokens"] == 6 * 16 * seq_len
+        assert row["overhead"]["flops_per_token"] == row["overhead"]["flops_per_token_analytic"]
+        assert row["overhead"]["step_time_s"] > 0 and row["overhead"]["train_memory_bytes"] is not None
+        assert len(row["items"]["star_graph"]) == 4 and set(row["items"]["star_graph"]) <= {0.0, 1.0}
+        assert row["scores"]["star_graph"]["path_acc"] == sum(row["items"]["star_graph"]) / 4
+        assert row["families"] == {"reasoning": row["scores"]["star_graph"]["path_acc"]}
+        model = ObjectiveLM("nano", objectives.build(row["axes"]["objective"], **row["objective"]["init_args"]),
+                            vocab_size=23)
+        assert row["params"] == model.parameter_counts()
+        assert row["command"].startswith(f"foresight agent --config {config} --point {row['point']}")
+        logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any("train/loss" in record for record in logged)
+
+        # the point's wandb run, offline under runs/toy/wandb: grouped, typed, tagged, with the summary
+        (folder,) = (tmp_path / "runs/toy/wandb").glob(f"offline-run-*-{row['point']}")
+        records = wandb_records(folder)
+        assert records["run"]["run_group"] == "toy"
+        assert records["run"]["job_type"] == row["axes"]["objective"]
+        assert {"size=nano", "data=star_graph", "seed=0"} <= set(records["run"]["tags"])
+        assert records["config"]["objective_name"] == row["axes"]["objective"] and records["config"]["n"] == row[
+            "axes"]["n"]
+        lightning = records["config"]["objective"]  # Lightning's hyperparameters, beside ours: every init argument
+        assert lightning["class_path"] == row["objective"]["class_path"]
+        assert row["objective"]["init_args"].items() <= lightning["init_args"].items()
+        summary = records["summary"]
+        assert summary["eval/star_graph/path_acc"] == row["scores"]["star_graph"]["path_acc"]
+        assert summary["family/reasoning"] == row["families"]["reasoning"]
+        assert summary["overhead/step_time_s"] == row["overhead"]["step_time_s"]
+        assert summary["params/total"] == row["params"]["total"]
+        assert any("train/loss" in step for step in records["history"])
+    (comparison,) = (tmp_path / "runs/toy/wandb").glob("offline-run-*-toy-comparison")
+    assert wandb_records(comparison)["run"]["job_type"] == "comparison"
+    report = (tmp_path / "results/toy/report.md").read_text()
+    assert "| parallel_mtp | 2 | 1 |" in report and "| ntp | 1 | 1 |" in report
+    assert "| ntp | 1 | 1 |" in result.stdout  # the table, printed
+    assert "wandb sync runs/toy/wandb/offline-run-*" in result.stdout
+
+    # rerunning trains nothing and writes nothing
+    before = (tmp_path / "results/toy/runs.jsonl").read_bytes()
+    again = foresight("sweep", "--config", str(config), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 points, 2 already finished" in again.stdout
+    assert (tmp_path / "results/toy/runs.jsonl").read_bytes() == before
+
+
+def test_a_point_whose_loss_diverges_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
+    config = write_sweep(tmp_path, objectives=["ntp", "fsp_revlm"], model={"lr": 1.0e+30, "warmup_steps": 0},
+                         budget={"steps": 3}, eval={})
+    result = foresight("sweep", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["point"].split("-")[0]: row for row in read_rows(tmp_path / "results/toy/runs.jsonl")}
+    assert set(rows) == {"reverse", "ntp", "fsp_revlm"}
+    for name in ("reverse", "ntp"):
+        assert rows[name]["status"] == "failed"
+        assert "the training loss is" in rows[name]["error"] and "at step" in rows[name]["error"]
+    # the reverse model failed, so fsp_revlm never started; said so, not retried silently
+    assert rows["fsp_revlm"]["status"] == "failed" and "did not finish" in rows["fsp_revlm"]["error"]
+    assert "Failed points" in (tmp_path / "results/toy/report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_training_resumes_the_interrupted_point_and_retrains_nothing_finished(tmp_path):
+    config = write_sweep(tmp_path, budget={"steps": 400}, eval={"tasks": ["star_graph"], "limit": 2})
+    runs = tmp_path / "runs/toy"
+    sweep = subprocess.Popen([sys.executable, "-m", "suite.cli", "sweep", "--config", str(config)], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.monotonic() + 300
+    second = None
+    while time.monotonic() < deadline:  # until the second point has a checkpoint and is still training
+        rows = read_rows(tmp_path / "results/toy/runs.jsonl")
+        candidates = [p for p in runs.glob("parallel_mtp-*")] if rows else []
+        if candidates and (candidates[0] / "checkpoints/last.ckpt").is_file():
+            progress = json.loads((candidates[0] / "progress.json").read_text())
+            if 0 < progress["step"] < 300:
+                second = candidates[0]
+                break
+        time.sleep(0.2)
+    assert second is not None, "the sweep never reached the second point's training"
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    first = next(runs.glob("ntp-*"))
+    first_metrics = (first / "metrics.jsonl").read_bytes()
+    # the point's process dies with the sweep (PR_SET_PDEATHSIG); its lock is free once it is gone
+    for _ in range(100):
+        if _lock_free(second):
+            break
+        time.sleep(0.1)
+    assert _lock_free(second)
+    assert len(read_rows(tmp_path / "results/toy/runs.jsonl")) == 1
+
+    result = foresight("sweep", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_rows(tmp_path / "results/toy/runs.jsonl")
+    assert [(row["axes"]["objective"], row["status"]) for row in rows] == [("ntp", "ok"), ("parallel_mtp", "ok")]
+    assert (first / "metrics.jsonl").read_bytes() == first_metrics  # the finished point was not trained again
+    resumed = rows[1]["train"]["resumed_from_step"]
+    assert resumed is not None and 0 < resumed < 400 and rows[1]["train"]["steps"] == 400
+
+
+def _lock_free(run_dir: Path) -> bool:
+    import fcntl
+
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_the_shards_partition_the_grid_and_a_reverse_model_travels_with_its_readers(tmp_path):
+    sweep = sweeps.load_sweep(str(write_sweep(
+        tmp_path, sizes=["nano", "micro"], seeds=[0, 1, 2], n=[2, 4, 8],
+        objectives=["ntp", "parallel_mtp", "causal_mtp", "sequential_mtp", "fsp_bow", "fsp_revlm"])))
+    points = sweeps.grid(sweep)
+    # per size and seed: ntp, 3 horizons of each of 3 MTP objectives, fsp_bow, fsp_revlm and its reverse model
+    assert len(points) == 2 * 3 * (1 + 3 * 3 + 1 + 1 + 1)
+    assert len({point.id for point in points}) == len(points)
+    assert not any(point.objective == "ntp" and point.n is not None for point in points)
+    for count in (1, 2, 3, 5, 7, 100):
+        shards = [sweeps.shard(points, index, count) for index in range(count)]
+        ids = [point.id for part in shards for point in part]
+        assert sorted(ids) == sorted(point.id for point in points) and len(ids) == len(set(ids))
+        for part in shards:
+            inside = {point.id for point in part}
+            assert all(point.needs in inside for point in part if point.needs)
+            # a reverse model comes before the points that read it
+            order = [point.id for point in part]
+            assert all(order.index(point.needs) < order.index(point.id) for point in part if point.needs)
+    assert sweeps.shard(points, 1, 3) == sweeps.shard(sweeps.grid(sweep), 1, 3)  # deterministic
+
+
+def test_the_wandb_sweep_config_hands_each_point_to_foresight_agent(tmp_path, capsys):
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args, load_sweep_config
+
+    from suite import agent
+
+    config = write_sweep(tmp_path)
+    main(["sweep", "--config", str(config), "--export-wandb-sweep", str(tmp_path / "wandb_sweep.yaml")])
+    exported = load_sweep_config(str(tmp_path / "wandb_sweep.yaml"))
+    expected = [point.id for point in sweeps.grid(sweeps.load_sweep(str(config)))]
+    assert exported["method"] == "grid" and exported["parameters"] == {"point": {"values": expected}}
+    for point_id in expected:  # what a wandb agent runs for the point, as wandb builds it
+        args = create_sweep_command_args({"args": {"point": {"value": point_id}}})["args"]
+        command = create_sweep_command(list(exported["command"]))
+        argv = [part for chunk in command for part in (args if chunk == "${args}" else [chunk])]
+        assert argv[:2] == ["foresight", "agent"]
+        sweep = sweeps.load_sweep(argv[argv.index("--config") + 1])
+        assert agent.find_point(sweep, argv[-1].split("=", 1)[1])[0].id == point_id
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("name: toy\nbudget: {steps: 3\n", "is not valid YAML"),
+    ("- a\n- b\n", "holds list; allowed: a mapping"),
+    ("name: toy\nbudget: {steps: 3}\nsizes: [nano, huge]\n", "unknown size 'huge' in the sweep; known: nano"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [ntp, nope]\n", "unknown objective 'nope'"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: []\n", "sweep objectives=[] is empty"),
+    ("name: toy\nbudget: {steps: 3}\nn: [0]\n", "sweep n=0 is not a horizon"),
+    ("name: toy\nbudget: {steps: 0}\n", "sweep budget={'steps': 0}"),
+    ("name: toy\nbudget: {epochs: 3}\n", "allowed: {steps: N} or {tokens: N}"),
+    ("name: toy\nbudget: {steps: 3}\nlr: 0.1\n", "unknown keys ['lr']"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{parallel_mtp: {heads: 3}}]\n", "heads"),
+    ("name: toy\nbudget: {steps: 3}\neval: {tasks: [nope]}\n", "unknown task 'nope' for --tasks"),
+    ("name: toy\nbudget: {steps: 3}\ndata: {task: nope}\n", "unknown task 'nope' in the sweep's data"),
+])
+def test_a_bad_sweep_file_is_one_line_naming_the_problem_and_results_stay_untouched(tmp_path, capsys, content,
+                                                                                     expected):
+    results = tmp_path / "results/toy"
+    results.mkdir(parents=True)
+    (results / "runs.jsonl").write_text('{"point": "kept"}\n')
+    (tmp_path / "bad.yaml").write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", str(tmp_path / "bad.yaml"), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("foresight: error: ") and err.count("\n") == 1 and expected in err, err
+    assert (results / "runs.jsonl").read_text() == '{"point": "kept"}\n'
+
+
+def test_an_unwritable_results_folder_or_a_bad_shard_is_one_line_before_anything_runs(tmp_path, capsys):
+    config = write_sweep(tmp_path)
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    for argv, expected in (
+            (["--results", str(tmp_path / "results")], "is not writable"),
+            (["--shard", "3/3"], "index 3 is not in [0, 2]"),
+            (["--shard", "half"], "is not i/N")):
+        with pytest.raises(SystemExit):
+            main(["sweep", "--config", str(config), *argv])
+        err = capsys.readouterr().err
+        assert err.startswith("foresight: error: ") and err.count("\n") == 1 and expected in err, err
+    assert (tmp_path / "results").read_text() == "a file where the results folder should be"
+    assert not (tmp_path / "runs").exists()
