@@ -23,7 +23,7 @@ def export_wandb_sweep(sweep, points, path: Path, runs: str, results: str) -> st
         "name": sweep.name, "project": sweep.project, "method": "grid",
         "description": sweep.description or f"foresight sweep {sweep.name}",
         "parameters": {"point": {"values": [point.id for point in points]}},
-        "command": ["foresight", "agent", "--config", str(Path(sweep.source).resolve()), "--runs", runs,
+        "command": ["foresight", "agent", "--config", source(sweep), "--runs", runs,
                     "--results", results, "${args}"],
     }
     try:
@@ -34,6 +34,12 @@ def export_wandb_sweep(sweep, points, path: Path, runs: str, results: str) -> st
                          "in a folder you can write") from None
     return (f"written: {path} ({len(points)} points)\nnext: wandb sweep {path}   then on each machine: "
             f"wandb agent ENTITY/{sweep.project}/SWEEP_ID")
+
+
+def source(sweep) -> str:
+    """The sweep file as an agent on another machine or folder finds it: a shipped name, or an absolute path."""
+    path = Path(sweep.source)
+    return str(path.resolve()) if path.is_file() else sweep.source
 
 
 def find_point(sweep, point_id: str):

@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     command = COMMANDS[argv[0]]
     try:
         command(argv if command is lightning_main else argv[1:])
+    except BrokenPipeError:  # `foresight sweep --dry-run | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as err:
         cause = _user_error(err, (UsageError, ArgumentError))
         if cause is None:

@@ -123,13 +123,14 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include))
+    # indexing lm-eval's thousands of own task YAMLs takes seconds: only when one of them is asked for
+    external = [n for n in names if n not in foresight_tasks()]
+    manager = TaskManager(include_path=str(include), include_defaults=bool(external))
     try:
         return lm_eval.simple_evaluate(model=model, tasks=names, task_manager=manager, limit=limit,
                                        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                        fewshot_random_seed=seed, log_samples=log_samples, bootstrap_iters=0)
     except Exception as err:  # lm-eval's own tasks fail deep in `datasets` when their data is not on the machine
-        external = [n for n in names if n not in foresight_tasks()]
         text = f"{type(err).__name__}: {err}"
         if external and any(word in text for word in ("offline", "Offline", "connect", "resolve", "Couldn't")):
             raise UsageError(f"lm-eval tasks {external} need their datasets from the Hugging Face hub, which are not "

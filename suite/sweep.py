@@ -36,7 +36,6 @@ from pathlib import Path
 import yaml
 
 from suite.errors import UsageError, check_range, one_line
-from suite.overhead import MALLOC_LIVE
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_rows
 
@@ -60,7 +59,7 @@ class Sweep:
     n: list = field(default_factory=lambda: [2, 4])
     objectives: list = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
     eval: dict = field(default_factory=dict)
-    source: str = ""
+    source: str = ""  # what --config said: a shipped sweep's name or the file's path
 
 
 def find_sweep_file(config: str) -> Path:
@@ -94,7 +93,8 @@ def load_sweep(config: str) -> Sweep:
     for key in ("name", "budget"):
         if key not in raw:
             raise UsageError(f"sweep file {str(path)!r} has no {key!r}; allowed: a sweep with name and budget")
-    sweep = Sweep(**raw, source=str(path))
+    # a shipped sweep is recorded by its name, so rows and commands do not depend on where foresight is installed
+    sweep = Sweep(**raw, source=config if path.parent == SHIPPED and not Path(config).is_file() else str(path))
     if not isinstance(sweep.name, str) or not sweep.name.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"sweep name {sweep.name!r} is not a plain name; allowed: letters, digits, - and _")
     for axis in ("sizes", "seeds", "n", "objectives"):
@@ -223,7 +223,7 @@ def run_point(spec: dict, progress=None, task=None) -> int:
     (run_dir / "point.json").write_text(json.dumps(spec, indent=2) + "\n")
     with open(run_dir / "log.txt", "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "suite.point", str(run_dir / "point.json")],
-                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **MALLOC_LIVE})
+                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             while child.poll() is None:
                 time.sleep(0.5)

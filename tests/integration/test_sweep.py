@@ -252,3 +252,17 @@ def test_an_unwritable_results_folder_or_a_bad_shard_is_one_line_before_anything
         assert err.startswith("foresight: error: ") and err.count("\n") == 1 and expected in err, err
     assert (tmp_path / "results").read_text() == "a file where the results folder should be"
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_readme_sweep_commands_name_the_shipped_quickstart_and_one_of_its_points(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quickstart = sweeps.load_sweep("quickstart")
+    ids = {point.id for point in sweeps.grid(quickstart)}
+    named = re.findall(r"--config quickstart --point (\S+)", readme)
+    assert named and set(named) <= ids
+    # the sweep file quoted in the README is the shipped one, key for key
+    quoted = re.search(r"# suite/sweeps/quickstart.yaml.*?\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "quoted.yaml").write_text(quoted)
+    assert sweeps.grid(sweeps.load_sweep(str(tmp_path / "quoted.yaml"))) == sweeps.grid(quickstart)
