@@ -49,7 +49,7 @@ def measure_step(point: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     resting = torch.cuda.memory_allocated() if cuda else rss_bytes()
     step()
-    peak = torch.cuda.max_memory_allocated() if cuda else peakrss_bytes()
+    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
     for p in [*trunk.parameters(), *objective.parameters()]:
         p.grad = None
     return {"resting_bytes": resting, "peak_bytes": peak, "step_bytes": peak - resting, "seconds": step()}

@@ -4,8 +4,8 @@ compares a sweep's runs: scores by objective and n, overhead by size, learning c
 Saving the report needs the network and a wandb login; `--dry-run` prints the report's JSON instead, which is how
 the tests check it offline. The keys it plots are the ones `foresight sweep` writes into each point's run: history
 `train/loss` against `trainer/global_step`, summary `family/<family>`, `eval/<task>/<metric>`, `overhead/<name>`,
-`params/total`, and config `sweep`, `objective_name`, `n`, `size_name`, `seed` (Lightning's hyperparameters own `objective` and
-`size`)."""
+`params/total`, and config `sweep`, `objective_name`, `n`, `size_name`, `seed` (Lightning's hyperparameters
+own `objective` and `size`)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ def main(argv: list[str]) -> None:
     try:
         report.save()
     except Exception as err:  # no network, no login, no such entity: wandb's errors vary
-        raise UsageError(f"wandb did not take the report ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+        reason = (str(err).splitlines() or [""])[0]
+        raise UsageError(f"wandb did not take the report ({type(err).__name__}: {reason}); "
                          "allowed: a machine online and logged in (`wandb login`), an entity and project you can "
                          "write; `--dry-run` builds it offline") from None
     print(f"report: {report.url}")

@@ -119,7 +119,8 @@ def family_scores(results: dict) -> dict[str, float]:
     return {family: sum(values) / len(values) for family, values in sorted(families.items())}
 
 
-def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed: int, log_samples: bool = False) -> dict:
+def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed: int,
+                log_samples: bool = False) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 

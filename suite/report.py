@@ -237,14 +237,16 @@ def legend(alpha: float) -> str:
     return (
         "Family columns are the mean of the family's primary metrics (`foresight eval`); task columns are each "
         "task's primary metric. A cell is the mean over seeds ± the half-width of its 95% confidence interval "
-        "(Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); with one seed there is no interval (`1 seed, no CI`). "
+        "(Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); with one seed there is no interval "
+        "(`1 seed, no CI`). "
         f"p is a two-sided paired test against {REFERENCE} of the same size: test documents paired by position "
         "within a seed, pooled over seeds; exact McNemar (binomial test on the discordant documents) when every "
         "per-document score is 0 or 1, else the Wilcoxon signed-rank test; a family pools its tasks' documents. "
         f"`n.s.`: p ≥ {alpha:g}, not significant; `no test`: no {REFERENCE} documents to pair with. "
         "Step time and memory are the point's median seconds per optimizer step and the memory training added to "
         "the resting model (activations, gradients, optimizer state: peak minus the memory at the start of "
-        f"training) over those of {REFERENCE} with the same size and seed, averaged over seeds. n is the prediction horizon ({REFERENCE}: 1).")
+        f"training) over those of {REFERENCE} with the same size and seed, averaged over seeds. n is the prediction "
+        f"horizon ({REFERENCE}: 1).")
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:
@@ -526,6 +528,14 @@ def main(argv: list[str]) -> None:
     path = write_report(Path(args.folder), args.alpha)
     print(f"written: {path} and {path.parent / 'plots'}/\n")
     print_table(path)
+    from suite.tracking import wandb_sync_line
+
+    for runs in sorted({str(Path(row["run_dir"]).parent) for row in read_rows(path.parent / "runs.jsonl",
+                                                                             warn=lambda message: None)
+                        if row.get("run_dir")}):
+        line = wandb_sync_line(Path(runs))
+        if line:
+            print(f"\n{line}")
 
 
 def print_table(report: Path) -> None:

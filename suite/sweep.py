@@ -115,7 +115,8 @@ def load_sweep(config: str) -> Sweep:
             next(iter(budget.values())), int) or next(iter(budget.values())) < 1:
         raise UsageError(f"sweep budget={sweep.budget!r}; allowed: {{steps: N}} or {{tokens: N}} with N >= 1")
     if sweep.data.get("task") not in tasks.TASKS:
-        raise UsageError(f"unknown task {sweep.data.get('task')!r} in the sweep's data; known: {', '.join(tasks.TASKS)}")
+        raise UsageError(f"unknown task {sweep.data.get('task')!r} in the sweep's data; known: "
+                         f"{', '.join(tasks.TASKS)}")
     for name, options in map(objective_entry, sweep.objectives):
         objectives.errors.check_choice("objective", name, objectives.OBJECTIVES)
         trial = {**options, **({"reverse_lm": "-"} if name == "fsp_revlm" else {})}
@@ -302,7 +303,14 @@ def main(argv: list[str]) -> None:
                         "`foresight agent`), train nothing")
     args = parser.parse_args(argv)
     sweep = load_sweep(args.config)
-    points = shard(grid(sweep), *parse_shard(args.shard))
+    everything, (index, count) = grid(sweep), parse_shard(args.shard)
+    if not everything:
+        raise UsageError(f"sweep {sweep.name!r} has an empty grid: objectives {sweep.objectives} at n={sweep.n} "
+                         "give no point; allowed: n values > 1 for objectives with a horizon, or an objective "
+                         "without one")
+    points = shard(everything, index, count)
+    if not points:
+        return print(f"sweep {sweep.name}: shard {index}/{count} has no points (the grid has {len(everything)})")
     runs, results = Path(args.runs) / sweep.name, Path(args.results) / sweep.name
     if args.export_wandb_sweep:
         from suite.agent import export_wandb_sweep
@@ -379,14 +387,15 @@ def failed_row(spec: dict, error: str) -> dict:
 def finish(sweep: Sweep, rows_file: Path, runs: Path) -> None:
     """The comparison table (report.md, printed, and as a wandb.Table), and how to sync the offline wandb runs."""
     from suite.report import print_table, write_report
-    from suite.tracking import wandb_online
+    from suite.tracking import wandb_sync_line
 
     path = write_report(rows_file.parent)
     print(f"\nreport: {path}\n")
     print_table(path)
     log_comparison(sweep, rows_file.parent, runs)
-    if not wandb_online() and (runs / "wandb").exists():
-        print(f"\nwandb runs are offline in {runs / 'wandb'}; to upload them: wandb sync {runs / 'wandb'}/offline-run-*")
+    sync = wandb_sync_line(runs)
+    if sync:
+        print(f"\n{sync}")
 
 
 def log_comparison(sweep: Sweep, folder: Path, runs: Path) -> None:

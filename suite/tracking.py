@@ -54,6 +54,15 @@ def wandb_online() -> bool:
     return os.environ.get("WANDB_MODE", "offline").lower() in ("online", "run")
 
 
+def wandb_sync_line(runs: Path) -> str | None:
+    """How to upload a sweep's offline wandb runs (its runs folder's wandb/), or None when there are none."""
+    offline = sorted((Path(runs) / "wandb").glob("offline-run-*"))
+    if not offline:
+        return None
+    return (f"{len(offline)} wandb runs are offline in {Path(runs) / 'wandb'}; to upload them: "
+            f"wandb sync {Path(runs) / 'wandb'}/offline-run-*")
+
+
 class SafeWandbLogger(WandbLogger):
     """Lightning's WandbLogger, offline by default (the run lands in `save_dir/wandb`, to `wandb sync` later) and
     online only when WANDB_MODE=online says so; if wandb cannot start online (no network, no credentials), the run

@@ -22,11 +22,11 @@ import math
 import operator
 import random
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Literal
 
-from suite.errors import UsageError, check_choice, check_range
+from suite.errors import UsageError, check_range
 from tasks.base import EOS, SPLITS, Task, check_options, draw_distinct, first_line, results_scorer
 from tasks.tokenizer import word_level
 

@@ -224,6 +224,8 @@ def test_the_wandb_sweep_config_hands_each_point_to_foresight_agent(tmp_path, ca
     ("name: toy\nbudget: {steps: 3}\nobjectives: [{parallel_mtp: {heads: 3}}]\n", "heads"),
     ("name: toy\nbudget: {steps: 3}\neval: {tasks: [nope]}\n", "unknown task 'nope' for --tasks"),
     ("name: toy\nbudget: {steps: 3}\ndata: {task: nope}\n", "unknown task 'nope' in the sweep's data"),
+    ("name: toy\nbudget: {steps: 3}\nn: [1]\nobjectives: [parallel_mtp]\n", "has an empty grid"),
+    ("name: toy/../x\nbudget: {steps: 3}\n", "is not a plain name"),
 ])
 def test_a_bad_sweep_file_is_one_line_naming_the_problem_and_results_stay_untouched(tmp_path, capsys, content,
                                                                                      expected):
@@ -266,3 +268,16 @@ def test_the_readme_sweep_commands_name_the_shipped_quickstart_and_one_of_its_po
     quoted = re.search(r"# suite/sweeps/quickstart.yaml.*?\n(.*?)```", readme, re.S).group(1)
     (tmp_path / "quoted.yaml").write_text(quoted)
     assert sweeps.grid(sweeps.load_sweep(str(tmp_path / "quoted.yaml"))) == sweeps.grid(quickstart)
+
+
+def test_a_token_budget_is_the_same_number_of_steps_for_every_point(tmp_path):
+    from suite.point import max_steps
+
+    sweep = sweeps.load_sweep(str(write_sweep(tmp_path, budget={"tokens": 10_000},
+                                              objectives=["ntp", "parallel_mtp", "fsp_revlm"])))
+    seq_len = tasks.build("star_graph", **STAR_17).seq_len
+    specs = [sweeps.point_spec(sweep, point, tmp_path / "runs", tmp_path / "results") for point in sweeps.grid(sweep)]
+    # 16 sequences a step: the budget rounded up to whole steps
+    assert {max_steps(spec) for spec in specs} == {-(-10_000 // (16 * seq_len))}
+    two_devices = {**specs[0], "trainer": {"devices": 2}}
+    assert max_steps(two_devices) == -(-10_000 // (2 * 16 * seq_len))

@@ -1,7 +1,6 @@
 """HumanEval's data, the standard-library corpus, the mixture, and how documents become token rows."""
 
 import pytest
-import torch
 
 import tasks
 from suite.errors import UsageError

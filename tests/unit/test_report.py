@@ -40,7 +40,8 @@ def row(objective, n, seed, star_items, *, size="nano", bpb_items=None, step_tim
         "objective": {"class_path": objective, "init_args": {} if n is None else {"n": n}}, "config": {},
         "scores": scores, "families": {"reasoning": path_acc}, "items": items,
         "overhead": {"step_time_s": step_time, "tokens_per_s": 1000 / step_time, "train_memory_bytes": memory,
-                     "peak_memory_bytes": memory + 500, "memory_kind": "max_rss", "flops_per_token": 100.0, "flops_per_token_analytic": 100.0},
+                     "peak_memory_bytes": memory + 500, "memory_kind": "max_rss", "flops_per_token": 100.0,
+                     "flops_per_token_analytic": 100.0},
         "params": {"total": 1000}, "train": {"steps": 3}, "eval_seconds": 1.0, "seconds": 2.0,
         "run_dir": run_dir or f"runs/gone/{name}-{seed}", "commit": "abc123", "dirty": False, "command": COMMAND,
         "date": "2026-01-01T00:00:00+00:00", "machine": {}, "versions": {}}
