@@ -3,7 +3,7 @@ compares a sweep's runs: scores by objective and n, overhead by size, learning c
 
 Saving the report needs the network and a wandb login; `--dry-run` prints the report's JSON instead, which is how
 the tests check it offline. The keys it plots are the ones `foresight sweep` writes into each point's run: history
-`train/loss` against `trainer/global_step`, summary `family/<family>`, `eval/<task>/<metric>`, `overhead/<name>`,
+`train/loss` and `train/loss/head_1` against `trainer/global_step`, summary `family/<family>`, `eval/<task>/<metric>`, `overhead/<name>`,
 `params/total`, and config `sweep`, `objective_name`, `n`, `size_name`, `seed` (Lightning's hyperparameters
 own `objective` and `size`)."""
 
@@ -17,7 +17,7 @@ OVERHEAD = ("overhead/step_time_s", "overhead/train_memory_bytes", "overhead/tok
 
 
 def runset(wr, entity: str, project: str, sweep: str | None, groupby: list[str], name: str):
-    filters = f"Config('sweep') = '{sweep}'" if sweep else None
+    filters = f"Config('sweep') = '{sweep}'" if sweep else ""
     return wr.Runset(entity=entity, project=project, name=name, filters=filters, groupby=groupby)
 
 
@@ -51,7 +51,10 @@ def build(entity: str, project: str, sweep: str | None = None, tasks: dict[str, 
         ]),
         wr.H2("Learning curves"),
         wr.PanelGrid(runsets=[by_objective], panels=[
-            wr.LinePlot(title="training loss by objective", x="trainer/global_step", y=["train/loss"],
+            wr.LinePlot(title="next-token loss by objective (every objective has it)", x="trainer/global_step",
+                        y=["train/loss/head_1"], groupby_aggfunc="mean", groupby_rangefunc="stderr",
+                        smoothing_factor=0.6),
+            wr.LinePlot(title="each objective's own training loss", x="trainer/global_step", y=["train/loss"],
                         groupby_aggfunc="mean", groupby_rangefunc="stderr", smoothing_factor=0.6),
         ]),
     ]

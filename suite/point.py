@@ -55,7 +55,9 @@ def base_row(spec: dict) -> dict:
 
     origin = provenance([])
     origin["command"] = command(spec)
-    origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"]])
+    folders = [("--runs", Path(spec["run_dir"]).parent.parent), ("--results", Path(spec["results"]).parent)]
+    origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"]] + [
+        part for flag, folder in folders if str(folder) != flag[2:] for part in (flag, str(folder))])
     return {"sweep": spec["sweep"], "point": spec["id"], "role": spec["role"],
             "axes": {"objective": spec["objective"], "n": spec["n"], "size": spec["size"], "seed": spec["seed"],
                      "data": spec["data"].get("task")},
@@ -191,18 +193,23 @@ def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None,
             "eval_seconds": scores.get("seconds"), "seconds": seconds}
 
 
+def wandb_summary(row: dict) -> dict:
+    """A finished row as the point's wandb run summary: what `foresight dashboard` plots."""
+    summary = {f"eval/{task}/{metric}": value for task, metrics in row["scores"].items()
+               for metric, value in metrics.items()}
+    summary |= {f"family/{family}": value for family, value in row["families"].items()}
+    summary |= {f"overhead/{key}": value for key, value in row["overhead"].items() if isinstance(value, (int, float))}
+    summary |= {f"params/{key}": value for key, value in row["params"].items()}
+    return summary | {"status": row["status"], "seconds": row["seconds"]}
+
+
 def log_to_wandb(spec: dict, row: dict) -> None:
     """The point's scores and overhead in its wandb run's summary, then the run is closed."""
     import wandb
 
     from suite.tracking import SafeWandbLogger
 
-    summary = {f"eval/{task}/{metric}": value for task, metrics in row["scores"].items()
-               for metric, value in metrics.items()}
-    summary |= {f"family/{family}": value for family, value in row["families"].items()}
-    summary |= {f"overhead/{key}": value for key, value in row["overhead"].items() if isinstance(value, (int, float))}
-    summary |= {f"params/{key}": value for key, value in row["params"].items()}
-    summary |= {"status": row["status"], "seconds": row["seconds"]}
+    summary = wandb_summary(row)
     if wandb.run is None:  # evaluated in a later process than the training: reopen the training run
         SafeWandbLogger(**fit_config(spec, 0)["trainer"]["logger"][1]["init_args"]).experiment
     wandb.run.summary.update(summary)

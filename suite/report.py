@@ -309,9 +309,10 @@ def score_value(entry: dict, kind: str, name: str, metric: str | None) -> tuple[
     return None if interval is None else (interval["mean"], interval["half_width"] or 0.0)
 
 
-def colors(entries: list[dict]) -> dict[str, str]:
-    """One color per objective (and n), the same in every plot."""
-    labels = list(dict.fromkeys(label(entry["objective"], entry["n"]) for entry in entries))
+def colors(entries: list[dict], by_objective: bool = False) -> dict[str, str]:
+    """One color per objective and n (or per objective), the same in every plot."""
+    labels = list(dict.fromkeys(entry["objective"] if by_objective else label(entry["objective"], entry["n"])
+                                for entry in entries))
     return {name: f"C{index % 10}" for index, name in enumerate(labels)}
 
 
@@ -332,7 +333,7 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
                     by_objective.setdefault(entry["objective"], []).append((entry["n"] or 1, *value))
             for objective, points in by_objective.items():
                 ns, means, errors = zip(*sorted(points))
-                color = colors(entries).get(label(objective, None), None)
+                color = colors(entries, by_objective=True)[objective]
                 axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, color=color)
                 if objective == REFERENCE:
                     axis.axhline(means[0], linestyle=":", color="black", linewidth=1)
@@ -380,8 +381,13 @@ def ratio_value(name: str):
     return value
 
 
-def training_losses(run_dir: str | None, folder: Path) -> dict[int, float]:
-    """step -> train loss from a run folder's metrics.jsonl; empty when the folder (or the file) is gone."""
+LOSSES = (("train/loss/head_1", "next-token loss (every objective has it)"),
+          ("train/loss", "the objective's own training loss"))
+"""The learning curves: what every objective shares, and what each one optimizes."""
+
+
+def training_losses(run_dir: str | None, folder: Path, key: str) -> dict[int, float]:
+    """step -> the value of `key` from a run folder's metrics.jsonl; empty when the folder (or the file) is gone."""
     if not run_dir:
         return {}
     candidates = [Path(run_dir)] if Path(run_dir).is_absolute() else [Path(run_dir), folder / run_dir]
@@ -394,36 +400,40 @@ def training_losses(run_dir: str | None, folder: Path) -> dict[int, float]:
                     record = json.loads(line)
                 except ValueError:
                     continue  # a torn line of a killed run
-                if isinstance(record, dict) and isinstance(record.get("train/loss"), (int, float)) and "step" in record:
-                    losses[int(record["step"])] = float(record["train/loss"])
+                if isinstance(record, dict) and isinstance(record.get(key), (int, float)) and "step" in record:
+                    losses[int(record["step"])] = float(record[key])
             return losses
     return {}
 
 
 def plot_learning_curves(entries: list[dict], folder: Path, path: Path) -> bool:
-    """Per size: train loss against step, one line per objective and n, the mean over the seeds logged at a step."""
+    """Per size and loss (LOSSES): the loss against step, one line per objective and n, the mean over the seeds
+    logged at a step."""
     from matplotlib.figure import Figure
 
-    curves: dict[str, dict[str, list]] = {}  # size -> label -> [(step, loss)]
+    curves: dict[tuple[str, str], dict[str, list]] = {}  # (size, key) -> label -> [(step, loss)]
     for entry in entries:
-        by_step: dict[int, list[float]] = {}
-        for run_dir in entry["run_dirs"]:
-            for step, loss in training_losses(run_dir, folder).items():
-                by_step.setdefault(step, []).append(loss)
-        if by_step:
-            curves.setdefault(entry["size"], {})[label(entry["objective"], entry["n"])] = [
-                (step, sum(losses) / len(losses)) for step, losses in sorted(by_step.items())]
+        for key, _ in LOSSES:
+            by_step: dict[int, list[float]] = {}
+            for run_dir in entry["run_dirs"]:
+                for step, loss in training_losses(run_dir, folder, key).items():
+                    by_step.setdefault(step, []).append(loss)
+            if by_step:
+                curves.setdefault((entry["size"], key), {})[label(entry["objective"], entry["n"])] = [
+                    (step, sum(losses) / len(losses)) for step, losses in sorted(by_step.items())]
     if not curves:
         return False
-    sizes = sorted(curves, key=size_order)
-    fig = Figure(figsize=(5 * len(sizes), 3.5), layout="constrained")
+    sizes = sorted({size for size, _ in curves}, key=size_order)
+    fig = Figure(figsize=(5 * len(LOSSES), 3.5 * len(sizes)), layout="constrained")
     palette = colors(entries)
-    for axis, size in zip(fig.subplots(1, len(sizes), squeeze=False)[0], sizes):
-        for name, points in curves[size].items():
-            steps, losses = zip(*points)
-            axis.plot(steps, losses, label=name, color=palette[name])
-        axis.set(title=f"training loss ({size}, mean over seeds)", xlabel="step", ylabel="train loss")
-        axis.legend(fontsize="small")
+    for row_axes, size in zip(fig.subplots(len(sizes), len(LOSSES), squeeze=False), sizes):
+        for axis, (key, title) in zip(row_axes, LOSSES):
+            for name, points in curves.get((size, key), {}).items():
+                steps, losses = zip(*points)
+                axis.plot(steps, losses, label=name, color=palette[name])
+            axis.set(title=f"{title} ({size})", xlabel="step", ylabel=key, yscale="log")
+            if curves.get((size, key)):
+                axis.legend(fontsize="small")
     save(fig, path)
     return True
 

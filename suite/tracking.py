@@ -88,6 +88,7 @@ class SafeWandbLogger(WandbLogger):
         super().__init__(project=project, save_dir=save_dir, name=name, id=id, offline=not wandb_online(),
                          group=group, job_type=job_type, tags=tags, config=config,
                          settings=wandb.Settings(init_timeout=30, console="off", silent=True))
+        self._wandb_init.pop("anonymous", None)  # Lightning passes it; wandb warns that it is gone
 
     @property
     def experiment(self):

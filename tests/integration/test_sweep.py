@@ -281,3 +281,17 @@ def test_a_token_budget_is_the_same_number_of_steps_for_every_point(tmp_path):
     assert {max_steps(spec) for spec in specs} == {-(-10_000 // (16 * seq_len))}
     two_devices = {**specs[0], "trainer": {"devices": 2}}
     assert max_steps(two_devices) == -(-10_000 // (2 * 16 * seq_len))
+
+
+def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_their_folders(tmp_path):
+    from suite.point import base_row
+
+    sweep = sweeps.load_sweep("quickstart")
+    point = sweeps.grid(sweep)[2]
+    default = base_row(sweeps.point_spec(sweep, point, Path("runs/quickstart"), Path("results/quickstart")))
+    assert default["sweep_command"] == "foresight sweep --config quickstart"
+    assert default["command"] == f"foresight agent --config quickstart --point {point.id} --runs runs --results results"
+    moved = base_row(sweeps.point_spec(sweep, point, Path("scratch/quickstart"), Path("results/cpu/quickstart")))
+    assert moved["sweep_command"] == "foresight sweep --config quickstart --runs scratch --results results/cpu"
+    assert moved["axes"] == {"objective": point.objective, "n": point.n, "size": "nano", "seed": 0,
+                             "data": "star_graph"}
