@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from suite.errors import UsageError, check_choice, check_range
-from suite.overhead import MALLOC_LIVE, peak_rss_bytes, rss_bytes
+from suite.overhead import MALLOC_LIVE, memory_now, peak_memory
 from suite.provenance import provenance
 
 
@@ -47,9 +47,9 @@ def measure_step(point: dict) -> dict:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    resting = torch.cuda.memory_allocated() if cuda else rss_bytes()
+    resting = memory_now()
     step()
-    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
+    peak, _ = peak_memory()
     for p in [*trunk.parameters(), *objective.parameters()]:
         p.grad = None
     return {"resting_bytes": resting, "peak_bytes": peak, "step_bytes": peak - resting, "seconds": step()}

@@ -5,7 +5,6 @@ run folder when training ends. Ratios against next-token prediction are the repo
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from suite.model import Attention, Trunk
+from suite.results import write_json
 
 
 def analytic_flops_per_token(trunk, objective, seq_len: int) -> int:
@@ -135,4 +135,4 @@ class OverheadMonitor(L.Callback):
         # a run resumed from its final checkpoint times nothing: keep what the run that trained wrote
         if trainer.is_global_zero and self.times:
             path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "overhead.json"
-            path.write_text(json.dumps(self.summary(trainer, pl_module), indent=2) + "\n")
+            write_json(path, self.summary(trainer, pl_module))

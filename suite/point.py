@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from suite.results import read_json, write_json
+
 BUSY = 75  # EX_TEMPFAIL
 INTERRUPTED = 130
 
@@ -42,22 +44,26 @@ def objective_spec(spec: dict) -> dict:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(spec["options"])}
 
 
-def command(spec: dict) -> str:
-    """The command that runs this point alone, as recorded in its row."""
-    return shlex.join(["foresight", "agent", "--config", spec["source"], "--point", spec["id"],
-                       "--runs", str(Path(spec["run_dir"]).parent.parent),
-                       "--results", str(Path(spec["results"]).parent)])
+def folder_flags(spec: dict, always: bool) -> list[str]:
+    """--runs and --results as the sweep that made the point was given them (with always=False, only where they
+    differ from the defaults)."""
+    folders = {"runs": Path(spec["run_dir"]).parent.parent, "results": Path(spec["results"]).parent}
+    return [part for name, folder in folders.items() if always or str(folder) != name
+            for part in (f"--{name}", str(folder))]
+
+
+def command(spec: dict) -> list[str]:
+    """The arguments of the `foresight` command that runs this point alone, as recorded in its row."""
+    return ["agent", "--config", spec["source"], "--point", spec["id"], *folder_flags(spec, always=True)]
 
 
 def base_row(spec: dict) -> dict:
     """What every row of the point says, finished or failed: who it is, how it was configured, where it came from."""
     from suite.provenance import provenance
 
-    origin = provenance([])
-    origin["command"] = command(spec)
-    folders = [("--runs", Path(spec["run_dir"]).parent.parent), ("--results", Path(spec["results"]).parent)]
-    origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"]] + [
-        part for flag, folder in folders if str(folder) != flag[2:] for part in (flag, str(folder))])
+    origin = provenance(command(spec))
+    origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"],
+                                          *folder_flags(spec, always=False)])
     return {"sweep": spec["sweep"], "point": spec["id"], "role": spec["role"],
             "axes": {"objective": spec["objective"], "n": spec["n"], "size": spec["size"], "seed": spec["seed"],
                      "data": spec["data"].get("task")},
@@ -160,7 +166,7 @@ def train(spec: dict, run_dir: Path) -> dict:
     trained = {"steps": trainer.global_step, "tokens": int(cli.model.tokens_seen),
                "final_loss": None if loss is None else float(loss), "seconds": time.perf_counter() - start,
                "resumed_from_step": resumed_from, "params": cli.model.parameter_counts()}
-    _write_json(run_dir / "trained.json", trained)
+    write_json(run_dir / "trained.json", trained)
     return trained
 
 
@@ -176,7 +182,7 @@ def evaluate(spec: dict, run_dir: Path) -> dict:
                       limit=settings.get("limit"), batch_size=settings.get("batch_size", 32),
                       device="cuda" if torch.cuda.is_available() else "cpu", seed=spec["seed"], items=True)
     report["seconds"] = time.perf_counter() - start
-    _write_json(run_dir / "eval.json", report)
+    write_json(run_dir / "eval.json", report)
     return report
 
 
@@ -233,12 +239,12 @@ def run(spec: dict) -> int:
         return 0
     start = time.perf_counter()
     try:
-        trained = _read_json(run_dir / "trained.json") or train(spec, run_dir)
-        overhead = _read_json(run_dir / "overhead.json") or {}
+        trained = read_json(run_dir / "trained.json") or train(spec, run_dir)
+        overhead = read_json(run_dir / "overhead.json") or {}
         scores = None
         if spec["role"] == "point" and spec["eval"].get("tasks"):
             write_progress(run_dir / "progress.json", trained["steps"], trained["steps"], "eval")
-            scores = _read_json(run_dir / "eval.json") or evaluate(spec, run_dir)
+            scores = read_json(run_dir / "eval.json") or evaluate(spec, run_dir)
         row = finished_row(spec, trained, overhead, scores, time.perf_counter() - start)
     except KeyboardInterrupt:
         print(f"point {spec['id']} interrupted; rerun the sweep to resume it", file=sys.stderr)
@@ -256,20 +262,6 @@ def run(spec: dict) -> int:
               file=sys.stderr)
     print(f"point {spec['id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""))
     return 0
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Whole or not at all: a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    temporary.replace(path)
 
 
 def main(argv: list[str]) -> int:

@@ -507,6 +507,11 @@ def load_rows(folder: Path) -> tuple[list[dict], list[str]]:
 
 def write_report(folder: Path, alpha: float = 0.05) -> Path:
     """folder/report.md and folder/plots/*.png from folder/runs.jsonl; returns the path of report.md."""
+    return report_with_entries(folder, alpha)[0]
+
+
+def report_with_entries(folder: Path, alpha: float = 0.05) -> tuple[Path, list[dict]]:
+    """write_report, also returning the comparison it tabulated (for copies of the table elsewhere, e.g. wandb)."""
     folder = Path(folder)
     check_alpha(alpha)
     rows, notes = load_rows(folder)
@@ -515,7 +520,7 @@ def write_report(folder: Path, alpha: float = 0.05) -> Path:
     sweep = next((str(row["sweep"]) for row in rows if row.get("sweep")), folder.resolve().name)
     path = folder / "report.md"
     path.write_text(markdown(rows, entries, sweep, alpha, notes, plots))
-    return path
+    return path, entries
 
 
 def main(argv: list[str]) -> None:
@@ -535,14 +540,12 @@ def main(argv: list[str]) -> None:
         args = parser.parse_args(argv)
     except Exception as err:  # jsonargparse's ArgumentError: one line, as every other foresight mistake
         raise UsageError(one_line(err)) from None
-    path = write_report(Path(args.folder), args.alpha)
+    path, entries = report_with_entries(Path(args.folder), args.alpha)
     print(f"written: {path} and {path.parent / 'plots'}/\n")
     print_table(path)
     from suite.tracking import wandb_sync_line
 
-    for runs in sorted({str(Path(row["run_dir"]).parent) for row in read_rows(path.parent / "runs.jsonl",
-                                                                             warn=lambda message: None)
-                        if row.get("run_dir")}):
+    for runs in sorted({str(Path(run_dir).parent) for entry in entries for run_dir in entry["run_dirs"] if run_dir}):
         line = wandb_sync_line(Path(runs))
         if line:
             print(f"\n{line}")

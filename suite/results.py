@@ -60,6 +60,22 @@ def append_row(path: Path, row: dict) -> None:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def write_json(path: Path, value: dict) -> None:
+    """A run folder's JSON file, whole or not at all: written beside and renamed, so a reader (or a rerun after a
+    kill) never sees half a file."""
+    temporary = Path(path).with_name(Path(path).name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    temporary.replace(path)
+
+
+def read_json(path: Path) -> dict | None:
+    """A run folder's JSON file, or None where it is missing or unreadable (a stage that has not finished)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _last_byte(path: Path) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)

@@ -37,7 +37,7 @@ import yaml
 
 from suite.errors import UsageError, check_range, one_line
 from suite.point import BUSY, INTERRUPTED, base_row
-from suite.results import append_row, latest_rows, read_rows
+from suite.results import append_row, latest_rows, read_json, read_rows
 
 SHIPPED = Path(__file__).resolve().parent / "sweeps"
 KEYS = {"name", "project", "description", "data", "model", "trainer", "sizes", "seeds", "n", "objectives",
@@ -229,7 +229,7 @@ def run_point(spec: dict, progress=None, task=None) -> int:
             while child.poll() is None:
                 time.sleep(0.5)
                 if progress is not None:
-                    state = _read_json(run_dir / "progress.json")
+                    state = read_json(run_dir / "progress.json")
                     if state:
                         progress.update(task, completed=state["step"], total=state["max_steps"],
                                         description=f"{spec['id']}: {state.get('stage', 'fit')}")
@@ -238,13 +238,6 @@ def run_point(spec: dict, progress=None, task=None) -> int:
             child.wait()
             raise
     return child.returncode
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict]:
@@ -386,27 +379,27 @@ def failed_row(spec: dict, error: str) -> dict:
 
 def finish(sweep: Sweep, rows_file: Path, runs: Path) -> None:
     """The comparison table (report.md, printed, and as a wandb.Table), and how to sync the offline wandb runs."""
-    from suite.report import print_table, write_report
+    from suite.report import print_table, report_with_entries
     from suite.tracking import wandb_sync_line
 
-    path = write_report(rows_file.parent)
+    path, entries = report_with_entries(rows_file.parent)
     print(f"\nreport: {path}\n")
     print_table(path)
-    log_comparison(sweep, rows_file.parent, runs)
+    log_comparison(sweep, entries, runs)
     sync = wandb_sync_line(runs)
     if sync:
         print(f"\n{sync}")
 
 
-def log_comparison(sweep: Sweep, folder: Path, runs: Path) -> None:
-    """The comparison as a wandb.Table in a run of its own in the sweep's group (job_type "comparison")."""
+def log_comparison(sweep: Sweep, entries: list[dict], runs: Path) -> None:
+    """The report's comparison as a wandb.Table in a run of its own in the sweep's group (job_type "comparison")."""
     try:
         import wandb
 
-        from suite.report import comparison, load_rows, table
+        from suite.report import table
         from suite.tracking import SafeWandbLogger
 
-        header, cells = table(comparison(load_rows(folder)[0]))
+        header, cells = table(entries)
         run = SafeWandbLogger(project=sweep.project, save_dir=str(runs), name=f"{sweep.name}-comparison",
                               id=f"{sweep.name}-comparison", group=sweep.name, job_type="comparison").experiment
         run.log({"comparison": wandb.Table(columns=header, data=cells)})

@@ -12,6 +12,8 @@ import lightning as L
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from suite.results import write_json
+
 
 class JsonlLogger(Logger):
     """One JSON object per logged step in `save_dir/metrics.jsonl` (appended, so a resumed run continues it), the
@@ -117,6 +119,4 @@ class ProgressFile(L.Callback):
 
 
 def write_progress(path: Path, step: int, total: int, stage: str) -> None:
-    temporary = Path(path).with_suffix(".tmp")
-    temporary.write_text(json.dumps({"step": step, "max_steps": total, "stage": stage}))
-    temporary.replace(path)
+    write_json(path, {"step": step, "max_steps": total, "stage": stage})
