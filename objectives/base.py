@@ -22,6 +22,14 @@ IGNORE = -100
 
 Metrics = dict[str, torch.Tensor]
 
+Drafter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""draft(hidden, tokens) -> [B, n - 1] token ids: an objective's greedy drafts for self-speculative decoding.
+
+tokens [B, C + 1] are every token decided so far: the trunk has read x_0 .. x_{C-1}, and x_C is the next-token head's
+choice after them. hidden [B, m, D] is the trunk output at the positions it read since the previous call (C - m ..
+C - 1; the whole prompt on the first call). The drafts are x_{C+1} .. x_{C+n-1}. A drafter keeps its own KV caches
+between calls; the positions it is given never go back, so it never needs to be told about rejected drafts."""
+
 HEADWISE_VOCAB_RATIO = 8
 """`headwise=None` runs heads one at a time when vocab_size >= this x d_model (see `Objective.use_headwise`)."""
 
@@ -173,11 +181,16 @@ class _EmbeddingInto(torch.autograd.Function):
         return None, None, None
 
 
-def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1."""
-    rope = trunk.rope(0, x.shape[1])
-    for block in blocks:
-        x = block(x, rope)
+def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor, cache=None) -> torch.Tensor:
+    """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1, or,
+    with a `KVCache` of those blocks (`trunk.new_cache(batch, length, len(blocks))`), at the positions after the
+    cached ones, which the cache then holds too (incremental drafting)."""
+    offset = 0 if cache is None else cache.length
+    rope = trunk.rope(offset, x.shape[1])
+    for layer, block in enumerate(blocks):
+        x = block(x, rope, cache, layer)
+    if cache is not None:
+        cache.length = offset + x.shape[1]
     return x
 
 
@@ -342,7 +355,7 @@ class Objective(nn.Module):
     Subclasses set `name` (the registry key), store every constructor argument as an attribute of the same name
     (so `spec()` can rebuild them), and build their heads in `attach`, which sees the trunk. Objectives that draft
     future tokens also define `draft_logits(trunk, input_ids) -> [B, T, n, V]`: drafts of x_{t+1..t+n} from
-    x_{<=t} only."""
+    x_{<=t} only, and `drafter`, which drafts the same tokens incrementally, with KV caches, for decoding."""
 
     name: ClassVar[str]
     n: int = 1
@@ -363,6 +376,11 @@ class Objective(nn.Module):
 
     def attach(self, trunk) -> None:
         """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training."""
+
+    def drafter(self, trunk, batch: int, max_len: int) -> Drafter | None:
+        """A fresh `Drafter` for decoding `batch` sequences of up to `max_len` tokens, or None when the objective has
+        no heads that predict tokens (future summary prediction predicts a summary, not tokens)."""
+        return None
 
     def loss(self, trunk, hidden: torch.Tensor, tokens: torch.Tensor,
              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:

@@ -14,4 +14,4 @@ class CausalMTP(ParallelMTP):
 
     def _step(self, trunk, k: int):
         blocks = self.heads[k - 2]
-        return lambda hidden, previous: run_blocks(trunk, blocks, previous)
+        return lambda hidden, previous, cache=None: run_blocks(trunk, blocks, previous, cache)

@@ -22,3 +22,7 @@ class NTP(Objective):
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """Logits of x_{t+1} from x_{<=t}, as [B, T, 1, V]: a one-token draft."""
         return trunk.logits(trunk(input_ids)).unsqueeze(2)
+
+    def drafter(self, trunk, batch, max_len):
+        """No drafts: speculative decoding with NTP is greedy decoding, one token per trunk pass."""
+        return lambda hidden, tokens: tokens[:, :0]

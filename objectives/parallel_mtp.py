@@ -65,9 +65,10 @@ class ParallelMTP(Objective):
             nn.ModuleList(trunk.make_block() for _ in range(self.head_layers)) for _ in range(self.n - 1))
 
     def _step(self, trunk, k: int):
-        """Head k's state (k >= 2) from the trunk output and head k-1's state."""
+        """Head k's state (k >= 2) from the trunk output and head k-1's state; with a KV cache of the head's
+        blocks, at the positions after the cached ones."""
         blocks = self.heads[k - 2]
-        return lambda hidden, previous: run_blocks(trunk, blocks, hidden)
+        return lambda hidden, previous, cache=None: run_blocks(trunk, blocks, hidden, cache)
 
     def targets(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Head k's targets [B, T]: x_{t+k}, IGNORE past the end or where the mask rules the token out."""
@@ -88,3 +89,18 @@ class ParallelMTP(Objective):
             state = hidden if k == 1 else self._step(trunk, k)(hidden, state)
             drafts.append(trunk.logits(state))
         return torch.stack(drafts, dim=2)
+
+    def drafter(self, trunk, batch, max_len):
+        """Heads 2..n at the last position read, each over a KV cache of its blocks: the positions a drafter is given
+        are all kept (see `Drafter`), so the caches never roll back."""
+        steps = [self._step(trunk, k) for k in range(2, self.n + 1)]
+        caches = [trunk.new_cache(batch, max_len, self.head_layers) for _ in steps]
+
+        def draft(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            state, drafts = hidden, []
+            for step, cache in zip(steps, caches):
+                state = step(hidden, state, cache)
+                drafts.append(trunk.logits(state[:, -1]).argmax(-1))
+            return torch.stack(drafts, dim=1) if drafts else tokens[:, :0]
+
+        return draft

@@ -72,12 +72,13 @@ class SequentialMTP(Objective):
             trunk.init_weights(module["proj"])
 
     def _step(self, trunk, k: int, next_tokens: torch.Tensor):
-        """Module k: (previous depth's state, tokens k ahead) -> this depth's state."""
+        """Module k: (previous depth's state, tokens k ahead) -> this depth's state; with a KV cache of the module's
+        block, at the positions after the cached ones."""
         module = self.mtp_modules[k - 1]
 
-        def step(hidden, previous):
+        def step(hidden, previous, cache=None):
             merged = torch.cat([module["norm_hidden"](previous), module["norm_embed"](embed(trunk, next_tokens))], -1)
-            return run_blocks(trunk, [module["block"]], module["proj"](merged))
+            return run_blocks(trunk, [module["block"]], module["proj"](merged), cache)
 
         return step
 
@@ -116,3 +117,36 @@ class SequentialMTP(Objective):
             state = self._step(trunk, k, drafts[-1].argmax(-1))(None, state)
             drafts.append(trunk.logits(state))
         return torch.stack(drafts, dim=2)
+
+    def drafter(self, trunk, batch, max_len):
+        """Modules 1..D over KV caches of their blocks, teacher-forced wherever the token they read is decided (as in
+        training) and reading this call's drafts where it is not, as DeepSeek-V3's modules decode.
+
+        Module k at position s reads x_{s+k}. With tokens x_0 .. x_C decided, its positions s <= C - k are final:
+        they stay in its cache. Positions C - k + 1 .. C - 1 read drafts: computed for this call's drafts, then
+        rolled back, and computed again with the decided tokens on a later call. Module k + 1's next call starts
+        one position before module k's, so module k keeps its state at that position for it (`carried`)."""
+        caches = [trunk.new_cache(batch, max_len, 1) for _ in range(self.depth)]
+        carried: list[torch.Tensor | None] = [None] * (self.depth + 1)  # depth k's final states module k+1 lacks
+
+        def draft(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            decided = tokens.shape[1] - 1  # C: the trunk has read positions 0 .. C - 1
+            known, drafts = tokens, []
+            state, previous_carried = hidden, carried[:]
+            for k in range(1, self.depth + 1):
+                cache = caches[k - 1]
+                first = cache.length  # module k's first position not final yet
+                if previous_carried[k - 1] is not None:
+                    state = torch.cat([previous_carried[k - 1], state], dim=1)
+                assert state.shape[1] == decided - first, (k, state.shape, decided, first)
+                step = self._step(trunk, k, known[:, first + k: decided + k])
+                state = step(None, state, cache)
+                final = max(decided - k + 1, 0)  # module k's positions that read decided tokens only
+                cache.crop(final)
+                after = max(decided - k, 0)  # where module k + 1's next call starts
+                carried[k] = state[:, after - first: final - first] if final > after else None
+                drafts.append(trunk.logits(state[:, -1]).argmax(-1))
+                known = torch.cat([known, drafts[-1][:, None]], dim=1)
+            return torch.stack(drafts, dim=1) if drafts else tokens[:, :0]
+
+        return draft

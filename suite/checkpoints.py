@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from objectives.base import Objective
 from suite.errors import UsageError
 from suite.model import Trunk
 from suite.sizes import resolve
@@ -38,6 +40,34 @@ def load_trunk(path: str | Path, what: str = "checkpoint") -> tuple[Trunk, dict]
     if trunk.embed.weight.device.type != "meta":  # on the meta device (FLOP counting) only the shapes matter
         trunk.load_state_dict(state)
     return trunk, checkpoint
+
+
+@dataclass
+class Model:
+    """A checkpoint's trunk and its objective with the objective's heads: what `suite.decoding.generate` decodes
+    with, read without Lightning (an `ObjectiveLM` has the same two attributes)."""
+
+    trunk: Trunk
+    objective: Objective
+
+
+def load_model(path: str | Path, what: str = "checkpoint") -> tuple[Model, dict]:
+    """The trunk and the objective's heads stored in a checkpoint of an objective with heads that draft tokens, and
+    the checkpoint. Built the way `ObjectiveLM` builds them (an objective may remove trunk blocks as it attaches)."""
+    import objectives
+
+    checkpoint = read(path, what)
+    hparams = checkpoint["hyper_parameters"]
+    objective = objectives.from_spec(hparams.get("objective", "ntp"))
+    if type(objective).drafter is objectives.Objective.drafter:
+        raise UsageError(f"{what} {str(path)!r} was trained with {objective.name}, which has no heads that draft "
+                         "tokens; allowed: a checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp")
+    trunk = Trunk(resolve(hparams["size"]))
+    objective.attach(trunk)
+    model = Model(trunk, objective)
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("trunk.", "objective."))}
+    torch.nn.Module.load_state_dict(torch.nn.ModuleDict({"trunk": trunk, "objective": objective}), state)
+    return model, checkpoint
 
 
 def load_tokenizer(checkpoint: dict):

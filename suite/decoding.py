@@ -1,46 +1,149 @@
-"""Decoding with the trunk's KV cache."""
+"""Decoding with the trunk's KV cache: greedy (or sampled) decoding, and self-speculative decoding with an objective's
+extra heads (Stern et al. 2018's blockwise parallel decoding; Gloeckle et al. 2024, section 3.2; DeepSeek-V3's MTP
+modules), both behind `generate`.
+
+Self-speculative decoding: after every trunk pass the objective's drafter proposes the n - 1 tokens after the next
+one; the next trunk pass reads the next token and those drafts at once, keeps the longest prefix of drafts that
+matches the next-token head's own greedy choices, adds the token that head chooses after it, and rolls the caches
+back over the rest. Every token kept is the one greedy decoding picks after the same prefix, so the output equals
+greedy decoding's token for token; what the heads change is how many tokens a trunk pass yields."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
-from suite.model import Trunk
+from suite.errors import UsageError
+
+Stop = Callable[[int, list[int]], bool]
+"""stop(row, the row's new ids so far) -> True when the row is finished (e.g. an `until` string appeared)."""
+
+
+@dataclass
+class DecodeStats:
+    """What a `generate` call did. Speculative figures are over rows while they were unfinished."""
+
+    trunk_passes: int = 0
+    """Trunk forward passes, the prompt's included."""
+    row_passes: int = 0
+    """Trunk passes summed over the rows that were unfinished when the pass began."""
+    row_tokens: int = 0
+    """New tokens summed over rows, up to and including each row's last (its EOS or stop)."""
+    drafted: list[int] = field(default_factory=list)
+    """Per draft (head 2, 3, ...): (row, pass) pairs in which the trunk checked that head's draft."""
+    accepted: list[int] = field(default_factory=list)
+    """Per draft: (row, pass) pairs in which that draft and every draft before it matched greedy decoding."""
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Mean new tokens a row gets from one trunk pass: 1.0 for greedy decoding, up to n when every draft holds."""
+        return self.row_tokens / max(self.row_passes, 1)
+
+    @property
+    def acceptance(self) -> list[float]:
+        """Per draft head (2, 3, ...): the fraction of its checked drafts that were kept."""
+        return [a / d if d else 0.0 for a, d in zip(self.accepted, self.drafted)]
+
+    def add(self, other: DecodeStats) -> None:
+        """Fold another call's figures into these."""
+        self.trunk_passes += other.trunk_passes
+        self.row_passes += other.row_passes
+        self.row_tokens += other.row_tokens
+        for mine, theirs in ((self.drafted, other.drafted), (self.accepted, other.accepted)):
+            mine += [0] * (len(theirs) - len(mine))
+            for i, value in enumerate(theirs):
+                mine[i] += value
+
+    def as_dict(self) -> dict:
+        return {"trunk_passes": self.trunk_passes, "row_passes": self.row_passes, "row_tokens": self.row_tokens,
+                "tokens_per_pass": self.tokens_per_pass, "drafted": self.drafted, "accepted": self.accepted,
+                "acceptance": self.acceptance}
 
 
 @torch.inference_mode()
-def greedy(trunk: Trunk, prompt_ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None,
-           stop: Callable[[int, list[int]], bool] | None = None, temperature: float = 0.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Continuations [B, max_new_tokens] of equal-length prompts [B, P]: one prefill pass, then one cached
-    single-token pass per new token, greedy (or sampled at `temperature` > 0).
+def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool = False, eos_id: int | None = None,
+             stop: Stop | None = None, temperature: float = 0.0,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, DecodeStats]:
+    """Continuations [B, max_new_tokens] of equal-length prompts `input_ids` [B, P], and what decoding them took.
 
-    A row is finished once it emits `eos_id` or `stop(row, its new ids)` is true; later positions of a finished
-    row hold `eos_id` (or repeat nothing useful when None), and decoding ends when every row is finished."""
-    batch, prompt_len = prompt_ids.shape
-    out = prompt_ids.new_full((batch, max_new_tokens), eos_id if eos_id is not None else 0)
+    lm: an `ObjectiveLM` (anything with `.trunk` and `.objective`).
+    speculative: draft with the objective's extra heads (`Objective.drafter`) and verify the drafts in one trunk
+        pass; the output is greedy decoding's. Rows of a batch keep the longest draft prefix that holds for every
+        unfinished row, so batch size 1 gives the most speedup.
+    eos_id, stop: a row is finished once it emits `eos_id` or `stop(row, its new ids)` is true; its later positions
+        hold `eos_id` (0 when None). Decoding ends when every row is finished.
+    temperature: sample at this temperature instead of greedy decoding (plain decoding only)."""
+    trunk, objective = lm.trunk, lm.objective
+    batch, prompt_len = input_ids.shape
+    pad = eos_id if eos_id is not None else 0
+    out = input_ids.new_full((batch, max_new_tokens), pad)
+    stats = DecodeStats()
     if max_new_tokens == 0:
-        return out
-    cache = trunk.new_cache(batch, prompt_len + max_new_tokens)
-    hidden = trunk(prompt_ids, cache)[:, -1:]
-    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
-    for i in range(max_new_tokens):
-        logits = trunk.logits(hidden)[:, -1].float()
+        return out, stats
+    max_len = prompt_len + max_new_tokens
+    drafter = None
+    if speculative:
+        if temperature > 0:
+            raise UsageError(f"speculative decoding is greedy; temperature={temperature} is not allowed with it; "
+                             "allowed: temperature 0")
+        drafter = objective.drafter(trunk, batch, max_len)
+        if drafter is None:
+            raise UsageError(f"objective {objective.name!r} has no heads that draft tokens, so it cannot decode "
+                             "speculatively; allowed: ntp, parallel_mtp, causal_mtp, sequential_mtp")
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            token = logits.argmax(-1)
-        if eos_id is not None:
-            token = token.masked_fill(done, eos_id)
-        out[:, i] = token
-        if eos_id is not None:
-            done |= token == eos_id
-        if stop is not None:
-            for row in (~done).nonzero().flatten().tolist():
-                done[row] = stop(row, out[row, : i + 1].tolist())
-        if bool(done.all()) or i + 1 == max_new_tokens:
-            break
-        hidden = trunk(out[:, i: i + 1], cache)
-    return out
+            return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
+        return logits.argmax(-1)
+
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    produced = 0
+
+    def commit(new: torch.Tensor) -> None:
+        """Append new tokens [B, m] row by row in order, finishing rows at EOS or `stop`."""
+        nonlocal produced
+        for j in range(new.shape[1]):
+            stats.row_tokens += int((~done).sum())
+            token = new[:, j].masked_fill(done, pad)
+            out[:, produced] = token
+            produced += 1
+            if eos_id is not None:
+                done.logical_or_(token == eos_id)
+            if stop is not None:
+                for row in (~done).nonzero().flatten().tolist():
+                    done[row] = stop(row, out[row, :produced].tolist())
+
+    cache = trunk.new_cache(batch, max_len)
+    hidden = trunk(input_ids, cache)  # the prompt; its last position gives the first new token
+    stats.trunk_passes, stats.row_passes = 1, batch
+    tokens = torch.cat([input_ids, choose(trunk.logits(hidden[:, -1:]))], dim=1)
+    commit(tokens[:, -1:])
+    while produced < max_new_tokens and not bool(done.all()):
+        # tokens[:, -1] is chosen but unread; `hidden` holds the trunk output at the positions accepted last pass
+        drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
+        drafts = drafts[:, : max_new_tokens - produced - 1]  # a pass also yields one token after its drafts
+        active = ~done
+        stats.trunk_passes += 1
+        stats.row_passes += int(active.sum())
+        hidden = trunk(torch.cat([tokens[:, -1:], drafts], dim=1), cache)
+        chosen = choose(trunk.logits(hidden))  # chosen[:, j]: the next token after reading drafts[:, :j]
+        held = (chosen[:, :-1] == drafts).long().cumprod(dim=1).sum(dim=1)  # each row's longest kept prefix
+        kept = int(held[active].min()) if drafts.shape[1] else 0
+        if len(stats.drafted) < drafts.shape[1]:
+            grow = drafts.shape[1] - len(stats.drafted)
+            stats.drafted += [0] * grow
+            stats.accepted += [0] * grow
+        for i in range(drafts.shape[1]):
+            stats.drafted[i] += int(active.sum())
+            stats.accepted[i] += int((active & (held > i)).sum())
+        cache.crop(cache.length - (drafts.shape[1] - kept))
+        hidden = hidden[:, : kept + 1]
+        new = chosen[:, : kept + 1]  # the kept drafts (equal to the chosen tokens there) and the token after them
+        tokens = torch.cat([tokens, new], dim=1)
+        commit(new)
+    return out, stats
+

@@ -141,15 +141,17 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
 
 
 def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
-             device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False) -> dict:
+             device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False,
+             speculative: bool = False) -> dict:
     """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
-    scores, and with `items` each document's primary metric (see item_scores)."""
+    scores, what generation took (`suite.decoding.DecodeStats`), and with `items` each document's primary metric
+    (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting."""
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     data = checkpoints.read(checkpoint) if checkpoint else None
     write_tasks([n for n in names if n in foresight_tasks()], data, out / "tasks")
     if answer is None:
-        model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device)
+        model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative)
     else:
         model = models.OracleLM(answer)
     results = run_lm_eval(model, names, out / "tasks", limit, seed, log_samples=items)
@@ -157,6 +159,8 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
               "families": family_scores(results["results"]), "results": results["results"],
               "n_samples": results.get("n-samples"), "configs": results.get("configs"),
               "versions": results.get("versions")}
+    if answer is None:
+        report["decoding"] = {"speculative": speculative, **model.decode_stats.as_dict()}
     if items:
         report["items"] = item_scores(results.get("samples"))
     return report
@@ -183,6 +187,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speculative", action=ActionYesNo, default=False,
+                        help="decode greedy generations self-speculatively with the objective's heads (same text)")
     parser.add_argument("--selfcheck", action=ActionYesNo, default=False,
                         help="score every task's gold answers (must be 100%%) and empty answers (must be 0%%)")
     args = parser.parse_args(argv)
@@ -206,7 +212,8 @@ def main(argv: list[str]) -> None:
         raise UsageError("--checkpoint is required (or --selfcheck); allowed: a .ckpt file written by foresight fit")
     checkpoints.read(args.checkpoint)  # a bad path fails here, before lm-eval starts
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval"
-    report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed)
+    report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed,
+                      speculative=args.speculative)
     report = {**provenance(["eval", *argv]), **report}
     path = out / f"results_{stamp}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -222,6 +229,11 @@ def results_table(report: dict) -> str:
                 lines.append(f"| {task} | {key.split(',')[0]} | {value:.4f} |")
     for family, value in report["families"].items():
         lines.append(f"| **{family}** | family score | {value:.4f} |")
+    decoding = report.get("decoding") or {}
+    if decoding.get("speculative"):
+        rates = ", ".join(f"head {k} {rate:.2f}" for k, rate in enumerate(decoding["acceptance"], start=2))
+        lines.append(f"\nspeculative decoding: {decoding['tokens_per_pass']:.2f} tokens per trunk pass; "
+                     f"acceptance {rates or '-'}")
     return "\n".join(lines)
 
 

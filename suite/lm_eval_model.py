@@ -14,8 +14,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from objectives import NTP
 from suite import checkpoints
-from suite.decoding import greedy
+from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError, check_range
 from tasks.base import truncate
 
@@ -24,14 +25,25 @@ from tasks.base import truncate
 class ForesightLM(TemplateLM):
     """A checkpoint's trunk and tokenizer. Loglikelihoods are batched (right padding is harmless to a causal
     model: pads come after every scored token); generation is batched over prompts of equal token length,
-    KV-cached, greedy unless `do_sample` asks for sampling (pass@k)."""
+    KV-cached, greedy unless `do_sample` asks for sampling (pass@k).
+
+    `speculative=true` decodes greedy requests with the objective's heads (`suite.decoding`): the same text, fewer
+    trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly."""
 
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str = "cpu", max_length: int = 2048,
-                 dtype: str = "float32", **kwargs):
+                 dtype: str = "float32", speculative: bool | str = False, **kwargs):
         super().__init__()
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
         check_range("batch_size", batch_size, 1)
-        self.trunk, checkpoint_data = checkpoints.load_trunk(checkpoint)
+        if str(speculative).lower() not in ("true", "false"):
+            raise UsageError(f"speculative={speculative!r} is not a boolean; allowed: true, false")
+        self.speculative = str(speculative).lower() == "true"
+        if self.speculative:
+            model, checkpoint_data = checkpoints.load_model(checkpoint)
+            self.trunk, self.objective = model.trunk, model.objective.to(device=device, dtype=getattr(torch, dtype)).eval()
+        else:
+            (self.trunk, checkpoint_data), self.objective = checkpoints.load_trunk(checkpoint), NTP()
+        self.decode_stats = DecodeStats()
         self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
         if self.tokenizer.get_vocab_size() != self.trunk.config.vocab_size:
             raise UsageError(f"checkpoint {checkpoint!r} has a tokenizer of {self.tokenizer.get_vocab_size()} tokens "
@@ -107,7 +119,9 @@ class ForesightLM(TemplateLM):
                 def stop(row: int, new: list[int]) -> bool:
                     return any(s in self.tok_decode(new) for s in until)
 
-                new = greedy(self.trunk, prompts, max_new, self.eot_token_id, stop if until else None, temperature)
+                new, stats = generate(self, prompts, max_new, self.speculative and temperature == 0,
+                                      self.eot_token_id, stop if until else None, temperature)
+                self.decode_stats.add(stats)
                 for i, ids in zip(chunk, new.tolist()):
                     results[i] = truncate(self.tok_decode(ids[: ids.index(self.eot_token_id)]
                                                      if self.eot_token_id in ids else ids), until)

@@ -156,9 +156,10 @@ class Trunk(nn.Module):
             cos, sin = self._rope_table = (angles.cos(), angles.sin())
         return cos[offset:end], sin[offset:end]
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, n_layer: int | None = None) -> KVCache:
+        """An empty cache for the trunk's blocks, or for `n_layer` blocks of the trunk's shape (a head's)."""
         c = self.config
-        return KVCache(c.n_layer, batch, c.kv_heads, c.head_dim, max_len,
+        return KVCache(len(self.blocks) if n_layer is None else n_layer, batch, c.kv_heads, c.head_dim, max_len,
                        device=self.embed.weight.device, dtype=self.embed.weight.dtype)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 
 from objectives import NTP, Objective, from_spec
 from objectives.base import all_heads_at_once
-from suite.decoding import greedy
+from suite.decoding import generate
 from suite.errors import UsageError, check_range
 from suite.model import Trunk
 from suite.sizes import ModelConfig, count_parameters, resolve
@@ -91,7 +91,8 @@ class ObjectiveLM(L.LightningModule):
         return self.trunk.logits(self.trunk(input_ids))
 
     def generate(self, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        return greedy(self.trunk, prompt_ids, max_new_tokens)
+        """Greedy continuations [B, max_new_tokens] (`suite.decoding.generate` for speculative decoding and stats)."""
+        return generate(self, prompt_ids, max_new_tokens)[0]
 
     def _loss(self, batch: dict[str, torch.Tensor]):
         tokens = batch["tokens"]

@@ -37,6 +37,19 @@ def reverse_lm(tmp_path_factory) -> Path:
     return path
 
 
+@torch.no_grad()
+def naive_greedy(trunk, prompts: torch.Tensor, new: int, eos_id: int | None = None) -> torch.Tensor:
+    """Greedy decoding the slow, obvious way: the whole sequence through the trunk for every new token, no cache.
+    A row that has emitted `eos_id` gets `eos_id` from then on (the convention of `suite.decoding.generate`)."""
+    sequence = prompts
+    for _ in range(new):
+        token = trunk.logits(trunk(sequence))[:, -1].argmax(-1)
+        if eos_id is not None:
+            token = token.masked_fill((sequence[:, prompts.shape[1]:] == eos_id).any(1), eos_id)
+        sequence = torch.cat([sequence, token[:, None]], dim=1)
+    return sequence[:, prompts.shape[1]:]
+
+
 def validation_batch(task, size: int) -> dict:
     """The first `size` validation examples of a task, as a batch."""
     examples = task.examples("val")

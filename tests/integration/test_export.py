@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from objectives import ParallelMTP
 from suite import ObjectiveLM, TaskData
-from suite.decoding import greedy
 from suite.export import export_hf
 from suite.sizes import ModelConfig
+from tests.conftest import naive_greedy
 
 DATA = {"num_train": 640, "num_val": 32, "num_test": 32}
 TOLERANCE = 1e-5
@@ -86,7 +86,7 @@ def test_greedy_generation_matches_foresights_decoding(exported, task):
     ours, theirs = load_both(exported)
     prompts = task.examples("test").tokens[:, : task.prompt_len]
     new = task.path_length + 3  # past the answer's <eos>, so decoding goes on after it
-    expected = greedy(ours.trunk, prompts, new)
+    expected = naive_greedy(ours.trunk, prompts, new)
     ones = torch.ones_like(prompts)
     kept_going = theirs.generate(prompts, attention_mask=ones, max_new_tokens=new, do_sample=False, eos_token_id=None)
     assert torch.equal(kept_going[:, task.prompt_len:], expected)

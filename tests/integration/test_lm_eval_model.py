@@ -7,22 +7,29 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 
+from objectives import ParallelMTP
 from suite import ObjectiveLM, TaskData
-from suite.decoding import greedy
+from suite.errors import UsageError
 from suite.lm_eval_model import ForesightLM
+from tests.conftest import naive_greedy
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def train(tmp_path_factory, objective=None):
     L.seed_everything(0)
     data = TaskData(options={"num_train": 640, "num_val": 32, "num_test": 32}, batch_size=32)
-    lm = ObjectiveLM("nano", vocab_size=data.vocab_size, lr=1e-2, warmup_steps=1)
+    lm = ObjectiveLM("nano", objective=objective, vocab_size=data.vocab_size, lr=1e-2, warmup_steps=1)
     trainer = L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0)
     trainer.fit(lm, data)
     path = tmp_path_factory.mktemp("lm") / "model.ckpt"
     trainer.save_checkpoint(path)
-    return ForesightLM(str(path), batch_size=3), data.task
+    return path, data.task
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path, task = train(tmp_path_factory)
+    return ForesightLM(str(path), batch_size=3), task
 
 
 def request(kind: str, args: tuple, doc=None) -> Instance:
@@ -66,7 +73,7 @@ def test_generate_until_is_greedy_decoding_cut_at_stops(model):
     answers = lm.generate_until([request("generate_until", (d["prompt"], kwargs), d) for d in docs],
                                 disable_tqdm=True)
     prompts = torch.tensor([lm.tok_encode(d["prompt"]) for d in docs])
-    expected = greedy(lm.trunk, prompts, 6, lm.eot_token_id)
+    expected = naive_greedy(lm.trunk, prompts, 6, lm.eot_token_id)
     for answer, ids in zip(answers, expected.tolist()):
         ids = ids[: ids.index(lm.eot_token_id)] if lm.eot_token_id in ids else ids
         assert answer == lm.tok_decode(ids)
@@ -74,3 +81,23 @@ def test_generate_until_is_greedy_decoding_cut_at_stops(model):
     (cut,) = lm.generate_until([request("generate_until", (docs[0]["prompt"], {**kwargs, "until": [node]}))],
                                disable_tqdm=True)
     assert node not in cut and answers[0].startswith(cut)
+
+
+def test_speculative_generation_gives_the_same_text_with_the_heads_drafting(tmp_path_factory):
+    path, task = train(tmp_path_factory, ParallelMTP(n=3))
+    plain, fast = ForesightLM(str(path), batch_size=2), ForesightLM(str(path), batch_size=2, speculative="true")
+    docs = task.documents("test")[:5]
+    kwargs = {"until": ["<eos>"], "max_gen_toks": 8, "do_sample": False}
+    requests = [request("generate_until", (d["prompt"], kwargs), d) for d in docs]
+    assert fast.generate_until(requests, disable_tqdm=True) == plain.generate_until(requests, disable_tqdm=True)
+    assert plain.decode_stats.drafted == [] and plain.decode_stats.tokens_per_pass == 1.0
+    assert len(fast.decode_stats.drafted) == 2 and fast.decode_stats.drafted[0] > 0
+    assert fast.decode_stats.row_tokens == plain.decode_stats.row_tokens
+    assert fast.decode_stats.trunk_passes <= plain.decode_stats.trunk_passes
+    with pytest.raises(UsageError, match="speculative='maybe' is not a boolean; allowed: true, false"):
+        ForesightLM(str(path), speculative="maybe")
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["hyper_parameters"]["objective"] = {"class_path": "fsp_bow", "init_args": {"tau": 3}}
+    torch.save(checkpoint, path.with_name("fsp.ckpt"))
+    with pytest.raises(UsageError, match="trained with fsp_bow, which has no heads that draft tokens"):
+        ForesightLM(str(path.with_name("fsp.ckpt")), speculative=True)
