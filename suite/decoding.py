@@ -100,6 +100,93 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
             return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
         return logits.argmax(-1)
 
+    device = input_ids.device
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    may_finish = eos_id is not None or stop is not None
+    # counters stay on the device and are read once at the end: a GPU waits for the host only where decoding
+    # must decide something (how many drafts to keep, whether every row is finished)
+    row_passes, row_tokens = torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.long,
+                                                                                            device=device)
+    drafted, accepted = torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long,
+                                                                                     device=device)
+    produced = 0
+
+    def commit(new: torch.Tensor) -> None:
+        """Append new tokens [B, m] in order; a row finishes at its first EOS or where `stop` says so, and its
+        later tokens are `pad`."""
+        nonlocal produced, row_tokens
+        if stop is not None:  # the caller's test runs on the host, token by token
+            for j in range(new.shape[1]):
+                row_tokens = row_tokens + (~done).sum()
+                token = new[:, j].masked_fill(done, pad)
+                out[:, produced] = token
+                produced += 1
+                if eos_id is not None:
+                    done.logical_or_(token == eos_id)
+                for row in (~done).nonzero().flatten().tolist():
+                    done[row] = stop(row, out[row, :produced].tolist())
+            return
+        width = new.shape[1]
+        if eos_id is not None:
+            is_eos = new == eos_id
+            finished = done[:, None] | ((is_eos.cumsum(dim=1) - is_eos.long()) > 0)  # before this token
+            row_tokens = row_tokens + (~finished).sum()
+            new = new.masked_fill(finished, pad)
+            done.logical_or_(is_eos.any(dim=1))
+        else:
+            row_tokens = row_tokens + batch * width
+        out[:, produced: produced + width] = new
+        produced += width
+
+    cache = trunk.new_cache(batch, max_len)
+    hidden = trunk(input_ids, cache)  # the prompt; its last position gives the first new token
+    trunk_passes, row_passes = 1, row_passes + batch
+    tokens = torch.cat([input_ids, choose(trunk.logits(hidden[:, -1:]))], dim=1)
+    commit(tokens[:, -1:])
+    while produced < max_new_tokens and not (may_finish and bool(done.all())):
+        # tokens[:, -1] is chosen but unread; `hidden` holds the trunk output at the positions accepted last pass
+        drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
+        width = min(drafts.shape[1], max_new_tokens - produced - 1)  # a pass also yields a token after its drafts
+        drafts = drafts[:, :width]
+        active = ~done
+        trunk_passes += 1
+        row_passes = row_passes + active.sum()
+        hidden = trunk(torch.cat([tokens[:, -1:], drafts], dim=1), cache)
+        chosen = choose(trunk.logits(hidden))  # chosen[:, j]: the next token after reading drafts[:, :j]
+        kept = 0
+        if width:
+            held = (chosen[:, :-1] == drafts).long().cumprod(dim=1).sum(dim=1)  # each row's longest kept prefix
+            kept = int(held.masked_fill(done, width).min())  # the one wait on the device per pass
+            if drafted.shape[0] < width:
+                drafted, accepted = (torch.cat([t, t.new_zeros(width - t.shape[0])]) for t in (drafted, accepted))
+            drafted[:width] += active.sum()
+            accepted[:width] += ((held[:, None] > torch.arange(width, device=device)) & active[:, None]).sum(0)
+        cache.crop(cache.length - (width - kept))
+        hidden = hidden[:, : kept + 1]
+        new = chosen[:, : kept + 1]  # the kept drafts (equal to the chosen tokens there) and the token after them
+        tokens = torch.cat([tokens, new], dim=1)
+        commit(new)
+    stats.trunk_passes, stats.row_passes, stats.row_tokens = trunk_passes, int(row_passes), int(row_tokens)
+    stats.drafted, stats.accepted = drafted.tolist(), accepted.tolist()
+    return out, stats
+    max_len = prompt_len + max_new_tokens
+    drafter = None
+    if speculative:
+        if temperature > 0:
+            raise UsageError(f"speculative decoding is greedy; temperature={temperature} is not allowed with it; "
+                             "allowed: temperature 0")
+        drafter = objective.drafter(trunk, batch, max_len)
+        if drafter is None:
+            raise UsageError(f"objective {objective.name!r} has no heads that draft tokens, so it cannot decode "
+                             "speculatively; allowed: ntp, parallel_mtp, causal_mtp, sequential_mtp")
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
+        return logits.argmax(-1)
+
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     produced = 0
 

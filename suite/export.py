@@ -23,8 +23,9 @@ SPECIAL_TOKENS = {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk
 """The roles HF tokenizers know, by the names foresight's task tokenizers give them."""
 
 
-def llama_config(trunk: Trunk, tokenizer):
-    """The `LlamaConfig` of a trunk: the blocks it holds (an objective may have removed some), not its config's."""
+def llama_config(trunk: Trunk, tokenizer=None):
+    """The `LlamaConfig` of a trunk: the blocks it holds (an objective may have removed some), not its config's;
+    without a tokenizer, no special-token ids."""
     from transformers import LlamaConfig
 
     c = trunk.config
@@ -33,8 +34,9 @@ def llama_config(trunk: Trunk, tokenizer):
         num_hidden_layers=len(trunk.blocks), num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
         head_dim=c.head_dim, hidden_act="silu", max_position_embeddings=MAX_POSITIONS, rms_norm_eps=c.norm_eps,
         rope_theta=c.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=c.tie_embeddings,
-        initializer_range=c.init_std, bos_token_id=None, eos_token_id=tokenizer.token_to_id("<eos>"),
-        pad_token_id=tokenizer.token_to_id("<pad>"), dtype=trunk.embed.weight.dtype,
+        initializer_range=c.init_std, bos_token_id=None,
+        eos_token_id=tokenizer.token_to_id("<eos>") if tokenizer else None,
+        pad_token_id=tokenizer.token_to_id("<pad>") if tokenizer else None, dtype=trunk.embed.weight.dtype,
     )
 
 

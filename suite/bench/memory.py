@@ -1,5 +1,5 @@
-"""`foresight bench NAME`: measurements that put each objective beside next-token prediction in one run, print a
-markdown table last, and write JSON with the commit, command, machine and versions under `results/bench/`."""
+"""`foresight bench memory`: peak memory of one training step of every objective beside next-token prediction, each
+in a fresh process."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from suite.errors import UsageError, check_choice, check_range
+from suite.bench import objectives_at, resolve_device, stand_in_reverse_lm
+from suite.errors import check_range
 from suite.overhead import MALLOC_LIVE, memory_now, peak_memory
-from suite.provenance import provenance
 
 
 def measure_step(point: dict) -> dict:
@@ -57,7 +56,7 @@ def measure_step(point: dict) -> dict:
 
 def _in_fresh_process(point: dict) -> dict:
     env = {**os.environ, **MALLOC_LIVE}
-    result = subprocess.run([sys.executable, "-m", "suite.bench", "_measure", json.dumps(point)],
+    result = subprocess.run([sys.executable, "-m", "suite.bench.memory", json.dumps(point)],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"measuring {point['label']} failed:\n{result.stderr[-2000:]}")
@@ -79,35 +78,18 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
         device: cpu, cuda, or auto (cuda when available).
         quick: A seconds-long run on a tiny config (nano, vocabulary 512, 64 tokens), to check the bench itself.
     """
-    import torch
-
-    from suite.checkpoints import save_trunk
-    from suite.model import Trunk
     from suite.sizes import ModelConfig
 
     if quick:
         size, vocab_size, seq_len, batch_size = "nano", 512, 64, 2
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    check_choice("device", device, ("cpu", "cuda"))
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' is not available on this machine; allowed: cpu")
+    device = resolve_device(device)
     check_range("n", n, 2, seq_len - 1)
     for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size)):
         check_range(name, value, 1)
     config = ModelConfig.from_name(size, vocab_size=vocab_size)
 
     with tempfile.TemporaryDirectory() as scratch:
-        reverse_lm = Path(scratch) / "reverse.ckpt"  # a stand-in reverse model of the same shape: memory, not skill
-        with torch.device("cpu"):
-            save_trunk(reverse_lm, Trunk(config), {"reverse": True})
-        objectives_at_n = [
-            ("ntp", {"class_path": "ntp"}),
-            ("parallel_mtp", {"class_path": "parallel_mtp", "init_args": {"n": n}}),
-            ("causal_mtp", {"class_path": "causal_mtp", "init_args": {"n": n}}),
-            ("sequential_mtp", {"class_path": "sequential_mtp", "init_args": {"depth": n - 1}}),
-            ("fsp_bow", {"class_path": "fsp_bow", "init_args": {"tau": n}}),
-            ("fsp_revlm", {"class_path": "fsp_revlm", "init_args": {"reverse_lm": str(reverse_lm)}}),
-        ]
+        objectives_at_n = objectives_at(n, stand_in_reverse_lm(config, scratch))
         common = {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
                   "device": device}
         rows = []
@@ -151,47 +133,5 @@ def memory_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-BENCHES = {"memory": memory}
-
-
-def main(argv: list[str]) -> None:
-    """`foresight bench NAME [--quick] [--out FOLDER] [options]`: run the bench, write its JSON (with provenance)
-    to FOLDER/NAME-DEVICE[-quick].json, print its table last."""
-    from jsonargparse import ActionYesNo, ArgumentParser
-
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: foresight bench NAME [options]; NAME: {', '.join(BENCHES)}; "
-              "`foresight bench NAME --help` lists its options")
-        return
-    check_choice("bench", argv[0], BENCHES)
-    bench = BENCHES[argv[0]]
-    parser = ArgumentParser(prog=f"foresight bench {argv[0]}", description=bench.__doc__, exit_on_error=False)
-    parser.add_function_arguments(bench, skip={"quick"})
-    parser.add_argument("--quick", action=ActionYesNo, default=False,
-                        help="seconds on a tiny config: checks the bench, measures nothing worth keeping")
-    parser.add_argument("--out", default="results/bench", help="folder for the JSON file")
-    options = parser.parse_args(argv[1:]).as_dict()
-    folder = Path(options.pop("out"))
-    _check_writable(folder)
-    report, table = bench(**options)
-    report = {"bench": argv[0], **provenance(["bench", *argv]), **report}
-    path = folder / f"{argv[0]}-{report['config']['device']}{'-quick' if options['quick'] else ''}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written: {path}\n")
-    print(table)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before minutes of measuring, not after."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise UsageError(f"--out {str(folder)!r} is not a writable folder ({err.strerror}); allowed: a folder you "
-                         "can write") from None
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["_measure"]:  # a measurement's fresh process: one JSON line on stdout
-        print(json.dumps(measure_step(json.loads(sys.argv[2]))))
+if __name__ == "__main__":  # a measurement's fresh process: one JSON line on stdout
+    print(json.dumps(measure_step(json.loads(sys.argv[1]))))

@@ -1,0 +1,140 @@
+"""`foresight bench NAME`: measurements that put what is compared side by side in one run (interleaved where they
+are timings), print a markdown table last, and write JSON with the commit, command, machine and versions under
+`results/bench/`.
+
+  memory      peak memory of a training step, every objective against NTP (suite/bench/memory.py)
+  decode      greedy against self-speculative decoding with each MTP objective's heads (suite/bench/decode.py)
+  throughput  training tokens/s of foresight's trunk against Hugging Face's LlamaForCausalLM (throughput.py)
+  overhead    each objective's step time against NTP's, beside its FLOP ratio (suite/bench/overhead.py)"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from suite.errors import UsageError, check_choice
+from suite.provenance import provenance
+
+BENCHES = ("memory", "decode", "throughput", "overhead")
+
+
+def bench_function(name: str) -> Callable:
+    """The function of bench `name`: `suite.bench.<name>.<name>(..., quick) -> (report, table)`."""
+    check_choice("bench", name, BENCHES)
+    return getattr(importlib.import_module(f"suite.bench.{name}"), name)
+
+
+def resolve_device(device: str) -> str:
+    """cpu or cuda; auto means cuda where there is one."""
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' is not available on this machine; allowed: cpu")
+    return device
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def interleave(candidates: dict[str, Callable[[], object]], rounds: int, device: str,
+               warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each call of every candidate: `warmup` untimed calls each, then `rounds` rounds that call every
+    candidate once, in an order rotated each round, so drift in the machine's speed (clocks, caches, other load)
+    falls on all of them alike rather than on whichever ran last."""
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    synchronize(device)
+    seconds: dict[str, list[float]] = {label: [] for label in candidates}
+    labels = list(candidates)
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+            start = time.perf_counter()
+            candidates[label]()
+            synchronize(device)
+            seconds[label].append(time.perf_counter() - start)
+    return seconds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def objectives_at(n: int, reverse_lm: str) -> list[tuple[str, dict]]:
+    """Every objective at horizon n, as (label, spec): n heads for parallel/causal MTP, n - 1 sequential modules,
+    tau = n for FSP-BoW; FSP-RevLM (no horizon) reads `reverse_lm`."""
+    return [
+        ("ntp", {"class_path": "ntp"}),
+        ("parallel_mtp", {"class_path": "parallel_mtp", "init_args": {"n": n}}),
+        ("causal_mtp", {"class_path": "causal_mtp", "init_args": {"n": n}}),
+        ("sequential_mtp", {"class_path": "sequential_mtp", "init_args": {"depth": n - 1}}),
+        ("fsp_bow", {"class_path": "fsp_bow", "init_args": {"tau": n}}),
+        ("fsp_revlm", {"class_path": "fsp_revlm", "init_args": {"reverse_lm": reverse_lm}}),
+    ]
+
+
+def stand_in_reverse_lm(config, folder: str | Path) -> str:
+    """A reverse model of the trunk's shape, untrained, for FSP-RevLM's cost (not its skill); returns its path."""
+    import torch
+
+    from suite.checkpoints import save_trunk
+    from suite.model import Trunk
+
+    path = Path(folder) / f"reverse-{config.name}-{config.vocab_size}.ckpt"
+    with torch.device("cpu"):
+        save_trunk(path, Trunk(config), {"reverse": True})
+    return str(path)
+
+
+def main(argv: list[str]) -> None:
+    """`foresight bench NAME [--quick] [--out FOLDER] [options]`: run the bench, write its JSON (with provenance)
+    to FOLDER/NAME-DEVICE[-quick].json, print its table last."""
+    from jsonargparse import ActionYesNo, ArgumentParser
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: foresight bench NAME [options]; NAME: {', '.join(BENCHES)}; "
+              "`foresight bench NAME --help` lists its options")
+        return
+    bench = bench_function(argv[0])
+    parser = ArgumentParser(prog=f"foresight bench {argv[0]}", description=bench.__doc__, exit_on_error=False)
+    parser.add_function_arguments(bench, skip={"quick"})
+    parser.add_argument("--quick", action=ActionYesNo, default=False,
+                        help="seconds on a tiny config: checks the bench, measures nothing worth keeping")
+    parser.add_argument("--out", default="results/bench", help="folder for the JSON file")
+    options = parser.parse_args(argv[1:]).as_dict()
+    folder = Path(options.pop("out"))
+    _check_writable(folder)
+    report, table = bench(**options)
+    report = {"bench": argv[0], **provenance(["bench", *argv]), **report}
+    path = folder / f"{argv[0]}-{report['config']['device']}{'-quick' if options['quick'] else ''}.json"
+    from suite.results import write_json
+
+    write_json(path, report)
+    print(f"written: {path}\n")
+    print(table)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before minutes of measuring, not after."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {str(folder)!r} is not a writable folder ({err.strerror}); allowed: a folder you "
+                         "can write") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

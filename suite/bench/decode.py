@@ -1,0 +1,160 @@
+"""`foresight bench decode`: tokens/s of greedy decoding against self-speculative decoding with each MTP objective's
+own heads, on models it trains first (or on a checkpoint), both timed interleaved in one process, prompt by prompt,
+and their outputs compared token for token."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from suite.bench import interleave, resolve_device
+from suite.errors import UsageError, check_range
+
+DRAFTING = [("parallel_mtp", "n"), ("causal_mtp", "n"), ("sequential_mtp", "depth")]
+"""The objectives whose heads draft, and the option that sets their horizon (depth = n - 1)."""
+
+
+def trained_models(task: str, options: dict, size: str, horizons: list[int], steps: int, batch_size: int, lr: float,
+                   device: str) -> tuple[list[tuple[str, int, object, dict]], object]:
+    """(objective, n, ObjectiveLM, training figures) for every drafting objective at every horizon, trained on
+    `task` through Lightning as `foresight fit` trains, and the task."""
+    import lightning as L
+
+    from objectives import OBJECTIVES
+    from suite.data import TaskData
+    from suite.module import ObjectiveLM
+
+    models = []
+    for name, option in DRAFTING:
+        for n in horizons:
+            L.seed_everything(0, verbose=False)
+            data = TaskData(task, options, batch_size=batch_size)
+            objective = OBJECTIVES[name](**{option: n if option == "n" else n - 1})
+            model = ObjectiveLM(size, objective=objective, vocab_size=data.vocab_size, lr=lr,
+                                warmup_steps=min(100, steps // 10))
+            trainer = L.Trainer(max_steps=steps, accelerator=device, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                                precision="bf16-mixed" if device == "cuda" else "32-true")
+            start = time.perf_counter()
+            trainer.fit(model, data)
+            seconds = time.perf_counter() - start
+            loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+            print(f"  trained {name} n={n}: {steps} steps in {seconds:.0f} s, loss {loss:.3f}", file=sys.stderr)
+            models.append((name, n, model.to(device).eval(), {"train_seconds": seconds, "train_loss": loss}))
+    return models, data.task
+
+
+def checkpoint_model(path: str, device: str):
+    import tasks
+    from suite import checkpoints
+
+    model, checkpoint = checkpoints.load_model(path)
+    model.trunk.to(device).eval()
+    model.objective.to(device).eval()
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    task = tasks.build(data.get("task", "star_graph"), **(data.get("options") or {}))
+    return [(model.objective.name, model.objective.n, model, {"checkpoint": path})], task
+
+
+def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: str = "micro", steps: int = 600,
+           batch_size: int = 32, lr: float = 3e-3, horizons: list[int] = [2, 4], prompts: int = 24,
+           max_new_tokens: int = 96, device: str = "auto", quick: bool = False) -> tuple[dict, str]:
+    """Greedy against self-speculative decoding (batch size 1, KV-cached both) for parallel, causal and sequential
+    MTP at each horizon: tokens/s of each, their ratio, tokens per trunk pass and each head's acceptance rate, and
+    whether the outputs are identical (they must be).
+
+    Args:
+        checkpoint: Decode with this checkpoint instead of training models first.
+        task: The task to train on and take prompts from (its test split), e.g. synthetic_code or star_graph.
+        size: Model size to train.
+        steps: Training steps per model.
+        batch_size: Training batch size.
+        lr: Peak learning rate.
+        horizons: The n of each objective to train (n = 2 is one draft head).
+        prompts: Test prompts to decode, one at a time, each with both decoders.
+        max_new_tokens: Tokens to decode per prompt (fewer where the model ends with <eos>).
+        device: cpu, cuda, or auto (cuda when available).
+        quick: A seconds-long run (nano, 20 steps, 3 prompts), to check the bench itself.
+    """
+    import torch
+
+    import tasks as task_registry
+    from suite.decoding import DecodeStats, generate
+
+    if quick:
+        size, steps, batch_size, prompts, max_new_tokens = "nano", 20, 8, 3, 16
+    device = resolve_device(device)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("prompts", prompts),
+                        ("max_new_tokens", max_new_tokens)):
+        check_range(name, value, 1)
+    for n in horizons:
+        check_range("horizons", n, 2)
+    if checkpoint is None:
+        if task not in task_registry.TASKS:
+            raise UsageError(f"unknown task {task!r}; known: {', '.join(task_registry.TASKS)}")
+        options = {"num_train": 2000 if quick else 20000, "num_val": 8, "num_test": max(prompts, 8)}
+        models, data_task = trained_models(task, options, size, horizons, steps, batch_size, lr, device)
+    else:
+        models, data_task = checkpoint_model(checkpoint, device)
+    examples = data_task.examples("test")
+    eos = data_task.tokenizer.token_to_id("<eos>")
+    starts = examples.prompt_len.tolist()
+    inputs = [examples.tokens[i, : starts[i]][None].to(device) for i in range(min(prompts, len(starts)))]
+
+    rows = []
+    for name, n, model, training in models:
+        for speculative in (False, True):  # warm up: first calls pay for allocations and kernel selection
+            generate(model, inputs[0], max_new_tokens, speculative=speculative, eos_id=eos)
+        outputs: dict[str, list[torch.Tensor]] = {"greedy": [], "speculative": []}
+        stats = DecodeStats()
+        seconds = {"greedy": 0.0, "speculative": 0.0}
+        tokens = 0
+
+        for prompt in inputs:
+            def run(speculative: bool, prompt=prompt):
+                out, call = generate(model, prompt, max_new_tokens, speculative=speculative, eos_id=eos)
+                outputs["speculative" if speculative else "greedy"].append(out)
+                if speculative:
+                    stats.add(call)
+                return call
+
+            timing = interleave({"greedy": lambda: run(False), "speculative": lambda: run(True)}, rounds=2,
+                                device=device, warmup=0)
+            for label in seconds:
+                seconds[label] += sum(timing[label])
+            out = outputs["greedy"][-1][0]
+            tokens += 2 * (int((out == eos).nonzero()[0]) + 1 if (out == eos).any() else len(out))
+        identical = all(torch.equal(a, b) for a, b in zip(outputs["greedy"], outputs["speculative"]))
+        row = {"objective": name, "n": n, **training, "tokens": tokens,
+               "greedy_tokens_per_s": tokens / seconds["greedy"],
+               "speculative_tokens_per_s": tokens / seconds["speculative"],
+               "speedup": seconds["greedy"] / seconds["speculative"], "identical": identical,
+               **{f"decode_{k}": v for k, v in stats.as_dict().items()}}
+        rows.append(row)
+        print(f"  decoded {name} n={n}: {row['speedup']:.2f}x, {stats.tokens_per_pass:.2f} tokens per pass, "
+              f"identical: {identical}", file=sys.stderr)
+    report = {"config": {"checkpoint": checkpoint, "task": task if checkpoint is None else data_task.name,
+                         "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "prompts": len(inputs),
+                         "max_new_tokens": max_new_tokens, "device": device,
+                         "dtype": "bf16-mixed training, fp32 decoding" if device == "cuda" else "fp32"},
+              "rows": rows}
+    if not all(row["identical"] for row in rows):
+        print("speculative output differed from greedy output: a bug in foresight's decoding", file=sys.stderr)
+    return report, decode_table(report)
+
+
+def decode_table(report: dict) -> str:
+    c = report["config"]
+    source = f"checkpoint {c['checkpoint']}" if c["checkpoint"] else f"{c['size']} trained {c['steps']} steps on {c['task']}"
+    lines = [f"Greedy vs self-speculative decoding, batch 1, {source}, {c['prompts']} test prompts x up to "
+             f"{c['max_new_tokens']} tokens, {c['device']} ({c['dtype']}); both KV-cached, timed interleaved.",
+             "",
+             "| objective | n | greedy tok/s | speculative tok/s | speedup | tokens / trunk pass | acceptance by head "
+             "| identical |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in report["rows"]:
+        rates = " ".join(f"{rate:.2f}" for rate in row["decode_acceptance"]) or "-"
+        lines.append(f"| {row['objective']} | {row['n']} | {row['greedy_tokens_per_s']:,.0f} | "
+                     f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | "
+                     f"{row['decode_tokens_per_pass']:.2f} | {rates} | {'yes' if row['identical'] else 'NO'} |")
+    return "\n".join(lines)
