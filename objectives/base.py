@@ -70,9 +70,10 @@ def _inplace_addmm_flops(accumulator_shape, a_shape, b_shape, *args, **kwargs) -
     return addmm_flop(accumulator_shape, a_shape, b_shape)
 
 
-ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple[torch.Tensor, torch.Tensor]]
-"""chunk_loss(logits [rows, V], rows slice, gradient) -> (loss per position [rows], a metric summed over the chunk);
-when `gradient` is True it also overwrites `logits` with d(loss per position) / d(logits)."""
+ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+"""chunk_loss(logits [rows, V], rows slice, gradient) -> (loss per position [rows] in fp32, a metric summed over the
+chunk, and when `gradient` is True d(loss per position) / d(logits) [rows, V], else None). The logits come in the
+matmul's dtype (bf16 under autocast) and belong to the callback: it may overwrite them or let them go."""
 
 
 def fused_linear_loss(x: torch.Tensor, weight: torch.Tensor, chunk_loss: ChunkLoss, valid: torch.Tensor,
@@ -102,17 +103,29 @@ def _fused_forward(x, weight, chunk_loss, valid, rows, scale, grad_x, grad_w):
     total, metric = x.new_zeros((), dtype=dtype), x.new_zeros((), dtype=dtype)
     for start in range(0, x.shape[0], rows):
         rows_here = slice(start, start + rows)
-        logits = (x[rows_here] @ weight.T).to(dtype)
-        per_position, chunk_metric = chunk_loss(logits, rows_here, grad_x is not None)
+        # the only reference to the logits goes to the callback, so they die as soon as it is done with them
+        per_position, chunk_metric, grad = chunk_loss(x[rows_here] @ weight.T, rows_here, grad_x is not None)
         total += (per_position * valid[rows_here]).sum()
         metric += chunk_metric
         if grad_x is not None:
-            logits.mul_(per_position_scale[rows_here, None])  # now d(loss) / d(logits)
-            grad_x[rows_here] = logits.to(x.dtype) @ weight
-            grad_w.addmm_(logits.T.to(grad_w.dtype), x[rows_here].to(grad_w.dtype))
-        del logits, per_position  # before the next chunk's logits exist, not after
+            # the positions' scales go on the [rows, D] sides of the two matmuls, never over the [rows, V] gradient;
+            # the matmuls run in the logits' dtype, as autograd would run them (in-place ones are not autocast)
+            grad = grad.to(_autocast_dtype(x.device.type) or torch.promote_types(x.dtype, weight.dtype))
+            here = per_position_scale[rows_here, None]
+            grad_x[rows_here] = ((grad @ weight.to(grad.dtype)).to(dtype) * here).to(x.dtype)
+            grad_w.add_((grad.T @ (x[rows_here].to(dtype) * here).to(grad.dtype)).to(grad_w.dtype))
+        del grad, per_position  # before the next chunk's logits exist, not after
     mean = total / count
     return scale * mean, mean.detach(), metric / count
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matmuls in on this kind of device, or None where it is off (or has no autocast:
+    the meta device, where the FLOP counter runs)."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except RuntimeError:
+        return None
 
 
 class _FusedLinearLoss(torch.autograd.Function):
@@ -145,14 +158,16 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
     def cross_entropy(logits: torch.Tensor, rows: slice, gradient: bool):
         chosen, right = safe[rows], valid[rows]
-        picked = logits.gather(1, chosen[:, None]).squeeze(1)
         correct = ((logits.argmax(-1) == chosen) & right).sum()
-        peak = logits.max(dim=-1, keepdim=True).values
-        total = logits.sub_(peak).exp_().sum(dim=-1)  # in the logits' memory: no second chunk-sized tensor
-        per_position = total.log() + peak.squeeze(1) - picked  # log-sum-exp minus the target's logit
-        if gradient:  # softmax minus the one-hot target
-            logits.div_(total[:, None])[torch.arange(len(chosen), device=chosen.device), chosen] -= 1.0
-        return per_position, correct
+        # one fused kernel, in fp32 at least whatever came in
+        logp = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+        del logits
+        per_position = -logp.gather(1, chosen[:, None]).squeeze(1)
+        if not gradient:
+            return per_position, correct, None
+        grad = logp.exp_()  # softmax minus the one-hot target, in the log-probabilities' memory
+        grad[torch.arange(len(chosen), device=chosen.device), chosen] -= 1.0
+        return per_position, correct, grad
 
     return fused_linear_loss(x, weight, cross_entropy, valid, scale, chunk_logits)
 

@@ -84,11 +84,13 @@ class FSPBoW(Objective):
         slots, present = window.clamp(min=0), (window >= 0)
 
         def weighted_bce(logits: torch.Tensor, rows: slice, gradient: bool):
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 sigmoids lose too much
             chosen, here, w = slots[rows], present[rows].to(logits.dtype), token_weights.to(logits.dtype)
             per_position = F.softplus(logits) @ w - (logits.gather(1, chosen) * w[chosen] * here).sum(-1)
-            if gradient:  # d/dz of w [softplus(z) - a z] = w [sigmoid(z) - a]
-                logits.sigmoid_().scatter_add_(1, chosen, -here).mul_(w)
-            return per_position, logits.new_zeros(())
+            if not gradient:
+                return per_position, logits.new_zeros(()), None
+            # d/dz of w [softplus(z) - a z] = w [sigmoid(z) - a], in the logits' memory
+            return per_position, logits.new_zeros(()), logits.sigmoid_().scatter_add_(1, chosen, -here).mul_(w)
 
         loss, mean, _ = fused_linear_loss(x, weight, weighted_bce, valid, scale)
         return loss, mean

@@ -1,8 +1,8 @@
 """`foresight bench overhead`: what each objective costs beyond next-token prediction. Training steps of every
 objective at each horizon and size are timed interleaved with NTP's in one process; the measured step-time ratio is
 set beside the analytic FLOP ratio (`suite.overhead.analytic_flops_per_token`), and efficiency = analytic ratio /
-measured ratio says whether the extra time is the extra work (1.0) or foresight's overhead (< 1). Peak memory comes
-from `foresight bench memory`'s fresh-process measurement of the same step."""
+measured ratio says whether the extra time is the extra work (1.0) or foresight's overhead (< 1). Peak memory is the
+weights plus the most a step allocates on a GPU, and `foresight bench memory`'s fresh-process measurement on CPU."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                     if label != "fsp_revlm" or n == horizons[0]:
                         points[(label, 1 if label == "fsp_revlm" else n)] = spec
             tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
-            steps, flops = {}, {}
+            steps, flops, peaks = {}, {}, {}
             for key, spec in points.items():
                 torch.manual_seed(0)
                 trunk = Trunk(config).to(device)
@@ -77,6 +77,14 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                         p.grad = None
 
                 steps[key] = step
+                if memory and device == "cuda":  # in this process: the allocator counts exactly what is live
+                    weights = sum(p.numel() * p.element_size() for p in {*trunk.parameters(),
+                                                                         *objective.parameters()})
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    before = torch.cuda.memory_allocated()
+                    step()
+                    peaks[key] = weights + torch.cuda.max_memory_allocated() - before
             seconds = interleave(steps, rounds, device)
             del steps
             base_time, base_flops = median(seconds[("ntp", 1)]), flops[("ntp", 1)]
@@ -87,13 +95,12 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                 row["time_ratio"] = median(row["seconds"]) / base_time
                 row["flop_ratio"] = row["flops_per_token"] / base_flops
                 row["efficiency"] = row["flop_ratio"] / row["time_ratio"]
-                if memory:
-                    measured = _in_fresh_process({"size": size, "vocab_size": vocab_size, "seq_len": seq_len,
-                                                  "batch_size": batch_size, "device": device,
-                                                  "label": f"{size} {label} n={n}", "spec": spec})
-                    row["peak_bytes"] = measured["peak_bytes"]
-                    base_memory = base_memory or measured["peak_bytes"]
-                    row["memory_ratio"] = measured["peak_bytes"] / base_memory
+                if memory:  # on CPU, resident memory is the whole process's: one fresh process per step
+                    row["peak_bytes"] = peaks.get((label, n)) or _in_fresh_process(
+                        {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
+                         "device": device, "label": f"{size} {label} n={n}", "spec": spec})["peak_bytes"]
+                    base_memory = base_memory or row["peak_bytes"]
+                    row["memory_ratio"] = row["peak_bytes"] / base_memory
                 rows.append(row)
                 print(f"  {size} {label} n={n}: time x{row['time_ratio']:.2f}, FLOPs x{row['flop_ratio']:.2f}, "
                       f"efficiency {row['efficiency']:.2f}", file=sys.stderr)
