@@ -31,8 +31,63 @@ def test_memory_bench_quick_writes_its_table_and_json(tmp_path):
     assert [line.split("|")[1].strip() for line in table[-6:]] == list(objectives.OBJECTIVES)
 
 
+def bench_quick(name: str, tmp_path) -> tuple[dict, list[str]]:
+    result = foresight("bench", name, "--quick", "--out", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / f"{name}-cpu-quick.json").read_text())
+    assert report["bench"] == name and report["command"] == f"foresight bench {name} --quick --out {tmp_path}"
+    assert report["commit"] and report["versions"]["torch"]
+    return report, result.stdout.strip().splitlines()
+
+
+@pytest.mark.slow
+def test_decode_bench_quick_trains_decodes_both_ways_and_finds_them_identical(tmp_path):
+    report, lines = bench_quick("decode", tmp_path)
+    rows = report["rows"]
+    assert [(row["objective"], row["n"]) for row in rows] == [
+        (name, n) for name in ("parallel_mtp", "causal_mtp", "sequential_mtp") for n in (2, 4)]
+    for row in rows:
+        assert row["identical"] is True  # the one property that must hold whatever the timing
+        assert len(row["decode_acceptance"]) == row["n"] - 1
+        assert row["greedy_tokens_per_s"] > 0 and row["speculative_tokens_per_s"] > 0
+        assert 1.0 <= row["decode_tokens_per_pass"] <= row["n"]
+    assert lines[-8].startswith("| objective | n | greedy tok/s") and lines[-7].startswith("| --- |")
+    assert [line.split("|")[1].strip() for line in lines[-6:]] == [row["objective"] for row in rows]
+
+
+@pytest.mark.slow
+def test_throughput_bench_quick_times_foresight_and_hf_llama(tmp_path):
+    report, lines = bench_quick("throughput", tmp_path)
+    (row,) = report["rows"]
+    assert row["size"] == "micro" and len(row["foresight_seconds"]) == len(row["hf_llama_seconds"]) == 2
+    assert row["ratio"] == pytest.approx(row["foresight_tokens_per_s"] / row["hf_llama_tokens_per_s"])
+    assert lines[-3].startswith("| size | params | foresight tok/s") and lines[-1].startswith("| micro |")
+
+
+@pytest.mark.slow
+def test_overhead_bench_quick_sets_time_beside_flops(tmp_path):
+    report, lines = bench_quick("overhead", tmp_path)
+    rows = report["rows"]
+    assert [(row["objective"], row["n"]) for row in rows] == [
+        ("ntp", 1), ("parallel_mtp", 2), ("causal_mtp", 2), ("sequential_mtp", 2), ("fsp_bow", 2), ("fsp_revlm", 1)]
+    ntp = rows[0]
+    assert ntp["time_ratio"] == ntp["flop_ratio"] == ntp["efficiency"] == ntp["memory_ratio"] == 1.0
+    for row in rows:
+        assert row["efficiency"] == pytest.approx(row["flop_ratio"] / row["time_ratio"])
+        assert row["peak_bytes"] > 0
+    assert rows[1]["flop_ratio"] > 1.5  # a second head at nano, vocabulary 4096: its unembedding dominates
+    assert lines[-7].startswith("| size | objective | n | time x NTP") and len(lines[-6:]) == len(rows)
+
+
 @pytest.mark.parametrize("args, message", [
-    (["bench", "speed"], "unknown bench 'speed'; known: memory"),
+    (["bench", "speed"], "unknown bench 'speed'; known: memory, decode, throughput, overhead"),
+    (["bench", "decode", "--horizons", "[1]"], "horizons=1 is out of range; allowed: >= 2"),
+    (["bench", "decode", "--task", "poetry"], "unknown task 'poetry'"),
+    (["bench", "decode", "--checkpoint", "missing.ckpt"], "checkpoint 'missing.ckpt' does not exist"),
+    (["bench", "throughput", "--dtype", "fp16"], "unknown dtype 'fp16'; known: fp32, bf16"),
+    (["bench", "throughput", "--sizes", "[micro,huge]"], "unknown size 'huge'"),
+    (["bench", "overhead", "--horizons", "[2,0]"], "horizons=0 is out of range"),
+    (["bench", "overhead", "--rounds", "0"], "rounds=0 is out of range; allowed: >= 1"),
     (["bench", "memory", "--n", "1"], "n=1 is out of range; allowed: in [2, 1023]"),
     (["bench", "memory", "--size", "huge"], "unknown size 'huge'"),
     (["bench", "memory", "--device", "tpu"], "unknown device 'tpu'; known: cpu, cuda"),

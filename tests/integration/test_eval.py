@@ -41,6 +41,13 @@ def test_lm_eval_scores_equal_lightning_test_scores(star_checkpoint, tmp_path):
     assert report["families"] == {"reasoning": scores["path_acc,none"]}
     written = [json.loads(line) for line in (tmp_path / "tasks" / "star_graph.jsonl").read_text().splitlines()]
     assert len(written) == STAR["num_test"] and written[0].keys() == {"prompt", "answer"}
+    # speculative decoding of an NTP checkpoint: no drafts, the same answers, one token per trunk pass
+    fast = evaluate(str(path), ["star_graph"], tmp_path / "speculative", speculative=True)
+    for metric in ("path_acc,none", "arm_acc,none"):
+        assert fast["results"]["star_graph"][metric] == scores[metric]
+    assert report["decoding"]["speculative"] is False and fast["decoding"]["speculative"] is True
+    assert fast["decoding"]["tokens_per_pass"] == 1.0 and fast["decoding"]["drafted"] == []
+    assert fast["decoding"]["row_tokens"] == report["decoding"]["row_tokens"] > 0
 
 
 def test_task_options_come_from_the_checkpoint():
