@@ -2,7 +2,8 @@
 objective at each horizon and size are timed interleaved with NTP's in one process; the measured step-time ratio is
 set beside the analytic FLOP ratio (`suite.overhead.analytic_flops_per_token`), and efficiency = analytic ratio /
 measured ratio says whether the extra time is the extra work (1.0) or foresight's overhead (< 1). Peak memory is the
-weights plus the most a step allocates on a GPU, and `foresight bench memory`'s fresh-process measurement on CPU."""
+weights plus the most a step adds: allocated on a GPU, resident in a fresh process on CPU (`foresight bench memory`'s
+measurement)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                     if label != "fsp_revlm" or n == horizons[0]:
                         points[(label, 1 if label == "fsp_revlm" else n)] = spec
             tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
-            steps, flops, peaks = {}, {}, {}
+            steps, flops, peaks, weights = {}, {}, {}, {}
             for key, spec in points.items():
                 torch.manual_seed(0)
                 trunk = Trunk(config).to(device)
@@ -77,14 +78,14 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                         p.grad = None
 
                 steps[key] = step
+                weights[key] = sum(p.numel() * p.element_size() for p in {*trunk.parameters(),
+                                                                          *objective.parameters()})
                 if memory and device == "cuda":  # in this process: the allocator counts exactly what is live
-                    weights = sum(p.numel() * p.element_size() for p in {*trunk.parameters(),
-                                                                         *objective.parameters()})
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
                     before = torch.cuda.memory_allocated()
                     step()
-                    peaks[key] = weights + torch.cuda.max_memory_allocated() - before
+                    peaks[key] = weights[key] + torch.cuda.max_memory_allocated() - before
             seconds = interleave(steps, rounds, device)
             del steps
             base_time, base_flops = median(seconds[("ntp", 1)]), flops[("ntp", 1)]
@@ -95,10 +96,11 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                 row["time_ratio"] = median(row["seconds"]) / base_time
                 row["flop_ratio"] = row["flops_per_token"] / base_flops
                 row["efficiency"] = row["flop_ratio"] / row["time_ratio"]
-                if memory:  # on CPU, resident memory is the whole process's: one fresh process per step
-                    row["peak_bytes"] = peaks.get((label, n)) or _in_fresh_process(
+                if memory:  # on CPU resident memory is the whole process's (libraries too): a fresh process
+                    # per step, and what the step adds above its resting memory, plus the weights, as on a GPU
+                    row["peak_bytes"] = peaks.get((label, n)) or weights[(label, n)] + _in_fresh_process(
                         {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
-                         "device": device, "label": f"{size} {label} n={n}", "spec": spec})["peak_bytes"]
+                         "device": device, "label": f"{size} {label} n={n}", "spec": spec})["step_bytes"]
                     base_memory = base_memory or row["peak_bytes"]
                     row["memory_ratio"] = row["peak_bytes"] / base_memory
                 rows.append(row)
