@@ -76,7 +76,8 @@ def test_overhead_bench_quick_sets_time_beside_flops(tmp_path):
         assert row["efficiency"] == pytest.approx(row["flop_ratio"] / row["time_ratio"])
         assert row["peak_bytes"] > 0
     assert rows[1]["flop_ratio"] > 1.5  # a second head at nano, vocabulary 4096: its unembedding dominates
-    assert lines[-7].startswith("| size | objective | n | time x NTP") and len(lines[-6:]) == len(rows)
+    assert lines[-8].startswith("| size | objective | n | time x NTP") and lines[-7].startswith("| --- |")
+    assert [line.split("|")[2].strip() for line in lines[-6:]] == [row["objective"] for row in rows]
 
 
 @pytest.mark.parametrize("args, message", [
