@@ -37,8 +37,9 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
 
 
 def _cli_class():
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
+
+    from suite.tracking import Checkpoint
 
     class ForesightCLI(LightningCLI):
         @staticmethod
@@ -48,7 +49,7 @@ def _cli_class():
         def add_arguments_to_parser(self, parser):
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             # Checkpoints live at a fixed place under the run's root, so `--ckpt_path=last` finds last.ckpt.
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(Checkpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 500})
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
                                   compute_fn=lambda root: os.path.join(root, "checkpoints"))

@@ -3,8 +3,12 @@ dicts of token ids [B, T], the loss mask [B, T] and where each answer starts [B]
 
 from __future__ import annotations
 
+import itertools
+import os
+
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 import tasks
 from suite.errors import check_range
@@ -58,16 +62,68 @@ class TaskData(L.LightningDataModule):
             examples = Examples(examples.tokens.flip(1), examples.loss_mask.flip(1), examples.prompt_len)
         return examples
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(self._examples(split), batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=train, drop_last=train, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        examples = self._examples("train")
+        # the order is a function of the run's seed (Lightning's seed_everything) and the epoch alone
+        sampler = EpochSampler(len(examples), seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        return ResumableLoader(examples, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self._examples(split), batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+
+class EpochSampler(Sampler[int]):
+    """A new permutation of the training examples each epoch that depends on (seed, epoch) alone, never on the
+    global random state: a run resumed from a checkpoint draws the same order as one that was never stopped.
+    Lightning calls `set_epoch` at the start of every epoch (and wraps the sampler to shard it under DDP)."""
+
+    def __init__(self, length: int, seed: int = 0):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.length, generator=generator).tolist()
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch. It counts the batches it has handed to the trainer in the current
+    epoch; Lightning stores that count in every checkpoint (a loader with `state_dict`/`load_state_dict`), and a
+    run resumed from one skips the batches it had already trained on. With `EpochSampler`'s order this makes a
+    killed-and-resumed run take exactly the steps of an uninterrupted one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._served, self._resume = None, 0, None
+
+    def __iter__(self):
+        return self._counted(super().__iter__())
+
+    def _counted(self, batches):
+        # runs at the first batch, after Lightning has set the sampler's epoch (it creates the iterator earlier)
+        self._epoch, self._served = getattr(self.sampler, "epoch", 0), 0
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["epoch"] == self._epoch:
+            self._served = len(list(itertools.islice(batches, resume["batches"])))
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state

@@ -63,6 +63,7 @@ class ObjectiveLM(L.LightningModule):
             "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
         })
         self.tokens_seen = 0
+        self.last_loss: float | None = None  # the latest training step's loss; kept in checkpoints
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
         self.seq_len_seen: int | None = None  # of the training batches, for analytic FLOPs per token
 
@@ -130,6 +131,7 @@ class ObjectiveLM(L.LightningModule):
             raise UsageError(f"the training loss is {loss.item()} at step {self.global_step} (lr={self.hparams.lr}); "
                              "allowed: a finite loss: lower --model.lr or raise --model.warmup_steps")
         self.tokens_seen += batch["tokens"].numel() * self.trainer.world_size
+        self.last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()})
         self.log("train/tokens_seen", float(self.tokens_seen))
@@ -155,6 +157,8 @@ class ObjectiveLM(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["last_loss"] = None if self.last_loss is None else float(self.last_loss)
 
     def on_load_checkpoint(self, checkpoint):
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self.last_loss = checkpoint.get("last_loss")

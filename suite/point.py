@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from suite import faults
 from suite.results import read_json, write_json
 
 BUSY = 75  # EX_TEMPFAIL
@@ -153,16 +154,20 @@ def train(spec: dict, run_dir: Path) -> dict:
     resumed_from = None
     argv = ["fit", "--config", str(config_path)]
     if last.is_file():
-        import torch
+        from suite.checkpoints import read
+        from suite.errors import UsageError
 
-        resumed_from = torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+        try:
+            resumed_from = read(last, mmap=True)["global_step"]
+        except UsageError as err:  # cut short or damaged: say so, and leave the file for its owner to look at
+            raise UsageError(f"{err}; move it away to train the point from the start") from None
         argv += ["--ckpt_path", str(last)]
     start = time.perf_counter()
     cli = lightning_main(argv)
     trainer = cli.trainer
     if trainer.global_step < steps:  # Lightning ends fit quietly on Ctrl-C or SIGTERM
         raise KeyboardInterrupt
-    loss = trainer.callback_metrics.get("train/loss")
+    loss = cli.model.last_loss  # restored from the checkpoint when a resumed attempt had no step left to take
     trained = {"steps": trainer.global_step, "tokens": int(cli.model.tokens_seen),
                "final_loss": None if loss is None else float(loss), "seconds": time.perf_counter() - start,
                "resumed_from_step": resumed_from, "params": cli.model.parameter_counts()}
@@ -182,6 +187,7 @@ def evaluate(spec: dict, run_dir: Path) -> dict:
                       limit=settings.get("limit"), batch_size=settings.get("batch_size", 32),
                       device="cuda" if torch.cuda.is_available() else "cpu", seed=spec["seed"], items=True)
     report["seconds"] = time.perf_counter() - start
+    faults.fault("eval")
     write_json(run_dir / "eval.json", report)
     return report
 

@@ -45,19 +45,53 @@ SCHEMA = 1
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Append `row` as one line, atomically with respect to other writers of the same file."""
+    """Append `row` as one line, atomically with respect to other writers of the same file. A torn last line (a
+    writer killed mid-row; under the lock no live writer can be mid-row) is first moved to `<path>.torn`, so the
+    file holds whole rows only and the fragment is kept for whoever wants to look."""
+    from suite import faults
+
     line = (json.dumps({"schema": SCHEMA, **row}, default=str) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
+    with open(path, "a+b") as handle:  # never truncating on open: another writer may hold the lock
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if handle.tell() and _last_byte(path) != b"\n":
-                handle.write(b"\n")  # a writer killed mid-line left a torn row: end it, never glue onto it
+            _set_aside_torn_tail(path, handle)
+            handle.seek(0, os.SEEK_END)
+            if faults.armed("row"):
+                handle.write(line[: len(line) // 2])
+                handle.flush()
+                faults.die()
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _set_aside_torn_tail(path: Path, handle) -> None:
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    handle.seek(size - 1)
+    if handle.read(1) == b"\n":
+        return
+    start = size - 1  # the torn line begins after the last newline
+    while start > 0:
+        step = min(start, 1 << 16)
+        handle.seek(start - step)
+        newline = handle.read(step).rfind(b"\n")
+        if newline >= 0:
+            start = start - step + newline + 1
+            break
+        start -= step
+    handle.seek(start)
+    torn = handle.read()
+    with open(f"{path}.torn", "ab") as aside:
+        aside.write(torn + b"\n")
+        aside.flush()
+        os.fsync(aside.fileno())
+    handle.truncate(start)
+    _stderr(f"{path}: its last line was a torn row (a run killed while writing); moved to {path}.torn")
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -74,12 +108,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1)
 
 
 def read_rows(path: Path, warn=None) -> list[dict]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
@@ -89,7 +90,8 @@ class SafeWandbLogger(WandbLogger):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(project=project, save_dir=save_dir, name=name, id=id, offline=not wandb_online(),
                          group=group, job_type=job_type, tags=tags, config=config,
-                         settings=wandb.Settings(init_timeout=30, console="off", silent=True))
+                         settings=wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 30)),
+                                                  console="off", silent=True))
         self._wandb_init.pop("anonymous", None)  # Lightning passes it; wandb warns that it is gone
 
     @property
@@ -102,7 +104,18 @@ class SafeWandbLogger(WandbLogger):
             rank_zero_warn(f"wandb could not start online ({type(err).__name__}: {str(err).splitlines()[0]}); this "
                            f"run logs offline under {self._save_dir}; `wandb sync` it later")
             self._offline, self._experiment = True, None
+            self._wandb_init["mode"] = "offline"  # wandb read WANDB_MODE=online once already; say it to init
             return super().experiment
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, and last.ckpt also holds the final step: Lightning's writes it every
+    `every_n_train_steps` only, so a run of 200 steps saved every 7 would end with step 196 in last.ckpt."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
 
 class ProgressFile(L.Callback):
