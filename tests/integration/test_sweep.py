@@ -1,14 +1,12 @@
 """`foresight sweep` end to end: real points (nano, a few steps) in their own processes, rows, run folders, offline
-wandb runs, resumption after SIGKILL, shards, and one-line errors for bad sweep files."""
+wandb runs, shards, and one-line errors for bad sweep files (kills and other faults: tests/reliability)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -116,58 +114,6 @@ def test_a_point_whose_loss_diverges_is_recorded_as_failed_and_the_sweep_goes_on
     # the reverse model failed, so fsp_revlm never started; said so, not retried silently
     assert rows["fsp_revlm"]["status"] == "failed" and "did not finish" in rows["fsp_revlm"]["error"]
     assert "Failed points" in (tmp_path / "results/toy/report.md").read_text()
-
-
-@pytest.mark.slow
-def test_a_sweep_killed_mid_training_resumes_the_interrupted_point_and_retrains_nothing_finished(tmp_path):
-    config = write_sweep(tmp_path, budget={"steps": 400}, eval={"tasks": ["star_graph"], "limit": 2})
-    runs = tmp_path / "runs/toy"
-    sweep = subprocess.Popen([sys.executable, "-m", "suite.cli", "sweep", "--config", str(config)], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.monotonic() + 300
-    second = None
-    while time.monotonic() < deadline:  # until the second point has a checkpoint and is still training
-        rows = read_rows(tmp_path / "results/toy/runs.jsonl")
-        candidates = [p for p in runs.glob("parallel_mtp-*")] if rows else []
-        if candidates and (candidates[0] / "checkpoints/last.ckpt").is_file():
-            progress = json.loads((candidates[0] / "progress.json").read_text())
-            if 0 < progress["step"] < 300:
-                second = candidates[0]
-                break
-        time.sleep(0.2)
-    assert second is not None, "the sweep never reached the second point's training"
-    sweep.send_signal(signal.SIGKILL)
-    sweep.wait()
-    first = next(runs.glob("ntp-*"))
-    first_metrics = (first / "metrics.jsonl").read_bytes()
-    # the point's process dies with the sweep (PR_SET_PDEATHSIG); its lock is free once it is gone
-    for _ in range(100):
-        if _lock_free(second):
-            break
-        time.sleep(0.1)
-    assert _lock_free(second)
-    assert len(read_rows(tmp_path / "results/toy/runs.jsonl")) == 1
-
-    result = foresight("sweep", "--config", str(config), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_rows(tmp_path / "results/toy/runs.jsonl")
-    assert [(row["axes"]["objective"], row["status"]) for row in rows] == [("ntp", "ok"), ("parallel_mtp", "ok")]
-    assert (first / "metrics.jsonl").read_bytes() == first_metrics  # the finished point was not trained again
-    resumed = rows[1]["train"]["resumed_from_step"]
-    assert resumed is not None and 0 < resumed < 400 and rows[1]["train"]["steps"] == 400
-
-
-def _lock_free(run_dir: Path) -> bool:
-    import fcntl
-
-    with open(run_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return True
 
 
 def test_the_shards_partition_the_grid_and_a_reverse_model_travels_with_its_readers(tmp_path):
