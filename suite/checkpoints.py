@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,20 +14,49 @@ from suite.model import Trunk
 from suite.sizes import resolve
 
 
-def read(path: str | Path, what: str = "checkpoint") -> dict:
+def read(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict:
     """A checkpoint written by `foresight fit` (ObjectiveLM), with a one-line UsageError when the file is missing,
-    unreadable or not one of ours. Checkpoints are pickles: load only files you trust, as with any torch checkpoint."""
+    unreadable or not one of ours. Checkpoints are pickles: load only files you trust, as with any torch checkpoint.
+    `mmap` maps the tensors' bytes instead of reading them (cheap, for a look at names and shapes)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{what} {str(path)!r} does not exist; allowed: a .ckpt file written by foresight fit")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # mmap reads only zip archives (what torch.save writes): anything else is loaded plainly, to fail the same way
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # truncated or foreign files raise many kinds of errors; all mean the same to a user
         raise UsageError(f"{what} {str(path)!r} cannot be read ({type(err).__name__}); allowed: a .ckpt file "
                          "written by foresight fit") from None
     if not isinstance(checkpoint, dict) or "size" not in checkpoint.get("hyper_parameters", {}):
         raise UsageError(f"{what} {str(path)!r} is not a foresight checkpoint (no model size in its hyperparameters)")
     return checkpoint
+
+
+def describe(hparams: dict, other: dict | None = None) -> str:
+    """A checkpoint's model in words: objective (with the options that differ from `other`'s), size, vocabulary."""
+    def spec(hp: dict) -> dict:
+        objective = hp.get("objective") or "NTP"
+        return {"class_path": objective} if isinstance(objective, str) else objective
+
+    options, theirs = spec(hparams).get("init_args") or {}, spec(other or {}).get("init_args") or {}
+    differing = ", ".join(f"{key}={value!r}" for key, value in options.items() if theirs.get(key) != value)
+    size = hparams.get("size") or {}
+    return (f"{str(spec(hparams)['class_path']).rsplit('.', 1)[-1]}{f' ({differing})' if differing else ''}, "
+            f"size {size.get('name')}, vocabulary {size.get('vocab_size')}")
+
+
+def check_resumes(path: str | Path, module: torch.nn.Module, what: str = "--ckpt_path") -> None:
+    """A UsageError unless the checkpoint at `path` holds weights of `module`'s names and shapes (the same objective,
+    size and vocabulary), read memory-mapped: a bad checkpoint is refused before a run starts, not midway."""
+    stored = read(path, what, mmap=True)
+    ours = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    saved = {key: tuple(value.shape) for key, value in (stored.get("state_dict") or {}).items()}
+    if saved != ours:
+        first = sorted(set(ours) ^ set(saved)) or sorted(key for key in ours if ours[key] != saved[key])
+        hparams = getattr(module, "hparams", {})
+        raise UsageError(f"{what} {str(path)!r} holds a model of {describe(stored['hyper_parameters'], hparams)} "
+                         f"(weight {first[0]!r} differs); allowed: a checkpoint of this run's model, "
+                         f"{describe(hparams, stored['hyper_parameters'])}")
 
 
 def load_trunk(path: str | Path, what: str = "checkpoint") -> tuple[Trunk, dict]:

@@ -54,16 +54,65 @@ def _cli_class():
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
                                   compute_fn=lambda root: os.path.join(root, "checkpoints"))
 
+        def parse_arguments(self, parser, args):
+            super().parse_arguments(parser, args)
+            # LightningCLI reads the hyperparameters of --ckpt_path next: a file that is not a checkpoint fails here
+            from suite.checkpoints import read
+
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path is not None and ckpt_path not in ("last", "best", "hpc", "registry"):
+                read(ckpt_path, "--ckpt_path", mmap=True)
+
         def instantiate_trainer(self, **kwargs):
-            # before the trainer prints anything, so a mismatch between model and data is the only line on stderr
+            # before the trainer prints or writes anything, so a mistake is the only line on stderr
+            from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+            from suite.checkpoints import check_resumes
+            from suite.errors import UsageError, check_writable
+
             self.model.check_data(self.datamodule)
-            return super().instantiate_trainer(**kwargs)
+            config = self.config_init[self.subcommand]
+            root = config.trainer.default_root_dir or "."
+            check_writable("--trainer.default_root_dir", root)
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path == "last":  # where this run's `last` is, if it is there
+                ckpt_path = os.path.join(root, "checkpoints", "last.ckpt") if os.path.isfile(
+                    os.path.join(root, "checkpoints", "last.ckpt")) else None
+            if ckpt_path is not None and ckpt_path not in ("best", "hpc", "registry"):
+                check_resumes(ckpt_path, self.model)
+            try:
+                return super().instantiate_trainer(**kwargs)
+            except MisconfigurationException as err:  # Lightning's checks of the trainer's own options
+                raise UsageError(f"--trainer: {err}") from None
 
     return ForesightCLI
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Each `--config FILE` read as YAML before Lightning parses it, so a missing or malformed file is named."""
+    import yaml
+
+    from suite.errors import UsageError, one_line
+
+    values = [value for option, value in zip(argv, argv[1:]) if option in ("-c", "--config")]
+    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    for value in values:
+        if not os.path.isfile(value):
+            if value.endswith((".yaml", ".yml", ".json")):  # not a file, not inline YAML
+                raise UsageError(f"--config {value!r} does not exist; allowed: a YAML file of options, e.g. "
+                                 "suite/configs/star_graph.yaml")
+            continue
+        try:
+            with open(value) as file:
+                yaml.safe_load(file)
+        except yaml.YAMLError as err:
+            raise UsageError(f"--config {value!r} is not valid YAML ({one_line(err)})") from None
+
+
 def lightning_main(argv: list[str]):
     """`foresight fit|validate|test ARGS`; returns the LightningCLI (its trainer, model and data) after the run."""
+    check_config_files(argv)
     from suite.data import TaskData
     from suite.module import ObjectiveLM
 
@@ -119,14 +168,18 @@ COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning
             "sizes": sizes_main, "bench": module_main("bench")}
 
 
-def _explain(message: str) -> str:
-    """An unresolvable objective class, said the way every other unknown name is said: with the known ones."""
+def _explain(message: str, argv: list[str]) -> str:
+    """An unresolvable objective class, said the way every other unknown name is said: with the known ones; an
+    unknown option, with where the known ones are listed."""
     unknown = re.match(r"--model\.objective: Expected a dot import path string: (\S+)", message)
     if unknown:
         from objectives import OBJECTIVES
 
         known = ", ".join(cls.__name__ for cls in OBJECTIVES.values())
         return f"unknown objective {unknown.group(1)!r} for --model.objective; known: {known}"
+    if message.startswith("unrecognized arguments:"):
+        command = argv[:2] if argv[0] == "bench" and len(argv) > 1 and not argv[1].startswith("-") else argv[:1]
+        return f"{message}; allowed: the options `foresight {' '.join(command)} --help` lists"
     return message
 
 
@@ -160,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         cause = _user_error(err, (UsageError, ArgumentError))
         if cause is None:
             raise  # a bug, not a bad input: keep the traceback
-        fail(_explain(one_line(cause)))
+        fail(_explain(one_line(cause), argv))
 
 
 def _user_error(err: BaseException, kinds: tuple) -> BaseException | None:

@@ -4,6 +4,8 @@ The CLI prints a UsageError as a single line and exits non-zero."""
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 
 class UsageError(ValueError):
@@ -23,6 +25,21 @@ def check_range(what: str, value, low=None, high=None) -> None:
         raise UsageError(f"{what}={value!r} is out of range; allowed: {bounds}")
 
 
+def check_writable(what: str, folder) -> None:
+    """Raise a UsageError unless `folder` is a folder this process can write, or one that `mkdir -p` can make: the
+    nearest folder of it and its parents that exists takes an unnamed temporary file. Makes and leaves nothing."""
+    folder = Path(folder)
+    try:
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        if not existing.is_dir():
+            raise UsageError(f"{what} {str(folder)!r} cannot be written ({str(existing)!r} is a file); allowed: a "
+                             "folder you can write")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise UsageError(f"{what} {str(folder)!r} cannot be written ({err.strerror or type(err).__name__}); allowed: a "
+                         "folder you can write") from None
+
+
 NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes: .*|Errors:|Given value type: .*|"
                    r"Given value: NestedArg.*|Expected a path but .* either not accessible or invalid|"
                    r"Expected a NoneType)$")
@@ -33,6 +50,8 @@ def one_line(message, key_prefix: str = "--") -> str:
     keys written as options (`key_prefix` + key)."""
     message = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", str(message))
     message = re.sub(r'Parser key "([\w.]+)":', key_prefix + r"\1:", message)
+    message = re.sub(r"the following arguments are required: (.+)", lambda m: "missing required options: " + ", ".join(
+        key_prefix + key.strip() for key in m.group(1).split(",")), message)
     lines = [re.sub(r"^- ", "", line.strip()) for line in message.splitlines()]
     kept = [line for line in lines if line and not NOISE.match(line)]
     return " ".join(kept).replace(": :", ":").replace("Expected a int", "Expected an int")

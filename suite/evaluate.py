@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from suite import checkpoints
-from suite.errors import UsageError, check_range
+from suite.errors import UsageError, check_range, check_writable
 from suite.provenance import provenance
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "tasks"
@@ -149,11 +149,11 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     data = checkpoints.read(checkpoint) if checkpoint else None
-    write_tasks([n for n in names if n in foresight_tasks()], data, out / "tasks")
-    if answer is None:
+    if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative)
     else:
         model = models.OracleLM(answer)
+    write_tasks([n for n in names if n in foresight_tasks()], data, out / "tasks")
     results = run_lm_eval(model, names, out / "tasks", limit, seed, log_samples=items)
     report = {"checkpoint": checkpoint, "tasks": names, "limit": limit,
               "families": family_scores(results["results"]), "results": results["results"],
@@ -172,6 +172,18 @@ def check_names(names: list[str]) -> None:
         if name not in known:
             raise UsageError(f"unknown task {name!r} for --tasks; known: {', '.join(known)} (other lm-eval task "
                              "names run with lm_eval itself)")
+
+
+def check_device(device: str) -> None:
+    """A UsageError unless `device` is a torch device this machine has: cpu, cuda, cuda:N."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r} for --device; allowed: cpu, cuda, cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} is not available on this machine; allowed: cpu")
 
 
 def main(argv: list[str]) -> None:
@@ -199,6 +211,11 @@ def main(argv: list[str]) -> None:
     if args.limit is not None:
         check_range("--limit", args.limit, 1)
     check_range("--batch_size", args.batch_size, 1)
+    check_device(args.device)
+    if args.selfcheck and (args.checkpoint or args.speculative):
+        given = "--checkpoint" if args.checkpoint else "--speculative"
+        raise UsageError(f"--selfcheck scores gold and empty answers, not a model: it takes no {given}; allowed: "
+                         "--selfcheck with --tasks and --limit, or --checkpoint without --selfcheck")
     for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(variable, "1")
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
@@ -207,11 +224,14 @@ def main(argv: list[str]) -> None:
     datasets.disable_progress_bars()  # "Generating test split" for every task: noise before a one-line error
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
     if args.selfcheck:
-        return selfcheck(names, Path(args.out or f"runs/selfcheck/{stamp}"), args.limit)
+        out = Path(args.out or f"runs/selfcheck/{stamp}")
+        check_writable("--out", out)
+        return selfcheck(names, out, args.limit)
     if not args.checkpoint:
         raise UsageError("--checkpoint is required (or --selfcheck); allowed: a .ckpt file written by foresight fit")
-    checkpoints.read(args.checkpoint)  # a bad path fails here, before lm-eval starts
+    checkpoints.read(args.checkpoint, mmap=True)  # a bad path fails here, before lm-eval starts
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval"
+    check_writable("--out", out)
     report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed,
                       speculative=args.speculative)
     report = {**provenance(["eval", *argv]), **report}

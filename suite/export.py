@@ -6,13 +6,12 @@ causal LM, and its extra heads are training machinery that a Llama has no place 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from suite import checkpoints
-from suite.errors import UsageError
+from suite.errors import UsageError, check_writable
 from suite.evaluate import write_tasks
 from suite.model import Trunk
 
@@ -85,10 +84,7 @@ def check_out(out: Path, overwrite: bool) -> None:
     except OSError as err:
         raise UsageError(f"--out {str(out)!r} cannot be read ({err.strerror}); allowed: a folder you can write") \
             from None
-    existing = next(folder for folder in (out, *out.parents) if folder.exists())  # where mkdir would start
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {str(out)!r} cannot be written ({str(existing)!r} is not a folder you can write); "
-                         "allowed: a folder you can write")
+    check_writable("--out", out)
 
 
 def trained_tasks(checkpoint: dict) -> list[str]:

@@ -10,10 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from suite.errors import UsageError
-from suite.evaluate import task_kind
+from suite.errors import UsageError, check_writable
 from suite.results import SCHEMA, latest_rows, read_rows
-from suite.statistics import mean_interval, paired_test
+
+# suite.evaluate (torch) and suite.statistics (scipy) are imported where they are used: a bad FOLDER or --alpha fails
+# in a second
 
 REFERENCE = "ntp"
 """The objective every other one is compared with."""
@@ -35,6 +36,8 @@ def metric_values(metrics: dict) -> dict[str, float]:
 def primary_metric(task: str, metrics: dict[str, float]) -> str | None:
     """The metric that stands for `task`: its registered primary, or the only metric of a task foresight does not
     know."""
+    from suite.evaluate import task_kind
+
     primary = task_kind(task)[1]
     if primary in metrics:
         return primary
@@ -105,6 +108,8 @@ def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = 
 
 
 def task_intervals(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    from suite.statistics import mean_interval
+
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for task, metrics in sorted((row.get("scores") or {}).items()):
@@ -115,6 +120,8 @@ def task_intervals(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def family_intervals(rows: list[dict]) -> dict[str, dict]:
+    from suite.statistics import mean_interval
+
     values: dict[str, list[float]] = {}
     for row in rows:
         for family, value in sorted((row.get("families") or {}).items()):
@@ -143,6 +150,9 @@ def paired_tests(entry: dict, by_seed: dict[int, dict], reference: dict[int, dic
                  notes: list[str]) -> tuple[dict, dict]:
     """Per task (on its primary metric) and per family (its tasks' documents pooled): documents paired by position
     within a seed, pooled over the seeds both groups have."""
+    from suite.evaluate import task_kind
+    from suite.statistics import paired_test
+
     pairs: dict[str, tuple[list, list, list]] = {}  # task -> (reference values, our values, seeds)
     for seed in sorted(set(by_seed) & set(reference)):
         ours, theirs = by_seed[seed].get("items") or {}, reference[seed].get("items") or {}
@@ -476,21 +486,17 @@ def check_alpha(alpha: float) -> None:
 
 def load_rows(folder: Path) -> tuple[list[dict], list[str]]:
     """The complete rows of folder/runs.jsonl and the notes on lines skipped; a UsageError when there is nothing to
-    report on."""
+    report on or report.md and plots/ cannot be written there."""
     if not folder.is_dir():
-        raise UsageError(f"report folder {str(folder)!r} does not exist; allowed: a sweep's results folder "
-                         "(results/<sweep>) holding runs.jsonl")
+        raise UsageError(f"report folder {str(folder)!r} {'is a file' if folder.exists() else 'does not exist'}; "
+                         "allowed: a sweep's results folder (results/<sweep>) holding runs.jsonl")
     path = folder / "runs.jsonl"
     if not path.is_file():
         raise UsageError(f"{str(folder)!r} has no runs.jsonl; allowed: a folder that `foresight sweep` wrote "
                          "runs.jsonl into")
-    notes = []
-
-    def warn(message: str) -> None:
-        print(f"foresight: warning: {message}", file=sys.stderr)
-        notes.append(message.replace(str(path), "runs.jsonl"))  # the report must not depend on how FOLDER was spelled
-
-    rows = read_rows(path, warn=warn)
+    check_outputs(folder)
+    warnings: list[str] = []
+    rows = read_rows(path, warn=warnings.append)
     if not rows:
         raise UsageError(f"{path} has no complete rows; allowed: a runs.jsonl with at least one row written by "
                          "`foresight sweep`")
@@ -502,7 +508,18 @@ def load_rows(folder: Path) -> tuple[list[dict], list[str]]:
         if missing:
             raise UsageError(f"{path}: row {number} ({row['point']}) lacks axes {', '.join(missing)}; allowed: rows "
                              "in suite/results.py's schema")
-    return rows, notes
+    for message in warnings:  # only now: an error above is the one line a failed report prints
+        print(f"foresight: warning: {message}", file=sys.stderr)
+    return rows, [message.replace(str(path), "runs.jsonl") for message in warnings]  # not how FOLDER was spelled
+
+
+def check_outputs(folder: Path) -> None:
+    """report.md and plots/ can be written, before either is."""
+    if (folder / "report.md").is_dir():
+        raise UsageError(f"{str(folder / 'report.md')!r} is a folder; allowed: a report folder whose report.md is a "
+                         "file or not there yet")
+    check_writable("report folder", folder)
+    check_writable("plots folder", folder / "plots")
 
 
 def write_report(folder: Path, alpha: float = 0.05) -> Path:

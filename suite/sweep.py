@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from suite.errors import UsageError, check_range, one_line
+from suite.errors import UsageError, check_range, check_writable, one_line
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_json, read_rows
 
@@ -109,7 +108,7 @@ def load_sweep(config: str) -> Sweep:
             raise UsageError(f"sweep n={n!r} is not a horizon; allowed: integers >= 1")
     for seed in sweep.seeds:
         if not isinstance(seed, int):
-            raise UsageError(f"sweep seed {seed!r} is not an integer")
+            raise UsageError(f"sweep seed {seed!r} is not an integer; allowed: seeds: a list of integers, e.g. [0, 1, 2]")
     budget = sweep.budget if isinstance(sweep.budget, dict) else {}
     if len(budget) != 1 or next(iter(budget)) not in ("steps", "tokens") or not isinstance(
             next(iter(budget.values())), int) or next(iter(budget.values())) < 1:
@@ -333,7 +332,8 @@ def print_dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None) 
 def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    _check_writable(results)
+    check_writable("--results folder", results)  # both before anything is made or run
+    check_writable("--runs folder", runs)
     rows_file = results / "runs.jsonl"
     done = latest_rows(read_rows(rows_file))
     finished = {pid for pid, row in done.items() if row["status"] == "ok" or not retry_failed}
@@ -407,14 +407,3 @@ def log_comparison(sweep: Sweep, entries: list[dict], runs: Path) -> None:
     except Exception as err:  # the report is written; wandb is a copy of it
         print(f"foresight: warning: the comparison table was not logged to wandb ({type(err).__name__}: "
               f"{one_line(err)})", file=sys.stderr)
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"results folder {str(folder)!r} is not writable ({err.strerror}); allowed: a folder you "
-                         "can write (--results)") from None

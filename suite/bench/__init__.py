@@ -12,12 +12,11 @@ from __future__ import annotations
 import importlib
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from suite.errors import UsageError, check_choice
+from suite.errors import UsageError, check_choice, check_writable
 from suite.provenance import provenance
 
 BENCHES = ("memory", "decode", "throughput", "overhead")
@@ -114,26 +113,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="results/bench", help="folder for the JSON file")
     options = parser.parse_args(argv[1:]).as_dict()
     folder = Path(options.pop("out"))
-    _check_writable(folder)
+    check_writable("--out", folder)  # before minutes of measuring, not after
     report, table = bench(**options)
     report = {"bench": argv[0], **provenance(["bench", *argv]), **report}
     path = folder / f"{argv[0]}-{report['config']['device']}{'-quick' if options['quick'] else ''}.json"
     from suite.results import write_json
 
+    folder.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     print(f"written: {path}\n")
     print(table)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before minutes of measuring, not after."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise UsageError(f"--out {str(folder)!r} is not a writable folder ({err.strerror}); allowed: a folder you "
-                         "can write") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import time
 
 from suite.bench import objectives_at, resolve_device, stand_in_reverse_lm
 from suite.errors import check_range
-from suite.overhead import MALLOC_LIVE, memory_now, peak_memory
 
 
 def measure_step(point: dict) -> dict:
@@ -22,6 +21,7 @@ def measure_step(point: dict) -> dict:
 
     import objectives
     from suite.model import Trunk
+    from suite.overhead import memory_now, peak_memory  # imports Lightning: here, not before the options are checked
     from suite.sizes import ModelConfig
 
     torch.manual_seed(0)
@@ -55,6 +55,8 @@ def measure_step(point: dict) -> dict:
 
 
 def _in_fresh_process(point: dict) -> dict:
+    from suite.overhead import MALLOC_LIVE
+
     env = {**os.environ, **MALLOC_LIVE}
     result = subprocess.run([sys.executable, "-m", "suite.bench.memory", json.dumps(point)],
                             capture_output=True, text=True, env=env)

@@ -33,12 +33,6 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
         device: cpu, cuda, or auto (cuda when available).
         quick: A seconds-long run (nano, n = 2, 64 tokens, batch 2, 2 rounds), to check the bench itself.
     """
-    import torch
-
-    import objectives
-    from suite.bench.memory import _in_fresh_process
-    from suite.model import Trunk
-    from suite.overhead import analytic_flops_per_token
     from suite.sizes import SIZES, ModelConfig
 
     if quick:
@@ -51,6 +45,14 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
     for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size),
                         ("rounds", rounds)):
         check_range(name, value, 1)
+    # after the checks: suite.overhead imports Lightning, seconds that a bad option need not wait for
+    import torch
+
+    import objectives
+    from suite.bench.memory import _in_fresh_process
+    from suite.model import Trunk
+    from suite.overhead import analytic_flops_per_token
+
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:

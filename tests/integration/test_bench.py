@@ -1,4 +1,5 @@
-"""`foresight bench`: the quick mode produces its table and JSON (never a timing assertion); bad options fail early."""
+"""`foresight bench`: the quick mode produces its table and JSON (never a timing assertion). Bad options:
+tests/reliability/test_bad_input.py."""
 
 import json
 import subprocess
@@ -78,24 +79,3 @@ def test_overhead_bench_quick_sets_time_beside_flops(tmp_path):
     assert rows[1]["flop_ratio"] > 1.5  # a second head at nano, vocabulary 4096: its unembedding dominates
     assert lines[-8].startswith("| size | objective | n | time x NTP") and lines[-7].startswith("| --- |")
     assert [line.split("|")[2].strip() for line in lines[-6:]] == [row["objective"] for row in rows]
-
-
-@pytest.mark.parametrize("args, message", [
-    (["bench", "speed"], "unknown bench 'speed'; known: memory, decode, throughput, overhead"),
-    (["bench", "decode", "--horizons", "[1]"], "horizons=1 is out of range; allowed: >= 2"),
-    (["bench", "decode", "--task", "poetry"], "unknown task 'poetry'"),
-    (["bench", "decode", "--checkpoint", "missing.ckpt"], "checkpoint 'missing.ckpt' does not exist"),
-    (["bench", "throughput", "--dtype", "fp16"], "unknown dtype 'fp16'; known: fp32, bf16"),
-    (["bench", "throughput", "--sizes", "[micro,huge]"], "unknown size 'huge'"),
-    (["bench", "overhead", "--horizons", "[2,0]"], "horizons=0 is out of range"),
-    (["bench", "overhead", "--rounds", "0"], "rounds=0 is out of range; allowed: >= 1"),
-    (["bench", "memory", "--n", "1"], "n=1 is out of range; allowed: in [2, 1023]"),
-    (["bench", "memory", "--size", "huge"], "unknown size 'huge'"),
-    (["bench", "memory", "--device", "tpu"], "unknown device 'tpu'; known: cpu, cuda"),
-    (["bench", "memory", "--out", "/proc/foresight"], "--out '/proc/foresight' is not a writable folder"),
-])
-def test_bench_bad_options_fail_before_measuring(args, message, tmp_path):
-    result = foresight(*args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"foresight: error: {result.stderr.split('error: ', 1)[1].strip()}"]
-    assert message in result.stderr

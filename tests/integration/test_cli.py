@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from suite.cli import main
+from tests.reliability.test_bad_input import CASES, KEEP
 
 CONFIGS = sorted((Path(__file__).parents[2] / "suite" / "configs").glob("*.yaml"))
 SMALL_DATA = ["--data.options.num_train=2000", "--data.options.num_val=64", "--data.options.num_test=64"]
@@ -49,62 +50,23 @@ def test_shipped_configs_parse(config, tmp_path):
     assert "star_graph" in result.stdout and "class_path: objectives.NTP" in result.stdout
 
 
-BAD = [
-    (["fit", "--model.size=giant"], "unknown size 'giant'; known: nano, micro, tiny, small, base, large, 1b"),
-    (["fit", "--model.objective=Teacherless"], "unknown objective 'Teacherless' for --model.objective; known: NTP, "
-     "ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM"),
-    (["fit", "--model.objective=ParallelMTP", "--model.objective.n=0"],
-     "parallel_mtp n=0 is out of range; allowed: >= 1"),
-    (["fit", "--model.objective=CausalMTP", "--model.objective.n=26"],
-     "causal_mtp predicts 26 tokens ahead, too many for sequences of 26 tokens; allowed: n < 26"),
-    (["fit", "--model.objective=SequentialMTP", "--model.objective.depth=x"], "depth: Expected an int"),
-    (["fit", "--model.objective=FSPBoW", "--model.objective.tau=1"], "fsp_bow tau=1 is out of range; allowed: >= 2"),
-    (["fit", "--model.objective=FSPRevLM", "--model.objective.reverse_lm=missing.ckpt"],
-     "fsp_revlm reverse_lm 'missing.ckpt' does not exist"),
-    (["fit", "--data.task=chess"], "unknown task 'chess'; known: star_graph"),
-    (["fit", "--data.options.degree=1"], "star_graph degree=1 is out of range; allowed: >= 2"),
-    (["fit", "--data.options.path_length=1"], "star_graph path_length=1 is out of range; allowed: >= 2"),
-    (["fit", "--data.options.num_nodes=4"], "star_graph num_nodes=4 is too small for degree=2, path_length=4"),
-    (["fit", "--data.options.degree=two"], "degree: Expected an int. Got value: two"),
-    (["fit", "--model.lr=-0.1"], "lr=-0.1 is out of range; allowed: >= 0.0"),
-    (["fit", "--config", "missing.yaml"], "missing.yaml"),
-    (["train"], "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, report, dashboard, export, "
-     "sizes, bench"),
-]
+FIT_CASES = [case for case in CASES if case.args[0] in ("fit", "train") and not case.files]
 
 
-def check_one_line_error(code, stderr: str, message: str, folder: Path, keep: Path) -> None:
-    assert code == 2
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("foresight: error: ") and message in lines[0]
-    assert "Traceback" not in stderr
-    assert keep.read_text() == "results already written" and sorted(folder.iterdir()) == [keep]
-
-
-def with_keep(tmp_path) -> Path:
+@pytest.mark.parametrize("case", FIT_CASES, ids=[case.id for case in FIT_CASES])
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capfd, monkeypatch):
+    """The fit cases of tests/reliability/test_bad_input.py (which runs them through the command, slow) that need
+    no input files, in this process (fast)."""
     keep = tmp_path / "keep.txt"
-    keep.write_text("results already written")
-    return keep
-
-
-@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capfd, monkeypatch):
-    """In this process (fast); the same table runs through the installed command below (slow, in CI)."""
-    keep = with_keep(tmp_path)
+    keep.write_text(KEEP)
     monkeypatch.chdir(tmp_path)
     capfd.readouterr()
     with pytest.raises(SystemExit) as exit:
-        main([*args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}"])
-    check_one_line_error(exit.value.code, capfd.readouterr().err, message, tmp_path, keep)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_through_the_command_in_a_subprocess(args, message, tmp_path):
-    keep = with_keep(tmp_path)
-    result = foresight(*args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}", cwd=tmp_path)
-    check_one_line_error(result.returncode, result.stderr, message, tmp_path, keep)
+        main(case.argv())
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("foresight: error: ") and case.message in lines[0], lines[0]
+    assert keep.read_text() == KEEP and sorted(tmp_path.iterdir()) == [keep]
 
 
 def test_sizes_command_prints_every_size(tmp_path):

@@ -191,7 +191,7 @@ def test_an_unwritable_results_folder_or_a_bad_shard_is_one_line_before_anything
     config = write_sweep(tmp_path)
     (tmp_path / "results").write_text("a file where the results folder should be")
     for argv, expected in (
-            (["--results", str(tmp_path / "results")], "is not writable"),
+            (["--results", str(tmp_path / "results")], "cannot be written"),
             (["--shard", "3/3"], "index 3 is not in [0, 2]"),
             (["--shard", "half"], "is not i/N")):
         with pytest.raises(SystemExit):
