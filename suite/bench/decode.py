@@ -4,6 +4,7 @@ and their outputs compared token for token."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 
@@ -25,10 +26,10 @@ def trained_models(task: str, options: dict, size: str, horizons: list[int], ste
     from suite.module import ObjectiveLM
 
     models = []
+    data = TaskData(task, options, batch_size=batch_size)  # one task and tokenizer for all: building them is slow
     for name, option in DRAFTING:
         for n in horizons:
-            L.seed_everything(0, verbose=False)
-            data = TaskData(task, options, batch_size=batch_size)
+            L.seed_everything(0, verbose=False)  # the same weights and batch order for each model
             objective = OBJECTIVES[name](**{option: n if option == "n" else n - 1})
             model = ObjectiveLM(size, objective=objective, vocab_size=data.vocab_size, lr=lr,
                                 warmup_steps=min(100, steps // 10))
@@ -81,6 +82,14 @@ def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: st
     import tasks as task_registry
     from suite.decoding import DecodeStats, generate
 
+    if checkpoint is not None:  # the options that train models have nothing to train
+        defaults = {name: p.default for name, p in inspect.signature(decode).parameters.items()}
+        given = {"task": task, "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "horizons": horizons}
+        conflicting = [f"--{name}" for name, value in given.items() if value != defaults[name]]
+        if conflicting:
+            raise UsageError(f"--checkpoint decodes the checkpoint's own model, so {', '.join(conflicting)} (for "
+                             "training models first) cannot be given with it; allowed: --checkpoint with --prompts, "
+                             "--max_new_tokens, --device, --quick")
     if quick:
         size, steps, batch_size, prompts, max_new_tokens = "nano", 20, 8, 3, 16
     device = resolve_device(device)
