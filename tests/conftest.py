@@ -1,7 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# One thread per test process, and per process it starts: the models here are tiny, where more threads only add
+# synchronisation, and pytest-xdist runs a worker per core.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from suite.sizes import ModelConfig
 
