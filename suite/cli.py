@@ -23,7 +23,8 @@ commands:
   dashboard  a wandb report comparing a sweep's runs (--entity E --project P)
   export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
   sizes      parameter counts of every model size, with an objective's heads
-  bench      measurements against next-token prediction: `foresight bench memory`
+  bench      measurements against next-token prediction: `foresight bench memory|decode|throughput|overhead`
+  probe      what a trained model attends to: `foresight probe attention --checkpoint PATH` (star graph)
 
 `foresight COMMAND --help` lists a command's options."""
 
@@ -165,7 +166,7 @@ def module_main(module: str):
 COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main,
             "sweep": module_main("sweep"), "agent": module_main("agent"), "eval": module_main("evaluate"),
             "report": module_main("report"), "dashboard": module_main("dashboard"), "export": module_main("export"),
-            "sizes": sizes_main, "bench": module_main("bench")}
+            "sizes": sizes_main, "bench": module_main("bench"), "probe": module_main("probe")}
 
 
 def _explain(message: str, argv: list[str]) -> str:

@@ -57,8 +57,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
         self.proj = nn.Linear(self.n_head * self.head_dim, config.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """Queries [B, H, T, hd], keys and values [B, H_kv, T, hd], with the rotary embedding applied."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
@@ -66,7 +66,22 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         cos, sin = (t.to(q.dtype) for t in rope)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def weights(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The causal attention weights [B, H, T, T] that `forward` applies without a cache, written out (SDPA
+        never forms them): for probes of what a head looks at, not for training."""
+        q, k, _ = self._qkv(x, rope)
+        k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        T = x.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self._qkv(x, rope)
         offset = 0
         if cache is not None:
             offset = cache.length
@@ -174,3 +189,13 @@ class Trunk(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.unembed(self.final_norm(hidden))
+
+    @torch.no_grad()
+    def attention_weights(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Every layer's attention weights [n_layer, B, H, T, T] over `input_ids` (see `Attention.weights`)."""
+        rope = self.rope(0, input_ids.shape[1])
+        x, maps = self.embed(input_ids), []
+        for block in self.blocks:
+            maps.append(block.attn.weights(block.attn_norm(x), rope))
+            x = block(x, rope)
+        return torch.stack(maps)

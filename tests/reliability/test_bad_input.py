@@ -97,7 +97,7 @@ CASES = [
     Case(("fit", "--trainer.default_root_dir=keep.txt/run"), "--trainer.default_root_dir 'keep.txt/run' cannot be "
          "written ('keep.txt' is a file); allowed: a folder you can write"),
     Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, report, dashboard, "
-         "export, sizes, bench"),
+         "export, sizes, bench, probe"),
 
     # sweep
     Case(("sweep", "--config", "missing.yaml"),

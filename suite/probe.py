@@ -1,0 +1,172 @@
+"""`foresight probe attention --checkpoint PATH`: where a star-graph model looks while it writes the path.
+
+Huang et al. (2026) explain how multi-token objectives solve the star graph: an early layer attends to the goal
+first, then a later layer traces the path backward by matching edges. This measures it. Each test graph is fed
+whole (prompt and gold path, teacher-forced), every layer's attention weights are written out, and at each answer
+position (the one that predicts path node k, for k >= 1) two masses are taken per layer and head:
+
+    goal   the weight on the goal token of the prompt
+    edge   the weight on the two tokens of the edge that leads to the node being predicted (p[k-1] -> p[k])
+
+`first` is the edge mass at k = 1, the step a next-token model cannot plan (Clever Hans: it guesses an arm). Chance
+is the mass a head spreading its weight evenly over the visible positions would give. Written to OUT (default:
+`probe/` beside the checkpoint's folder): probe.json, probe.md (the table) and attention.png (one graph's maps).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from suite.errors import UsageError, check_range
+
+KINDS = ("attention",)
+
+
+@dataclass
+class Graph:
+    """Where things are in one star-graph sequence (token positions)."""
+
+    goal: int
+    queries: list[int]  # the position that predicts path node k, for k = 1 .. L - 1
+    edges: list[tuple[int, int]]  # for each of those steps: the positions of the edge p[k-1] -> p[k]
+    length: int  # positions up to the last path node
+
+
+def locate(tokens: list[str], prompt_len: int) -> Graph:
+    """Positions in a star-graph sequence: `a b | c d | ... / source goal = p0 p1 ... goal <eos>`."""
+    slash = prompt_len - 4
+    if slash < 1 or tokens[slash] != "/" or tokens[prompt_len - 1] != "=":
+        raise ValueError(f"not a star-graph sequence: {' '.join(tokens[:prompt_len])}")
+    edge_at = {(tokens[i], tokens[i + 1]): i for i in range(0, slash, 3)}
+    path, goal = [], tokens[slash + 2]
+    for token in tokens[prompt_len:]:
+        path.append(token)
+        if token == goal:
+            break
+    queries = [prompt_len - 1 + k for k in range(1, len(path))]
+    edges = [(edge_at[(path[k - 1], path[k])], edge_at[(path[k - 1], path[k])] + 1) for k in range(1, len(path))]
+    return Graph(goal=slash + 2, queries=queries, edges=edges, length=prompt_len + len(path))
+
+
+def masses(weights: torch.Tensor, graph: Graph) -> dict[str, torch.Tensor]:
+    """Per layer and head [L, H]: the mean over answer steps of the goal mass and the edge mass, the edge mass at
+    the first step, and what spreading evenly would give for each. `weights` is [L, H, T, T] of one sequence."""
+    q = torch.tensor(graph.queries)
+    src, dst = (torch.tensor(side) for side in zip(*graph.edges))
+    goal = weights[:, :, q, graph.goal]  # [L, H, steps]
+    edge = weights[:, :, q, src] + weights[:, :, q, dst]
+    visible = (q + 1).to(weights.dtype)
+    return {"goal": goal.mean(-1), "edge": edge.mean(-1), "first": edge[..., 0],
+            "goal_chance": (1 / visible).mean(), "edge_chance": (2 / visible).mean(), "first_chance": 2 / visible[0]}
+
+
+def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: str | None = None,
+                    device: str = "cpu") -> dict:
+    """
+    Args:
+        checkpoint: A checkpoint of a model trained on star_graph (any objective; only the trunk is probed).
+        limit: Test graphs to average over (the first ones).
+        example: Which of them the heatmap shows.
+        out: Folder for probe.json, probe.md and attention.png (default: probe/ beside the checkpoint's folder).
+        device: cpu or cuda.
+    """
+    import tasks
+    from suite.checkpoints import load_trunk
+    from suite.errors import check_choice, check_writable
+
+    check_range("limit", limit, 1)
+    check_range("example", example, 0, limit - 1)
+    check_choice("device", device, ("cpu", "cuda"))
+    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "probe"
+    check_writable("--out", out_dir)
+    trunk, stored = load_trunk(checkpoint)
+    data = stored.get("datamodule_hyper_parameters") or {}
+    if data.get("task") != "star_graph" or data.get("reverse"):
+        raise UsageError(f"checkpoint {checkpoint!r} was trained on {data.get('task')!r}"
+                         f"{' (reversed)' if data.get('reverse') else ''}; allowed: a checkpoint trained on "
+                         "star_graph, left to right")
+    task = tasks.build("star_graph", **(data.get("options") or {}))
+    examples = task.examples("test")
+    count = min(limit, len(examples.tokens))
+    trunk.to(device).eval()
+
+    totals, example_maps = None, None
+    for i in range(count):
+        ids = examples.tokens[i].tolist()
+        graph = locate([task.tokenizer.id_to_token(t) for t in ids], int(examples.prompt_len[i]))
+        weights = trunk.attention_weights(torch.tensor([ids[: graph.length]], device=device))[:, 0].float().cpu()
+        found = masses(weights, graph)
+        totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
+        if i == example:
+            example_maps = (weights, graph, [task.tokenizer.id_to_token(t) for t in ids[: graph.length]])
+    means = {key: value / count for key, value in totals.items()}
+    objective = stored["hyper_parameters"].get("objective") or {}
+    report = {
+        "checkpoint": str(checkpoint), "objective": objective.get("class_path", "NTP").rsplit(".", 1)[-1],
+        "options": objective.get("init_args", {}), "graphs": count, "task": data.get("options") or {},
+        "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
+        "layers": [{"layer": layer, "head": head, **{key: float(means[key][layer, head])
+                                                       for key in ("goal", "edge", "first")}}
+                   for layer in range(means["goal"].shape[0]) for head in range(means["goal"].shape[1])],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "probe.md").write_text(table(report) + "\n")
+    heatmap(*example_maps, out_dir / "attention.png", title=f"{report['objective']}: test graph {example}")
+    print(table(report))
+    print(f"\nwritten: {out_dir}/probe.json, probe.md, attention.png", file=sys.stderr)
+    return report
+
+
+def table(report: dict) -> str:
+    chance = report["chance"]
+    lines = [f"Attention of {report['objective']} ({report['checkpoint']}) at the answer positions of "
+             f"{report['graphs']} test star graphs: mean weight on the goal token, on the edge to the next node, "
+             f"and on that edge at the first step. Even spreading gives {chance['goal']:.3f}, {chance['edge']:.3f} "
+             f"and {chance['first']:.3f}.", "",
+             "| layer | head | goal | edge | edge, first step |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {row['layer']} | {row['head']} | {row['goal']:.3f} | {row['edge']:.3f} | {row['first']:.3f} |"
+              for row in report["layers"]]
+    return "\n".join(lines)
+
+
+def heatmap(weights: torch.Tensor, graph: Graph, tokens: list[str], path: Path, title: str) -> None:
+    """One panel per layer and head: the answer positions (rows) over every position they can see (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_layer, n_head = weights.shape[:2]
+    rows = list(range(graph.queries[0] - 1, graph.length - 1))  # from "=" (predicts the source) to the end
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(0.28 * graph.length * n_head + 1, 0.5 * len(rows) * n_layer
+                                                       + 1), squeeze=False)
+    for layer in range(n_layer):
+        for head in range(n_head):
+            ax = axes[layer][head]
+            ax.imshow(weights[layer, head, rows][:, : graph.length].numpy(), vmin=0, vmax=1, cmap="viridis",
+                      aspect="auto")
+            ax.set_xticks(range(graph.length), tokens, fontsize=6)
+            ax.set_yticks(range(len(rows)), [f"-> {tokens[r + 1]}" for r in rows], fontsize=6)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+    """`foresight probe attention --checkpoint PATH [--limit N] [--example I] [--out DIR] [--device D]`."""
+    from jsonargparse import ArgumentParser
+
+    if not argv or argv[0] not in KINDS:
+        raise UsageError(f"unknown probe {argv[0] if argv else ''!r}; known: {', '.join(KINDS)}")
+    parser = ArgumentParser(prog="foresight probe attention", exit_on_error=False,
+                            description="Attention of a star-graph model to the goal and to the path's edges.")
+    parser.add_function_arguments(probe_attention)
+    probe_attention(**parser.parse_args(argv[1:]).as_dict())
