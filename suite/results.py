@@ -41,6 +41,8 @@ import os
 import sys
 from pathlib import Path
 
+from suite import faults
+
 SCHEMA = 1
 
 
@@ -48,8 +50,6 @@ def append_row(path: Path, row: dict) -> None:
     """Append `row` as one line, atomically with respect to other writers of the same file. A torn last line (a
     writer killed mid-row; under the lock no live writer can be mid-row) is first moved to `<path>.torn`, so the
     file holds whole rows only and the fragment is kept for whoever wants to look."""
-    from suite import faults
-
     line = (json.dumps({"schema": SCHEMA, **row}, default=str) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:  # never truncating on open: another writer may hold the lock
@@ -75,15 +75,8 @@ def _set_aside_torn_tail(path: Path, handle) -> None:
     handle.seek(size - 1)
     if handle.read(1) == b"\n":
         return
-    start = size - 1  # the torn line begins after the last newline
-    while start > 0:
-        step = min(start, 1 << 16)
-        handle.seek(start - step)
-        newline = handle.read(step).rfind(b"\n")
-        if newline >= 0:
-            start = start - step + newline + 1
-            break
-        start -= step
+    handle.seek(0)  # rare (a writer was killed mid-row): reading the whole file is fine
+    start = handle.read().rfind(b"\n") + 1  # the torn line begins after the last newline
     handle.seek(start)
     torn = handle.read()
     with open(f"{path}.torn", "ab") as aside:
