@@ -80,7 +80,6 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     from suite.errors import check_choice, check_writable
 
     check_range("limit", limit, 1)
-    check_range("example", example, 0, limit - 1)
     check_choice("device", device, ("cpu", "cuda"))
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "probe"
     check_writable("--out", out_dir)
@@ -93,17 +92,19 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     task = tasks.build("star_graph", **(data.get("options") or {}))
     examples = task.examples("test")
     count = min(limit, len(examples.tokens))
+    check_range("example", example, 0, count - 1)  # one of the graphs probed (the test split may hold fewer)
     trunk.to(device).eval()
 
     totals, example_maps = None, None
     for i in range(count):
         ids = examples.tokens[i].tolist()
-        graph = locate([task.tokenizer.id_to_token(t) for t in ids], int(examples.prompt_len[i]))
+        tokens = [task.tokenizer.id_to_token(t) for t in ids]
+        graph = locate(tokens, int(examples.prompt_len[i]))
         weights = trunk.attention_weights(torch.tensor([ids[: graph.length]], device=device))[:, 0].float().cpu()
         found = masses(weights, graph)
         totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
         if i == example:
-            example_maps = (weights, graph, [task.tokenizer.id_to_token(t) for t in ids[: graph.length]])
+            example_maps = (weights, graph, tokens[: graph.length])
     means = {key: value / count for key, value in totals.items()}
     objective = stored["hyper_parameters"].get("objective") or {}
     report = {

@@ -117,6 +117,8 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
     (["probe", "attention", "--checkpoint", "{star}", "--limit", "0"], "limit=0 is out of range; allowed: >= 1"),
     (["probe", "attention", "--checkpoint", "{star}", "--limit", "2", "--example", "2"],
      "example=2 is out of range; allowed: in [0, 1]"),
+    (["probe", "attention", "--checkpoint", "{star}", "--example", "40"],  # the test split holds 32 graphs
+     "example=40 is out of range; allowed: in [0, 31]"),
 ])
 def test_bad_probe_input_is_one_line(argv, message, reverse_lm, star_checkpoint, tmp_path, capsys):
     from suite.cli import main
