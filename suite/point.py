@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from suite import faults
-from suite.results import read_json, write_json
+from suite.results import read_curves, read_json, write_json
 
 BUSY = 75  # EX_TEMPFAIL
 INTERRUPTED = 130
@@ -170,7 +170,8 @@ def train(spec: dict, run_dir: Path) -> dict:
     loss = cli.model.last_loss  # restored from the checkpoint when a resumed attempt had no step left to take
     trained = {"steps": trainer.global_step, "tokens": int(cli.model.tokens_seen),
                "final_loss": None if loss is None else float(loss), "seconds": time.perf_counter() - start,
-               "resumed_from_step": resumed_from, "params": cli.model.parameter_counts()}
+               "resumed_from_step": resumed_from, "params": cli.model.parameter_counts(),
+               "curves": read_curves(run_dir / "metrics.jsonl")}
     write_json(run_dir / "trained.json", trained)
     return trained
 
@@ -202,6 +203,7 @@ def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None,
             "overhead": {key: value for key, value in overhead.items() if key != "params"},
             "params": trained["params"],
             "train": {key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
+            "curves": trained.get("curves") or {},
             "eval_seconds": scores.get("seconds"), "seconds": seconds}
 
 

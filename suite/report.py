@@ -1,17 +1,17 @@
 """`foresight report results/<sweep>`: the sweep's runs.jsonl as one comparison table against next-token prediction
 (means over seeds with 95% confidence intervals, paired tests, cost ratios) in report.md, and plots in plots/.
 
-Everything is computed from runs.jsonl alone (plus the run folders' metrics.jsonl for learning curves, where they
-still exist), and written deterministically: the same runs.jsonl gives a byte-identical report.md."""
+Everything is computed from runs.jsonl alone (learning curves included: each row keeps its training curves), and
+written deterministically: the same runs.jsonl gives a byte-identical report.md and plots, wherever the run folders
+went."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from suite.errors import UsageError, check_writable
-from suite.results import SCHEMA, latest_rows, read_rows
+from suite.results import CURVES, SCHEMA, latest_rows, read_rows
 
 # suite.evaluate (torch) and suite.statistics (scipy) are imported where they are used: a bad FOLDER or --alpha fails
 # in a second
@@ -99,6 +99,7 @@ def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = 
         reference = references.get(size, {})
         entry = {"objective": objective, "n": n, "size": size, "seeds": seeds,
                  "points": [row["point"] for row in ordered], "run_dirs": [row.get("run_dir") for row in ordered],
+                 "curves": [row.get("curves") or {} for row in ordered],
                  "scores": task_intervals(ordered), "families": family_intervals(ordered),
                  "overhead": overhead_ratios(by_seed, reference), "tests": {}, "family_tests": {}}
         if objective != REFERENCE:
@@ -391,43 +392,22 @@ def ratio_value(name: str):
     return value
 
 
-LOSSES = (("train/loss/head_1", "next-token loss (every objective has it)"),
-          ("train/loss", "the objective's own training loss"))
+LOSSES = tuple(zip(CURVES, ("next-token loss (every objective has it)", "the objective's own training loss")))
 """The learning curves: what every objective shares, and what each one optimizes."""
 
 
-def training_losses(run_dir: str | None, folder: Path, key: str) -> dict[int, float]:
-    """step -> the value of `key` from a run folder's metrics.jsonl; empty when the folder (or the file) is gone."""
-    if not run_dir:
-        return {}
-    candidates = [Path(run_dir)] if Path(run_dir).is_absolute() else [Path(run_dir), folder / run_dir]
-    for candidate in candidates:
-        metrics = candidate / "metrics.jsonl"
-        if metrics.is_file():
-            losses = {}
-            for line in metrics.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a torn line of a killed run
-                if isinstance(record, dict) and isinstance(record.get(key), (int, float)) and "step" in record:
-                    losses[int(record["step"])] = float(record[key])
-            return losses
-    return {}
-
-
-def plot_learning_curves(entries: list[dict], folder: Path, path: Path) -> bool:
+def plot_learning_curves(entries: list[dict], path: Path) -> bool:
     """Per size and loss (LOSSES): the loss against step, one line per objective and n, the mean over the seeds
-    logged at a step."""
+    logged at a step; from the rows' curves, so runs.jsonl alone redraws it."""
     from matplotlib.figure import Figure
 
     curves: dict[tuple[str, str], dict[str, list]] = {}  # (size, key) -> label -> [(step, loss)]
     for entry in entries:
         for key, _ in LOSSES:
             by_step: dict[int, list[float]] = {}
-            for run_dir in entry["run_dirs"]:
-                for step, loss in training_losses(run_dir, folder, key).items():
-                    by_step.setdefault(step, []).append(loss)
+            for logged in entry["curves"]:
+                for step, loss in logged.get(key, []):
+                    by_step.setdefault(int(step), []).append(float(loss))
             if by_step:
                 curves.setdefault((entry["size"], key), {})[label(entry["objective"], entry["n"])] = [
                     (step, sum(losses) / len(losses)) for step, losses in sorted(by_step.items())]
@@ -469,7 +449,7 @@ def write_plots(folder: Path, entries: list[dict]) -> list[str]:
         "overhead_vs_size.png": lambda path: plot_by_size(
             entries, [(f"step time / {REFERENCE}", ratio_value("step_time_s")),
                       (f"training memory / {REFERENCE}", ratio_value("train_memory_bytes"))], path, True),
-        "learning_curves.png": lambda path: plot_learning_curves(entries, folder, path),
+        "learning_curves.png": lambda path: plot_learning_curves(entries, path),
     }
     for name, make in makers.items():
         if make(plots / name):

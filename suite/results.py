@@ -25,6 +25,8 @@ Row schema (SCHEMA = 1):
     params       {"trunk", "shared", "objective", "frozen", "total"}
     train        {"steps", "tokens", "final_loss", "seconds", "resumed_from_step": null or the step a resumed
                   attempt started from}
+    curves       {loss key (CURVES): [[step, value], ...]}: the training curves from the run folder's
+                  metrics.jsonl, at most CURVE_POINTS per key, so a report's learning curves need runs.jsonl alone
     eval_seconds wall time of the evaluation
     seconds      wall time of the point
     run_dir      where the point's run folder is
@@ -44,6 +46,10 @@ from pathlib import Path
 from suite import faults
 
 SCHEMA = 1
+
+CURVES = ("train/loss/head_1", "train/loss")
+"""The training curves a row keeps: the next-token loss every objective has, and the objective's own loss."""
+CURVE_POINTS = 100
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -123,6 +129,33 @@ def read_rows(path: Path, warn=None) -> list[dict]:
                 continue
             rows.append(row)
     return rows
+
+
+def read_curves(metrics: Path, keys=CURVES, points: int = CURVE_POINTS) -> dict[str, list[list]]:
+    """{key: [[step, value], ...]} from a run's metrics.jsonl: every logged value of each key, thinned to at most
+    `points` evenly spaced ones (the last always kept); a torn line of a killed run is skipped, a missing file
+    gives no curves."""
+    logged: dict[str, dict[int, float]] = {key: {} for key in keys}
+    if Path(metrics).is_file():
+        for line in Path(metrics).read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                continue
+            for key in keys:
+                if isinstance(record.get(key), (int, float)):
+                    logged[key][record["step"]] = float(record[key])
+    curves = {}
+    for key, values in logged.items():
+        steps = sorted(values)
+        if len(steps) > points:
+            stride = (len(steps) - 1) / (points - 1)
+            steps = [steps[round(i * stride)] for i in range(points)]
+        if steps:
+            curves[key] = [[step, values[step]] for step in steps]
+    return curves
 
 
 def latest_rows(rows: list[dict]) -> dict[str, dict]:

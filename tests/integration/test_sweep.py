@@ -67,7 +67,8 @@ def test_a_two_point_sweep_writes_run_folders_rows_and_offline_wandb_runs_and_re
         assert row["params"] == model.parameter_counts()
         assert row["command"].startswith(f"foresight agent --config {config} --point {row['point']}")
         logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert any("train/loss" in record for record in logged)
+        losses = [[record["step"], record["train/loss"]] for record in logged if "train/loss" in record]
+        assert losses and row["curves"]["train/loss"] == losses  # 6 steps: fewer than CURVE_POINTS, all kept
 
         # the point's wandb run, offline under runs/toy/wandb: grouped, typed, tagged, with the summary
         (folder,) = (tmp_path / "runs/toy/wandb").glob(f"offline-run-*-{row['point']}")

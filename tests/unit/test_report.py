@@ -10,6 +10,7 @@ from scipy import stats
 
 from suite.errors import UsageError
 from suite.report import comparison, main, write_report
+from suite.results import read_curves
 
 T_975_DF2 = 4.302652729911275  # Student t's 97.5% quantile with 2 degrees of freedom, from a table
 COMMAND = "foresight sweep --config sweeps/toy.yaml"
@@ -26,7 +27,7 @@ MTP2_BPB = [[2.25, 2.5], [1.25, 3.0], [3.25]]
 
 
 def row(objective, n, seed, star_items, *, size="nano", bpb_items=None, step_time=0.1, memory=1000, status="ok",
-        error=None, role="point", run_dir=None) -> dict:
+        error=None, role="point", run_dir=None, curves=None) -> dict:
     """A runs.jsonl row (suite/results.py's schema) whose scores are the means of its items."""
     path_acc = sum(star_items) / len(star_items)
     scores, items = {"star_graph": {"path_acc": path_acc, "path_acc_stderr": 0.1}}, {"star_graph": star_items}
@@ -42,24 +43,22 @@ def row(objective, n, seed, star_items, *, size="nano", bpb_items=None, step_tim
         "overhead": {"step_time_s": step_time, "tokens_per_s": 1000 / step_time, "train_memory_bytes": memory,
                      "peak_memory_bytes": memory + 500, "memory_kind": "max_rss", "flops_per_token": 100.0,
                      "flops_per_token_analytic": 100.0},
-        "params": {"total": 1000}, "train": {"steps": 3}, "eval_seconds": 1.0, "seconds": 2.0,
+        "params": {"total": 1000}, "train": {"steps": 3}, "curves": curves or {}, "eval_seconds": 1.0, "seconds": 2.0,
         "run_dir": run_dir or f"runs/gone/{name}-{seed}", "commit": "abc123", "dirty": False, "command": COMMAND,
         "date": "2026-01-01T00:00:00+00:00", "machine": {}, "versions": {}}
 
 
-def sweep_rows(tmp_path) -> list[dict]:
-    ntp_run, mtp_run = tmp_path / "run-ntp", tmp_path / "run-mtp"
-    for run, losses in ((ntp_run, [3.0, 2.5, 2.2]), (mtp_run, [3.2, 2.6, 2.1])):
-        run.mkdir()
-        lines = [json.dumps({"step": 10 * i, "train/loss": loss}) for i, loss in enumerate(losses)]
-        (run / "metrics.jsonl").write_text("\n".join([*lines, json.dumps({"step": 30, "val/loss": 2.0})]) + "\n")
+def sweep_rows(tmp_path=None) -> list[dict]:
+    """A toy sweep's rows; seed 0 of NTP and of parallel MTP n=2 carry training curves."""
+    curves = {name: {"train/loss": [[10 * i, loss] for i, loss in enumerate(losses)]}
+              for name, losses in (("ntp", [3.0, 2.5, 2.2]), ("mtp", [3.2, 2.6, 2.1]))}
     rows = []
     for seed, step_time in zip(range(3), (0.10, 0.12, 0.11)):
         rows.append(row("ntp", None, seed, NTP_ITEMS[seed], bpb_items=NTP_BPB[seed], step_time=step_time,
-                        run_dir=str(ntp_run) if seed == 0 else None))
+                        curves=curves["ntp"] if seed == 0 else None))
     for seed, step_time, memory in zip(range(3), (0.15, 0.15, 0.22), (1500, 1500, 1800)):
         rows.append(row("parallel_mtp", 2, seed, MTP2_ITEMS[seed], bpb_items=MTP2_BPB[seed], step_time=step_time,
-                        memory=memory, run_dir=str(mtp_run) if seed == 0 else None))
+                        memory=memory, curves=curves["mtp"] if seed == 0 else None))
     rows += [row("parallel_mtp", 4, seed, MTP4_ITEMS[seed], step_time=0.2) for seed in range(2)]
     rows.append(row("parallel_mtp", 4, 2, [0] * 10, status="failed", error="RuntimeError: out of memory\nat step 7"))
     rows.append(row("sequential_mtp", 2, 0, [1, 1, 1, 1, 1, 0, 0, 0, 0, 1]))  # one seed; c=1, b=0
@@ -200,7 +199,7 @@ def test_plots_are_pngs(tmp_path):
     folder = write_rows(tmp_path / "toy", sweep_rows(tmp_path))
     text = write_report(folder).read_text()
     names = sorted(path.name for path in (folder / "plots").iterdir())
-    # one size: no score-vs-size plot; learning curves from the two run folders that exist
+    # one size: no score-vs-size plot; learning curves from the two rows that carry curves
     assert names == ["learning_curves.png", "overhead_vs_size.png", "score_vs_n.png"]
     for name in names:
         assert (folder / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -217,7 +216,7 @@ def test_several_sizes_get_a_size_column_and_a_size_plot(tmp_path):
                                                              ["| micro", "ntp"], ["| micro", "parallel_mtp"]]
     assert table[3].endswith("| 3.00× | 1.00× |")
     assert (folder / "plots" / "score_vs_size.png").read_bytes()[:4] == b"\x89PNG"
-    assert not (folder / "plots" / "learning_curves.png").exists()  # no run folder left
+    assert not (folder / "plots" / "learning_curves.png").exists()  # no row has curves
 
 
 def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, capsys):
@@ -256,3 +255,14 @@ def test_bad_input_is_a_one_line_usage_error(tmp_path, argv, message):
         main([arg.format(tmp=tmp_path) for arg in argv])
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "toy" / "report.md").exists()
+
+
+def test_read_curves_keeps_evenly_spaced_steps_and_the_last_and_skips_torn_lines(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": step, "train/loss": 10.0 - step, "epoch": 0}) for step in range(10)]
+    lines.insert(3, json.dumps({"step": 2, "val/loss": 1.5}))  # another key at a logged step
+    metrics.write_text("\n".join(lines) + '\n{"step": 10, "train/lo')  # a torn last line
+    assert read_curves(metrics, keys=("train/loss", "val/loss"), points=4) == {
+        "train/loss": [[0, 10.0], [3, 7.0], [6, 4.0], [9, 1.0]], "val/loss": [[2, 1.5]]}
+    assert read_curves(metrics, keys=("train/loss",), points=20)["train/loss"][-1] == [9, 1.0]
+    assert read_curves(tmp_path / "gone.jsonl") == {}
