@@ -239,9 +239,43 @@ def table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(entries: list[dict]) -> str:
-    header, rows = table(entries)
+    return render(*table(entries))
+
+
+def render(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+NOT_METRICS = {"sample_len"}
+"""Numbers lm-eval reports beside the metrics (documents scored), left out of the every-metric tables."""
+
+
+def metric_tables(entries: list[dict]) -> list[str]:
+    """report.md's "Every metric" section: for each task with more than one metric (e.g. biographies' recall by
+    exposure, star_graph's arm_acc), every metric's mean over seeds ± its 95% half-width."""
+    several_sizes = len({entry["size"] for entry in entries}) > 1
+    metrics: dict[str, list[str]] = {}
+    for entry in entries:
+        for task, values in entry["scores"].items():
+            names = metrics.setdefault(task, [])
+            names += [name for name in values if name not in NOT_METRICS and name not in names]
+    parts = []
+    for task, names in sorted(metrics.items()):
+        if len(names) < 2:
+            continue
+        header = (["size"] if several_sizes else []) + ["objective", "n", "seeds", *names]
+        rows = []
+        for entry in entries:
+            cells = ([entry["size"]] if several_sizes else []) + [entry["objective"], str(entry["n"] or 1),
+                                                                  str(len(entry["seeds"]))]
+            for name in names:
+                interval = (entry["scores"].get(task) or {}).get(name)
+                cells.append("—" if interval is None else f"{interval['mean']:.3f}" + (
+                    "" if interval["half_width"] is None else f" ± {interval['half_width']:.3f}"))
+            rows.append(cells)
+        parts += [f"### {task}", "", render(header, rows), ""]
+    return parts
 
 
 def legend(alpha: float) -> str:
@@ -304,6 +338,11 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{reverse} reverse language models (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), "", "## Comparison with next-token prediction", ""]
     parts += [markdown_table(entries), "", legend(alpha)] if entries else ["No point finished."]
+    metrics = metric_tables(entries)
+    if metrics:
+        parts += ["", "## Every metric", "", "Each task's metrics, the mean over seeds ± the half-width of its 95% "
+                  "confidence interval (no interval with one seed); p-values are for the primary metrics above.", "",
+                  *metrics[:-1]]
     parts += ["", "## Failed points", "", *failure_lines(failed)]
     if plots:
         parts += ["", "## Plots", "", *[f"- [{Path(plot).stem}]({plot})" for plot in plots]]

@@ -266,3 +266,18 @@ def test_read_curves_keeps_evenly_spaced_steps_and_the_last_and_skips_torn_lines
         "train/loss": [[0, 10.0], [3, 7.0], [6, 4.0], [9, 1.0]], "val/loss": [[2, 1.5]]}
     assert read_curves(metrics, keys=("train/loss",), points=20)["train/loss"][-1] == [9, 1.0]
     assert read_curves(tmp_path / "gone.jsonl") == {}
+
+
+def test_every_metric_section_tabulates_secondary_metrics_per_objective(tmp_path):
+    rows = []
+    for objective, n, recall in (("ntp", None, ((0.2, 0.1), (0.4, 0.1))), ("parallel_mtp", 2, ((0.5, 0.0),))):
+        for seed, (acc, acc_1x) in enumerate(recall):
+            rows.append(row(objective, n, seed, [1, 0]))
+            rows[-1]["scores"]["biographies"] = {"acc": acc, "acc_1x": acc_1x, "sample_len": 10.0}
+    text = write_report(write_rows(tmp_path / "bio", rows)).read_text()
+    section = text.split("## Every metric\n")[1].split("## Failed points")[0]
+    # NTP: acc 0.2, 0.4: mean 0.3, sd 0.1414, half-width t(0.975, 1) * 0.1414 / sqrt(2) = 12.706 * 0.1 = 1.271
+    assert section.split("### biographies\n")[1].strip().splitlines() == [
+        "| objective | n | seeds | acc | acc_1x |", "|---|---|---|---|---|",
+        "| ntp | 1 | 2 | 0.300 ± 1.271 | 0.100 ± 0.000 |", "| parallel_mtp | 2 | 1 | 0.500 | 0.000 |"]
+    assert "### star_graph" not in section  # one metric: the comparison table has it all
