@@ -24,7 +24,8 @@ commands:
   export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
   sizes      parameter counts of every model size, with an objective's heads
   bench      measurements against next-token prediction: `foresight bench memory|decode|throughput|overhead`
-  probe      what a trained model attends to: `foresight probe attention --checkpoint PATH` (star graph)
+  probe      what a trained model attends to: `foresight probe attention --checkpoint PATH` (star graph),
+             `foresight probe compare DIR...` (probes side by side)
 
 `foresight COMMAND --help` lists a command's options."""
 

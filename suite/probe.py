@@ -10,7 +10,11 @@ position (the one that predicts path node k, for k >= 1) two masses are taken pe
 
 `first` is the edge mass at k = 1, the step a next-token model cannot plan (Clever Hans: it guesses an arm). Chance
 is the mass a head spreading its weight evenly over the visible positions would give. Written to OUT (default:
-`probe/` beside the checkpoint's folder): probe.json, probe.md (the table) and attention.png (one graph's maps).
+`probe/` beside the checkpoint's folder): probe.json (with the command and commit), probe.md (the table) and
+attention.png (one graph's maps).
+
+`foresight probe compare DIR... [--out FILE]` puts several probes side by side (e.g. NTP against MTP checkpoints):
+per checkpoint, the strongest head on each mass and its ratio to even spreading.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 
 from suite.errors import UsageError, check_range
 
-KINDS = ("attention",)
+KINDS = ("attention", "compare")
+MASSES = (("goal", "goal"), ("edge", "edge"), ("first", "edge, first step"))
 
 
 @dataclass
@@ -66,7 +71,7 @@ def masses(weights: torch.Tensor, graph: Graph) -> dict[str, torch.Tensor]:
 
 
 def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: str | None = None,
-                    device: str = "cpu") -> dict:
+                    device: str = "cpu", origin: dict | None = None) -> dict:
     """
     Args:
         checkpoint: A checkpoint of a model trained on star_graph (any objective; only the trunk is probed).
@@ -74,6 +79,7 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         example: Which of them the heatmap shows.
         out: Folder for probe.json, probe.md and attention.png (default: probe/ beside the checkpoint's folder).
         device: cpu or cuda.
+        origin: Provenance (command, commit, ...) to store in probe.json.
     """
     import tasks
     from suite.checkpoints import load_trunk
@@ -108,6 +114,7 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     means = {key: value / count for key, value in totals.items()}
     objective = stored["hyper_parameters"].get("objective") or {}
     report = {
+        **(origin or {}),
         "checkpoint": str(checkpoint), "objective": objective.get("class_path", "NTP").rsplit(".", 1)[-1],
         "options": objective.get("init_args", {}), "graphs": count, "task": data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
@@ -161,13 +168,71 @@ def heatmap(weights: torch.Tensor, graph: Graph, tokens: list[str], path: Path, 
     plt.close(fig)
 
 
+def compare(folders: list[str], out: str | None = None) -> str:
+    """
+    Args:
+        folders: Probe folders (each holding the probe.json of `foresight probe attention`).
+        out: A file for the table (markdown); it is printed either way.
+    """
+    from suite.errors import check_writable
+
+    if not folders:
+        raise UsageError("no probe folders; allowed: one or more folders written by `foresight probe attention`")
+    reports = []
+    for folder in folders:
+        path = Path(folder) / "probe.json"
+        try:
+            report = json.loads(path.read_text())
+            if not isinstance(report, dict) or not report.get("layers"):
+                raise ValueError
+        except (OSError, ValueError):
+            raise UsageError(f"{str(folder)!r} holds no probe.json of `foresight probe attention`; allowed: folders "
+                             "it wrote") from None
+        reports.append((folder, report))
+    if out:
+        check_writable("--out", Path(out).parent)
+    lines = ["Per probe, the head (layer.head) with the most attention on each target, its mean weight, and that "
+             "weight over even spreading's.", "",
+             "| probe | objective | options | graphs | " + " | ".join(title for _, title in MASSES) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " |"]
+    for folder, report in reports:
+        cells = [Path(folder).name, report["objective"],
+                 ", ".join(f"{key}={value}" for key, value in sorted(report.get("options", {}).items())
+                           if value is not None) or "-",
+                 str(report["graphs"])]
+        for key, _ in MASSES:
+            best = max(report["layers"], key=lambda row: row[key])
+            cells.append(f"{best['layer']}.{best['head']}: {best[key]:.3f} ({best[key] / report['chance'][key]:.1f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return text
+
+
 def main(argv: list[str]) -> None:
-    """`foresight probe attention --checkpoint PATH [--limit N] [--example I] [--out DIR] [--device D]`."""
+    """`foresight probe attention --checkpoint PATH [--limit N] [--example I] [--out DIR] [--device D]`, or
+    `foresight probe compare DIR... [--out FILE]`."""
     from jsonargparse import ArgumentParser
+
+    from suite.errors import one_line
+    from suite.provenance import provenance
 
     if not argv or argv[0] not in KINDS:
         raise UsageError(f"unknown probe {argv[0] if argv else ''!r}; known: {', '.join(KINDS)}")
+    if argv[0] == "compare":
+        parser = ArgumentParser(prog="foresight probe compare", exit_on_error=False,
+                                description="Several attention probes side by side.")
+        parser.add_argument("folders", nargs="*", type=str, help="folders written by `foresight probe attention`")
+        parser.add_argument("--out", type=str, help="also write the table to this file")
+        try:
+            args = parser.parse_args(argv[1:])
+        except Exception as err:  # jsonargparse's ArgumentError: one line, as every other foresight mistake
+            raise UsageError(one_line(err)) from None
+        compare(args.folders, args.out)
+        return
     parser = ArgumentParser(prog="foresight probe attention", exit_on_error=False,
                             description="Attention of a star-graph model to the goal and to the path's edges.")
-    parser.add_function_arguments(probe_attention)
-    probe_attention(**parser.parse_args(argv[1:]).as_dict())
+    parser.add_function_arguments(probe_attention, skip={"origin"})
+    probe_attention(**parser.parse_args(argv[1:]).as_dict(), origin=provenance(["probe", *argv]))

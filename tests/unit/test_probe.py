@@ -89,6 +89,8 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
     main(["probe", "attention", "--checkpoint", str(star_checkpoint), "--limit", "3", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "probe.json").read_text())
     assert report["objective"] == "ParallelMTP" and report["graphs"] == 3
+    assert report["command"] == f"foresight probe attention --checkpoint {star_checkpoint} --limit 3 --out {tmp_path}"
+    assert "commit" in report and report["machine"]["cpus"] >= 1
     assert [(row["layer"], row["head"]) for row in report["layers"]] == [(0, h) for h in range(4)] + [
         (1, h) for h in range(4)]  # nano: 2 layers of 4 heads
     assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
@@ -111,7 +113,7 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["probe", "saliency"], "unknown probe 'saliency'; known: attention"),
+    (["probe", "saliency"], "unknown probe 'saliency'; known: attention, compare"),
     (["probe", "attention", "--checkpoint", "{reverse}"], "was trained on 'star_graph' (reversed); allowed: a "
      "checkpoint trained on star_graph, left to right"),
     (["probe", "attention", "--checkpoint", "{star}", "--limit", "0"], "limit=0 is out of range; allowed: >= 1"),
@@ -129,3 +131,37 @@ def test_bad_probe_input_is_one_line(argv, message, reverse_lm, star_checkpoint,
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def write_probe(folder, objective, options, rows, chance):
+    folder.mkdir(parents=True)
+    layers = [{"layer": layer, "head": head, "goal": goal, "edge": edge, "first": first}
+              for (layer, head), (goal, edge, first) in rows.items()]
+    (folder / "probe.json").write_text(json.dumps({"objective": objective, "options": options, "graphs": 200,
+                                                   "chance": chance, "layers": layers}))
+    return str(folder)
+
+
+def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreading(tmp_path, capsys):
+    from suite.cli import main
+
+    chance = {"goal": 0.05, "edge": 0.1, "first": 0.08}
+    ntp = write_probe(tmp_path / "ntp-s0", "NTP", {}, {(0, 0): (0.01, 0.3, 0.02), (1, 1): (0.2, 0.05, 0.04)}, chance)
+    mtp = write_probe(tmp_path / "mtp-s0", "ParallelMTP", {"n": 4, "headwise": None},
+                      {(0, 0): (0.4, 0.1, 0.6), (0, 1): (0.1, 0.2, 0.1)}, chance)
+    main(["probe", "compare", ntp, mtp, "--out", str(tmp_path / "compare.md")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4:] == ["| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) |",
+                         "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) |"]
+    assert (tmp_path / "compare.md").read_text().splitlines() == lines
+
+
+def test_compare_refuses_a_folder_without_a_probe_in_one_line(tmp_path, capsys):
+    from suite.cli import main
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit:
+        main(["probe", "compare", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1
+    assert f"{str(tmp_path / 'empty')!r} holds no probe.json of `foresight probe attention`" in err
