@@ -141,16 +141,21 @@ def sizes_main(argv: list[str]) -> None:
     parser.add_argument("--objective", type=str, default="ntp", help="registry name of the objective whose "
                         f"heads to count: {', '.join(objectives.OBJECTIVES)}")
     parser.add_argument("--options", type=dict, default={}, help="the objective's options, e.g. '{n: 4}'")
+    parser.add_argument("--seq_len", type=int, default=2048, help="context for the training FLOPs per token "
+                        "(analytic: 6 per trained weight, 4 * T * d per attention layer, each head's unembedding)")
     args = parser.parse_args(argv)
     check_range("vocab_size", args.vocab_size, 1)
+    check_range("seq_len", args.seq_len, 1)
     objective = objectives.build(args.objective, **args.options)
-    rows = size_table(args.vocab_size, objective)
-    table = Table(title=f"foresight model sizes at vocabulary {args.vocab_size}, objective {objective!r}")
+    rows = size_table(args.vocab_size, objective, args.seq_len)
+    table = Table(title=f"foresight model sizes at vocabulary {args.vocab_size}, objective {objective!r}, "
+                        f"FLOPs at context {args.seq_len}")
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "size" else "right")
     for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
-    Console(width=max(Console().width, 140)).print(table)
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.2f}" if isinstance(v, float) else str(v)
+                        for v in row.values()))
+    Console(width=max(Console().width, 160)).print(table)
 
 
 def module_main(module: str):

@@ -119,8 +119,10 @@ def count_parameters(trunk, objective=None) -> dict[str, int]:
     return counts
 
 
-def size_table(vocab_size: int = 32000, objective=None) -> list[dict]:
-    """Parameter counts of every size at a vocabulary, built on the meta device so `1b` costs no memory."""
+def size_table(vocab_size: int = 32000, objective=None, seq_len: int | None = None) -> list[dict]:
+    """Parameter counts of every size at a vocabulary, built on the meta device so `1b` costs no memory. With
+    `seq_len`, also the training FLOPs per token of `objective` at that context by the usual accounting
+    (suite.overhead.analytic_flops_per_token) and their ratio to next-token prediction's."""
     import torch
 
     from suite.model import Trunk
@@ -136,6 +138,14 @@ def size_table(vocab_size: int = 32000, objective=None) -> list[dict]:
 
                 replica = from_spec(objective.spec())
                 replica.attach(trunk)
-        rows.append({"size": name, "n_layer": config.n_layer, "d_model": config.d_model, "n_head": config.n_head,
-                     **count_parameters(trunk, replica)})
+        row = {"size": name, "n_layer": config.n_layer, "d_model": config.d_model, "n_head": config.n_head,
+               **count_parameters(trunk, replica)}
+        if seq_len is not None:
+            from objectives import NTP
+            from suite.overhead import analytic_flops_per_token
+
+            flops = analytic_flops_per_token(trunk, replica if replica is not None else NTP(), seq_len)
+            row["train FLOP/token"] = flops
+            row["x NTP"] = round(flops / analytic_flops_per_token(trunk, NTP(), seq_len), 3)
+        rows.append(row)
     return rows

@@ -39,6 +39,20 @@ def test_sizes_are_the_advertised_scale(name, low, high):
     assert low <= total <= high, (name, total)
 
 
+def test_training_flops_per_token_by_hand_at_nano():
+    from objectives import ParallelMTP
+
+    V, d, T, L, ff, heads = 100, 64, 8, 2, 192, 4
+    block = 2 * (3 * d * d + d * d + 3 * d * ff) + 4 * T * heads * (d // heads)  # matmuls, then QK^T and AV
+    ntp = 3 * (L * block + 2 * V * d)  # forward + backward: three forward passes; the unembedding once
+    mtp = 3 * ((L + 1) * block + 2 * 2 * V * d)  # n = 2: one more block, a second unembedding
+    (nano,) = [row for row in size_table(V, NTP(), seq_len=T) if row["size"] == "nano"]
+    assert nano["train FLOP/token"] == ntp == 689_664 and nano["x NTP"] == 1.0
+    (nano,) = [row for row in size_table(V, ParallelMTP(n=2), seq_len=T) if row["size"] == "nano"]
+    assert nano["train FLOP/token"] == mtp and nano["x NTP"] == round(mtp / ntp, 3)
+    assert "x NTP" not in size_table(V)[0]  # only when a context is given
+
+
 def test_size_table_builds_on_meta_without_allocating():
     rows = size_table(32000)
     assert [r["size"] for r in rows] == list(SIZES)
