@@ -151,8 +151,9 @@ def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreadin
                       {(0, 0): (0.4, 0.1, 0.6), (0, 1): (0.1, 0.2, 0.1)}, chance)
     main(["probe", "compare", ntp, mtp, "--out", str(tmp_path / "compare.md")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[4:] == ["| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) |",
-                         "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) |"]
+    assert lines[4:] == [
+        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) |",
+        "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) |"]
     assert (tmp_path / "compare.md").read_text().splitlines() == lines
 
 
