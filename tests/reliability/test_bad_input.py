@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 KNOWN_SIZES = "nano, micro, tiny, small, base, large, 1b"
+SHIPPED_SWEEPS = ", ".join(sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "suite/sweeps").glob(
+    "*.yaml")))  # the sweep files shipped in the package, which `--config NAME` finds
 FIT_SAFE = ["--trainer.max_steps=1"]  # put before a fit case's own options: a fit that wrongly starts ends soon
 NOT_A_CHECKPOINT = "allowed: a .ckpt file written by foresight fit"
 KEEP = "results already written\n"
@@ -101,7 +103,7 @@ CASES = [
 
     # sweep
     Case(("sweep", "--config", "missing.yaml"),
-         "sweep file 'missing.yaml' does not exist; allowed: a YAML path, or a shipped sweep: quickstart"),
+         "sweep file 'missing.yaml' does not exist; allowed: a YAML path, or a shipped sweep: " + SHIPPED_SWEEPS),
     Case(("sweep", "--config", "bad.yaml"), "sweep file 'bad.yaml' is not valid YAML (while parsing a flow sequence",
          {"bad.yaml": BAD_YAML}),
     Case(("sweep", "--config", "sweep.yaml"), f"unknown size 'giant' in the sweep; known: {KNOWN_SIZES}",
