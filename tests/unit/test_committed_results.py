@@ -28,3 +28,18 @@ def test_a_committed_report_regenerates_exactly_from_its_runs_jsonl(folder, tmp_
     assert regenerated.read_text() == (folder / "report.md").read_text()
     committed = sorted(path.name for path in (folder / "plots").glob("*.png"))
     assert sorted(path.name for path in (copy / "plots").glob("*.png")) == committed
+
+
+@pytest.mark.parametrize("folder", REPORTS, ids=[str(folder.relative_to(RESULTS)) for folder in REPORTS])
+def test_a_committed_study_holds_exactly_the_points_of_its_shipped_sweep_file(folder):
+    """A shipped sweep file edited after its results were committed would orphan them: its points' ids (a hash of
+    each point's whole config) would no longer match the rows."""
+    from suite.results import read_rows
+    from suite.sweep import SHIPPED, grid, load_sweep
+
+    rows = read_rows(folder / "runs.jsonl")
+    name = rows[0]["sweep"]
+    if not (SHIPPED / f"{name}.yaml").is_file():
+        pytest.skip(f"{name} is not a shipped sweep")
+    assert sorted(row["point"] for row in rows) == sorted(point.id for point in grid(load_sweep(name)))
+    assert all(row["status"] == "ok" for row in rows)
