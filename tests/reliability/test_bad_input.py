@@ -49,6 +49,15 @@ ROW = ('{"schema": %d, "sweep": "toy", "point": "ntp-nano-s0", "role": "point", 
        '"axes": {"objective": "ntp", "n": null, "size": "nano", "seed": 0, "data": "star_graph"}}\n')
 TOY = {"results/toy/runs.jsonl": ROW % 1, "results/toy/report.md": "# toy\n\nan earlier report\n"}
 
+
+def unreadable(what: str, args) -> list[Case]:
+    """A missing file, half a checkpoint and a text file, each given where a checkpoint goes (`args(path)` are the
+    case's arguments): each refused in one line that names the file as `what`."""
+    return [Case(args("missing.ckpt"), f"{what} 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
+            Case(args(HALF), f"{what} '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT, {HALF: ""}),
+            Case(args("keep.txt"), f"{what} 'keep.txt' cannot be read (UnpicklingError); " + NOT_A_CHECKPOINT)]
+
+
 CASES = [
     # fit: unknown names, out-of-range numbers, wrong types
     Case(("fit", "--model.size=giant"), f"unknown size 'giant'; known: {KNOWN_SIZES}"),
@@ -76,26 +85,18 @@ CASES = [
     Case(("fit", "--config", "bad.yaml"), "--config 'bad.yaml' is not valid YAML (while parsing a flow sequence",
          {"bad.yaml": BAD_YAML}),
     # fit: the reverse model of FSP-RevLM
-    Case(("fit", "--model.objective=FSPRevLM", "--model.objective.reverse_lm=missing.ckpt"),
-         "fsp_revlm reverse_lm 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
+    *unreadable("fsp_revlm reverse_lm",
+                lambda path: ("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={path}")),
     Case(("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={REVERSE}"),
          f"fsp_revlm reverse_lm '{REVERSE}' has vocabulary size 23; allowed: the model's own, 26", {REVERSE: ""}),
     Case(("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={FSP_BOW}"),
          f"fsp_revlm reverse_lm '{FSP_BOW}' was not trained on reversed sequences; allowed: a checkpoint of "
          "foresight fit --data.reverse=true", {FSP_BOW: ""}),
-    Case(("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={HALF}"),
-         f"fsp_revlm reverse_lm '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT, {HALF: ""}),
-    Case(("fit", "--model.objective=FSPRevLM", "--model.objective.reverse_lm=keep.txt"),
-         "fsp_revlm reverse_lm 'keep.txt' cannot be read (UnpicklingError); " + NOT_A_CHECKPOINT),
     # fit: the checkpoint to resume from, the run's folder
-    Case(("fit", "--ckpt_path=missing.ckpt"), "--ckpt_path 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
-    Case(("fit", f"--ckpt_path={HALF}"), f"--ckpt_path '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT,
-         {HALF: ""}),
+    *unreadable("--ckpt_path", lambda path: ("fit", f"--ckpt_path={path}")),
     Case(("fit", f"--ckpt_path={REVERSE}"), f"--ckpt_path '{REVERSE}' holds a model of NTP, size nano, vocabulary "
          "23 (weight 'trunk.embed.weight' differs); allowed: a checkpoint of this run's model, NTP, size nano, "
          "vocabulary 26", {REVERSE: ""}),
-    Case(("fit", "--ckpt_path=keep.txt"), "--ckpt_path 'keep.txt' cannot be read (UnpicklingError); "
-         + NOT_A_CHECKPOINT),
     Case(("fit", "--trainer.default_root_dir=keep.txt/run"), "--trainer.default_root_dir 'keep.txt/run' cannot be "
          "written ('keep.txt' is a file); allowed: a folder you can write"),
     Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, report, dashboard, "
@@ -139,12 +140,7 @@ CASES = [
          "--limit: Expected an int. Got value: all", {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--device", "tpu"),
          "unknown device 'tpu' for --device; allowed: cpu, cuda, cuda:N", {REVERSE: ""}),
-    Case(("eval", "--checkpoint", "missing.ckpt", "--tasks", "star_graph"),
-         "checkpoint 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
-    Case(("eval", "--checkpoint", "keep.txt", "--tasks", "star_graph"),
-         "checkpoint 'keep.txt' cannot be read (UnpicklingError); " + NOT_A_CHECKPOINT),
-    Case(("eval", "--checkpoint", HALF, "--tasks", "star_graph"),
-         f"checkpoint '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT, {HALF: ""}),
+    *unreadable("checkpoint", lambda path: ("eval", "--checkpoint", path, "--tasks", "star_graph")),
     Case(("eval", "--checkpoint", FSP_BOW, "--tasks", "star_graph", "--speculative"),
          f"checkpoint '{FSP_BOW}' was trained with fsp_bow, which has no heads that draft tokens; allowed: a "
          "checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp", {FSP_BOW: ""}),
@@ -156,12 +152,7 @@ CASES = [
          "--checkpoint without --selfcheck", {REVERSE: ""}),
 
     # export
-    Case(("export", "--checkpoint", "missing.ckpt", "--out", "hf"),
-         "checkpoint 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
-    Case(("export", "--checkpoint", "keep.txt", "--out", "hf"),
-         "checkpoint 'keep.txt' cannot be read (UnpicklingError); " + NOT_A_CHECKPOINT),
-    Case(("export", "--checkpoint", HALF, "--out", "hf"),
-         f"checkpoint '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT, {HALF: ""}),
+    *unreadable("checkpoint", lambda path: ("export", "--checkpoint", path, "--out", "hf")),
     Case(("export", "--checkpoint", REVERSE, "--out", "keep.txt/hf"),
          "--out 'keep.txt/hf' cannot be written ('keep.txt' is a file); allowed: a folder you can write",
          {REVERSE: ""}),
@@ -206,10 +197,7 @@ CASES = [
     Case(("bench", "overhead", "--horizons", "[2,0]"), "horizons=0 is out of range; allowed: in [2, 255]"),
     Case(("bench", "decode", "--horizons", "[1]"), "horizons=1 is out of range; allowed: >= 2"),
     Case(("bench", "decode", "--task", "poetry"), "unknown task 'poetry'; known: star_graph, countdown"),
-    Case(("bench", "decode", "--checkpoint", "missing.ckpt"),
-         "checkpoint 'missing.ckpt' does not exist; " + NOT_A_CHECKPOINT),
-    Case(("bench", "decode", "--checkpoint", HALF),
-         f"checkpoint '{HALF}' cannot be read (RuntimeError); " + NOT_A_CHECKPOINT, {HALF: ""}),
+    *unreadable("checkpoint", lambda path: ("bench", "decode", "--checkpoint", path)),
     Case(("bench", "decode", "--checkpoint", FSP_BOW), f"checkpoint '{FSP_BOW}' was trained with fsp_bow, which has "
          "no heads that draft tokens; allowed: a checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp",
          {FSP_BOW: ""}),
