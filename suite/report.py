@@ -204,16 +204,30 @@ def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
     interval = entry["families"].get(name) if kind == "family" else (entry["scores"].get(name) or {}).get(metric)
     if interval is None:
         return "—"
-    if interval["half_width"] is None:
-        cell = f"{interval['mean']:.3f} (1 seed, no CI)"
-    else:
-        cell = f"{interval['mean']:.3f} ± {interval['half_width']:.3f}"
+    cell = interval_text(interval, one_seed=" (1 seed, no CI)")
     if entry["objective"] == REFERENCE:
         return cell
     test = (entry["family_tests"] if kind == "family" else entry["tests"]).get(name)
     if test is None:
         return f"{cell} (no test)"
     return f"{cell} (p={test['p']:.2g}{'' if test['significant'] else ', n.s.'})"
+
+
+def interval_text(interval: dict, one_seed: str = "") -> str:
+    """A mean ± the half-width of its 95% interval; with one seed (no interval), the mean and `one_seed`."""
+    if interval["half_width"] is None:
+        return f"{interval['mean']:.3f}{one_seed}"
+    return f"{interval['mean']:.3f} ± {interval['half_width']:.3f}"
+
+
+def leading(entry: dict, several_sizes: bool) -> list[str]:
+    """The cells that say which setting a table row is: size (when the table has several), objective, n, seeds."""
+    return ([entry["size"]] if several_sizes else []) + [entry["objective"], str(entry["n"] or 1),
+                                                          str(len(entry["seeds"]))]
+
+
+def leading_header(several_sizes: bool) -> list[str]:
+    return (["size"] if several_sizes else []) + ["objective", "n", "seeds"]
 
 
 def ratio_cell(entry: dict, name: str) -> str:
@@ -225,14 +239,12 @@ def table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The comparison table as a header and rows of cells: report.md's table, and the sweep's wandb.Table."""
     several_sizes = len({entry["size"] for entry in entries}) > 1
     columns = table_columns(entries)
-    header = (["size"] if several_sizes else []) + ["objective", "n", "seeds"]
+    header = leading_header(several_sizes)
     header += [name if kind == "family" else f"{name} {metric}" for kind, name, metric in columns]
     header += ["step time / NTP", "memory / NTP"]
     rows = []
     for entry in entries:
-        cells = ([entry["size"]] if several_sizes else []) + [entry["objective"], str(entry["n"] or 1),
-                                                              str(len(entry["seeds"]))]
-        cells += [score_cell(entry, *column) for column in columns]
+        cells = leading(entry, several_sizes) + [score_cell(entry, *column) for column in columns]
         cells += [ratio_cell(entry, "step_time_s"), ratio_cell(entry, "train_memory_bytes")]
         rows.append(cells)
     return header, rows
@@ -264,17 +276,12 @@ def metric_tables(entries: list[dict]) -> list[str]:
     for task, names in sorted(metrics.items()):
         if len(names) < 2:
             continue
-        header = (["size"] if several_sizes else []) + ["objective", "n", "seeds", *names]
         rows = []
         for entry in entries:
-            cells = ([entry["size"]] if several_sizes else []) + [entry["objective"], str(entry["n"] or 1),
-                                                                  str(len(entry["seeds"]))]
-            for name in names:
-                interval = (entry["scores"].get(task) or {}).get(name)
-                cells.append("—" if interval is None else f"{interval['mean']:.3f}" + (
-                    "" if interval["half_width"] is None else f" ± {interval['half_width']:.3f}"))
-            rows.append(cells)
-        parts += [f"### {task}", "", render(header, rows), ""]
+            intervals = [(entry["scores"].get(task) or {}).get(name) for name in names]
+            rows.append(leading(entry, several_sizes) + ["—" if interval is None else interval_text(interval)
+                                                         for interval in intervals])
+        parts += [f"### {task}", "", render(leading_header(several_sizes) + names, rows), ""]
     return parts
 
 
