@@ -38,6 +38,10 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
 )
 
 
+CKPT_NAMES = ("last", "best", "hpc", "registry")
+"""What --ckpt_path may name instead of a file: checkpoints Lightning finds itself."""
+
+
 def _cli_class():
     from lightning.pytorch.cli import LightningCLI
 
@@ -63,7 +67,7 @@ def _cli_class():
 
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if ckpt_path is not None and ckpt_path not in ("last", "best", "hpc", "registry"):
+            if ckpt_path is not None and ckpt_path not in CKPT_NAMES:
                 read(ckpt_path, "--ckpt_path", mmap=True)
 
         def instantiate_trainer(self, **kwargs):
@@ -81,7 +85,7 @@ def _cli_class():
             if ckpt_path == "last":  # where this run's `last` is, if it is there
                 ckpt_path = os.path.join(root, "checkpoints", "last.ckpt") if os.path.isfile(
                     os.path.join(root, "checkpoints", "last.ckpt")) else None
-            if ckpt_path is not None and ckpt_path not in ("best", "hpc", "registry"):
+            if ckpt_path is not None and ckpt_path not in CKPT_NAMES:  # `last` is a file or None by now
                 check_resumes(ckpt_path, self.model)
             try:
                 return super().instantiate_trainer(**kwargs)

@@ -216,7 +216,6 @@ def main(argv: list[str]) -> None:
     `foresight probe compare DIR... [--out FILE]`."""
     from jsonargparse import ArgumentParser
 
-    from suite.errors import one_line
     from suite.provenance import provenance
 
     if not argv or argv[0] not in KINDS:
@@ -226,10 +225,7 @@ def main(argv: list[str]) -> None:
                                 description="Several attention probes side by side.")
         parser.add_argument("folders", nargs="*", type=str, help="folders written by `foresight probe attention`")
         parser.add_argument("--out", type=str, help="also write the table to this file")
-        try:
-            args = parser.parse_args(argv[1:])
-        except Exception as err:  # jsonargparse's ArgumentError: one line, as every other foresight mistake
-            raise UsageError(one_line(err)) from None
+        args = parser.parse_args(argv[1:])  # a bad option: jsonargparse's ArgumentError, one line from suite.cli
         compare(args.folders, args.out)
         return
     parser = ArgumentParser(prog="foresight probe attention", exit_on_error=False,

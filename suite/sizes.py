@@ -144,8 +144,9 @@ def size_table(vocab_size: int = 32000, objective=None, seq_len: int | None = No
             from objectives import NTP
             from suite.overhead import analytic_flops_per_token
 
-            flops = analytic_flops_per_token(trunk, replica if replica is not None else NTP(), seq_len)
+            ntp = analytic_flops_per_token(trunk, NTP(), seq_len)
+            flops = ntp if replica is None else analytic_flops_per_token(trunk, replica, seq_len)
             row["train FLOP/token"] = flops
-            row["x NTP"] = round(flops / analytic_flops_per_token(trunk, NTP(), seq_len), 3)
+            row["x NTP"] = round(flops / ntp, 3)
         rows.append(row)
     return rows
