@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from objectives.base import IGNORE, Head, Objective, future_targets, head_losses, linear_cross_entropy, token_loss
+from objectives.base import IGNORE, Objective, future_targets, token_loss
+from objectives.fused import linear_cross_entropy
+from objectives.heads import Head, head_losses
 from objectives.causal_mtp import CausalMTP
 from objectives.fsp_bow import FSPBoW
 from objectives.fsp_revlm import FSPRevLM
 from objectives.ntp import NTP
 from objectives.parallel_mtp import ParallelMTP
 from objectives.sequential_mtp import SequentialMTP
+from objectives.teacherless import Teacherless
 from suite import errors
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM)}
+    cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless)}
 """Registry name -> class. Adding an objective is one file and one entry here."""
 
 
@@ -38,5 +41,5 @@ def from_spec(spec: dict | str | Objective) -> Objective:
 
 
 __all__ = ["IGNORE", "NTP", "OBJECTIVES", "CausalMTP", "FSPBoW", "FSPRevLM", "Head", "Objective", "ParallelMTP",
-           "SequentialMTP", "build", "from_spec", "future_targets", "head_losses", "linear_cross_entropy",
-           "token_loss"]
+           "SequentialMTP", "Teacherless", "build", "from_spec", "future_targets", "head_losses",
+           "linear_cross_entropy", "token_loss"]

@@ -1,14 +1,21 @@
 """Future summary prediction with a hand-crafted summary (Mahajan et al., "Beyond Multi-Token Prediction:
 Pretraining LLMs with Future Summaries", arXiv 2510.14751): next-token prediction plus an auxiliary head that
 predicts, at position t, the multi-hot bag of the tokens x_{t+2} .. x_{t+tau} (which tokens come, not where),
-with a reweighted binary cross-entropy summed over the vocabulary:
+with a reweighted binary cross-entropy, a weighted mean over the vocabulary:
 
-    L_bow(t) = sum_v w(v) [softplus(z_v) - a_v z_v],  a_v = 1 if v is in the window
+    L_bow(t) = sum_v w(v) [softplus(z_v) - a_v z_v] / sum_v w(v),  a_v = 1 if v is in the window
 
 The weights are tf-idf-like. The window's term frequency is 0 or 1 (a multi-hot target), and w(v) is the
-smoothed inverse document frequency of v over the batch's sequences (scikit-learn's smooth idf):
-w(v) = ln((1 + N) / (1 + df(v))) + 1, with N sequences and df(v) of them holding v as a target token. Frequent
-tokens weigh less. weighting="none" sets w = 1."""
+smoothed inverse document frequency of v over the batch's sequences (scikit-learn's smooth idf),
+w(v) = ln((1 + N) / (1 + df(v))) + 1, with N sequences and df(v) of them holding v as a target token, over the
+tokens that are targets somewhere in the batch (df(v) > 0); a token that is never a target weighs 0: frequent
+tokens weigh less, and tokens no window can hold (padding, the prompt's separators) weigh nothing.
+weighting="none" sets w = 1 on the same tokens.
+
+The mean keeps the auxiliary loss on the scale of next-token prediction whatever the vocabulary: ln 2 at
+initialisation, where every logit is near 0, against ln V for the next token. The paper's own normalisation was not
+available to us; a sum over the vocabulary (what foresight did first) is V ln 2 at initialisation, 17x the
+next-token loss on the star graph, and trained the trunk on the bag-of-words loss alone."""
 
 from __future__ import annotations
 
@@ -18,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.base import (IGNORE, Head, Metrics, Objective, future_targets, fused_linear_loss, head_losses,
-                             run_blocks, token_head)
+from objectives.base import IGNORE, Metrics, Objective, future_targets
+from objectives.fused import fused_linear_loss
+from objectives.heads import Head, head_losses, run_blocks, token_head
 from suite.errors import check_range
 
 
@@ -31,8 +39,9 @@ class FSPBoW(Objective):
         """
         Args:
             tau: The window's end: the bag holds x_{t+2} .. x_{t+tau} (tau >= 2).
-            weighting: Per-token weights of the binary cross-entropy: "tfidf" (smoothed idf over the batch) or "none".
-            loss_weight: Weight of the bag-of-words loss added to next-token prediction.
+            weighting: Per-token weights of the binary cross-entropy's mean over the vocabulary: "tfidf" (smoothed idf
+                over the batch) or "none" (uniform); tokens that are no target in the batch weigh 0 either way.
+            loss_weight: Weight of the bag-of-words loss added to next-token prediction (the paper adds it as is).
             head_layers: Transformer blocks in the auxiliary head, which then uses the shared final norm and
                 unembedding for its vocabulary logits.
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
@@ -67,19 +76,21 @@ class FSPBoW(Objective):
         return window, (window >= 0).any(dim=-1)
 
     def token_weights(self, tokens: torch.Tensor, mask: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
-        """w(v) for every vocabulary entry [V]."""
-        if self.weighting == "none":
-            return torch.ones(vocab_size, device=tokens.device)
+        """w(v) / sum_v w(v) for every vocabulary entry [V]: the weights of the mean, 0 where v is no target."""
         targets = tokens if mask is None else tokens.masked_fill(~mask, vocab_size)  # non-targets: a spare column
         present = torch.zeros(tokens.shape[0], vocab_size + 1, dtype=torch.bool, device=tokens.device)
         df = present.scatter_(1, targets, True)[:, :vocab_size].sum(dim=0).float()
-        return torch.log((1 + tokens.shape[0]) / (1 + df)) + 1
+        if self.weighting == "none":
+            weights = (df > 0).float()
+        else:
+            weights = (torch.log((1 + tokens.shape[0]) / (1 + df)) + 1) * (df > 0)
+        return weights / weights.sum().clamp(min=1e-12)
 
     def bow_loss(self, x: torch.Tensor, weight: torch.Tensor, window: torch.Tensor, valid: torch.Tensor,
                  token_weights: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """`scale` times the mean over valid positions of sum_v w(v) [softplus(z_v) - a_v z_v] for the logits
-        z = x @ weight.T, and the unscaled mean (detached), chunk by chunk (`fused_linear_loss`), never a dense
-        multi-hot tensor. x: [..., D] normed, window from `bag`."""
+        z = x @ weight.T (w from `token_weights`, which sum to 1), and the unscaled mean (detached), chunk by chunk
+        (`fused_linear_loss`), never a dense multi-hot tensor. x: [..., D] normed, window from `bag`."""
         x, window, valid = x.reshape(-1, x.shape[-1]), window.reshape(-1, window.shape[-1]), valid.reshape(-1)
         slots, present = window.clamp(min=0), (window >= 0)
 
@@ -104,7 +115,7 @@ class FSPBoW(Objective):
                                         self.loss_weight)
             return value, {"loss/fsp": mean}
 
-        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden))
+        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden), "fsp")
 
     def loss(self, trunk, hidden, tokens, mask=None):
         heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"), self._bow_head(trunk, tokens, mask)]

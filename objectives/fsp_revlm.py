@@ -4,14 +4,19 @@ loaded frozen; its hidden state after reading the suffix x_{T-1}, ..., x_{t+2} (
 future beyond the next token. An auxiliary head on the forward model regresses that summary at position t from
 x_{<=t} with a squared L2 loss, added to next-token prediction.
 
-The summary is the reverse model's final-normed hidden state (what its unembedding reads), so its scale is fixed."""
+The summary is the reverse model's final-normed hidden state (what its unembedding reads), so its scale is fixed,
+and the loss is the mean squared error per dimension: about 1 at initialisation (a norm's output has unit RMS,
+the head's prediction is near 0) whatever the width, on the scale of the next-token loss. A sum over the d
+dimensions (what foresight did first) is about d, 64 at `nano` and 512 at `small`, and swamped next-token
+prediction."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from objectives.base import Head, Metrics, Objective, future_targets, head_losses, run_blocks, token_head
+from objectives.base import Metrics, Objective, future_targets
+from objectives.heads import Head, head_losses, run_blocks, token_head
 from suite import checkpoints
 from suite.errors import UsageError, check_range
 
@@ -23,7 +28,8 @@ class FSPRevLM(Objective):
         """
         Args:
             reverse_lm: Checkpoint of a right-to-left model: `foresight fit --data.reverse=true` on the same data.
-            loss_weight: Weight of the summary regression loss added to next-token prediction.
+            loss_weight: Weight of the summary regression loss (a mean squared error per dimension) added to
+                next-token prediction.
             head_layers: Transformer blocks in the auxiliary head (then an RMSNorm and a projection to the
                 reverse model's width).
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
@@ -78,12 +84,12 @@ class FSPRevLM(Objective):
         def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
             predicted = self.out(state).float()
             count = valid.sum().clamp(min=1)
-            value = ((predicted - targets.float()).pow(2).sum(-1) * valid).sum() / count
+            value = ((predicted - targets.float()).pow(2).mean(-1) * valid).sum() / count
             with torch.no_grad():
                 cosine = (torch.cosine_similarity(predicted, targets.float(), dim=-1) * valid).sum() / count
             return self.loss_weight * value, {"loss/fsp": value.detach(), "cos/fsp": cosine}
 
-        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden))
+        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden), "fsp")
 
     def loss(self, trunk, hidden, tokens, mask=None):
         heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"),

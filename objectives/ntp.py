@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from objectives.base import Objective, future_targets, head_losses, token_head
+from objectives.base import Objective, future_targets
+from objectives.heads import head_losses, token_head
 
 
 class NTP(Objective):

@@ -1,27 +1,36 @@
 """Parallel multi-token prediction (Gloeckle et al., "Better & Faster Large Language Models via Multi-token
-Prediction", ICML 2024): n heads on the shared trunk output, head k predicts x_{t+k}, all through the trunk's
-shared final norm and unembedding.
+Prediction", ICML 2024): n heads on a shared trunk, head k predicts x_{t+k}, all through the trunk's shared final
+norm and unembedding. Two layouts:
 
-Head 1 is the trunk's own next-token head, so ParallelMTP(n=1) is NTP exactly and every checkpoint stays a plain
-causal LM; heads 2..n are `head_layers` transformer blocks each, built like the trunk's."""
+    stacked   head 1 is the trunk output itself; heads 2..n are `head_layers` blocks each on top of it, so every
+              extra head sits one block deeper than the next-token head
+    siblings  Gloeckle et al.'s: every head, the next-token head included, is its own `head_layers` blocks on a
+              shared trunk. Head 1's blocks are the trunk's last ones; heads 2..n branch off below them.
+
+Either way the next-token path is the trunk's, so ParallelMTP(n=1) is NTP exactly and every checkpoint stays a
+plain causal LM; the two layouts have the same parameters, and differ only in where heads 2..n read from."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import torch
 from torch import nn
 
-from objectives.base import Head, Objective, future_targets, head_losses, run_blocks, token_head
-from suite.errors import UsageError, check_range
+from objectives.base import Objective, future_targets
+from objectives.heads import Head, head_losses, run_blocks, token_head
+from suite.errors import UsageError, check_choice, check_range
 
 
 class ParallelMTP(Objective):
     name = "parallel_mtp"
     chained = False
+    layouts = ("stacked", "siblings")
 
     def __init__(self, n: int = 2, head_layers: int = 1, loss_reduction: Literal["sum", "mean"] = "sum",
-                 head_weights: list[float] | None = None, match_params: bool = False, headwise: bool | None = None):
+                 head_weights: list[float] | None = None, match_params: bool = False, headwise: bool | None = None,
+                 layout: Literal["stacked", "siblings"] = "stacked"):
         """
         Args:
             n: Tokens predicted per position (heads); n = 1 is next-token prediction.
@@ -32,8 +41,11 @@ class ParallelMTP(Objective):
                 comparison); by default the heads are added on top of the trunk.
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
                 are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
+            layout: "stacked" (heads 2..n on the trunk output) or "siblings" (Gloeckle et al.: heads 2..n beside
+                the trunk's last `head_layers` blocks, which are the next-token head).
         """
         super().__init__()
+        check_choice(f"{self.name} layout", layout, self.layouts)
         check_range(f"{self.name} n", n, 1)
         check_range(f"{self.name} head_layers", head_layers, 1)
         if head_weights is not None:
@@ -43,7 +55,7 @@ class ParallelMTP(Objective):
             if min(head_weights) < 0:
                 raise UsageError(f"{self.name} head_weights={head_weights} has a negative weight; allowed: >= 0")
         self.n, self.head_layers, self.loss_reduction = n, head_layers, loss_reduction
-        self.head_weights, self.match_params, self.headwise = head_weights, match_params, headwise
+        self.head_weights, self.match_params, self.headwise, self.layout = head_weights, match_params, headwise, layout
 
     @classmethod
     def horizon_options(cls, n: int) -> dict:
@@ -61,11 +73,36 @@ class ParallelMTP(Objective):
                 raise UsageError(f"{self.name} match_params with n={self.n} would remove {self.n - 1} of the trunk's "
                                  f"{len(trunk.blocks)} blocks; allowed: n <= {len(trunk.blocks)}")
             trunk.blocks = trunk.blocks[: len(trunk.blocks) - (self.n - 1)]
+        if self.layout == "siblings" and self.n > 1 and self.head_layers > len(trunk.blocks):
+            raise UsageError(f"{self.name} layout=siblings needs the trunk's last head_layers={self.head_layers} "
+                             f"blocks as the next-token head, and the trunk has {len(trunk.blocks)}; allowed: "
+                             f"head_layers <= {len(trunk.blocks)}")
         self.heads = nn.ModuleList(
             nn.ModuleList(trunk.make_block() for _ in range(self.head_layers)) for _ in range(self.n - 1))
 
+    def branch_depth(self, trunk) -> int:
+        """How many trunk blocks the heads share: all of them when stacked; with siblings, all but the last
+        `head_layers`, which are the next-token head."""
+        siblings = self.layout == "siblings" and self.n > 1
+        return len(trunk.blocks) - (self.head_layers if siblings else 0)
+
+    def hidden(self, trunk, tokens, mask=None):
+        return trunk(tokens, depth=self.branch_depth(trunk))
+
+    def head_params(self, trunk):
+        """With siblings, the next-token head's blocks (the trunk's last) are read inside the heads too."""
+        own = list(trunk.blocks[self.branch_depth(trunk):].parameters())
+        return list({id(p): p for p in [*super().head_params(trunk), *own]}.values())
+
+    def _first(self, trunk):
+        """The next-token head's state from the shared state: the trunk's remaining blocks (none when stacked)."""
+        depth = self.branch_depth(trunk)
+        if depth == len(trunk.blocks):
+            return None
+        return lambda hidden, previous: run_blocks(trunk, trunk.blocks[depth:], hidden)
+
     def _step(self, trunk, k: int):
-        """Head k's state (k >= 2) from the trunk output and head k-1's state; with a KV cache of the head's
+        """Head k's state (k >= 2) from the shared state and head k-1's state; with a KV cache of the head's
         blocks, at the positions after the cached ones."""
         blocks = self.heads[k - 2]
         return lambda hidden, previous, cache=None: run_blocks(trunk, blocks, hidden, cache)
@@ -75,7 +112,7 @@ class ParallelMTP(Objective):
         return [future_targets(tokens, k, mask) for k in range(1, self.n + 1)]
 
     def _heads(self, trunk, tokens, mask) -> list[Head]:
-        return [token_head(trunk, targets, weight, f"head_{k}", None if k == 1 else self._step(trunk, k))
+        return [token_head(trunk, targets, weight, f"head_{k}", self._first(trunk) if k == 1 else self._step(trunk, k))
                 for k, (targets, weight) in enumerate(zip(self.targets(tokens, mask), self.weights), start=1)]
 
     def loss(self, trunk, hidden, tokens, mask=None):
@@ -83,10 +120,14 @@ class ParallelMTP(Objective):
                            chained=self.chained, headwise=self.use_headwise(trunk))
 
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden = trunk(input_ids)
+        hidden = self.hidden(trunk, input_ids)
+        first = self._first(trunk)
         drafts, state = [], hidden
         for k in range(1, self.n + 1):
-            state = hidden if k == 1 else self._step(trunk, k)(hidden, state)
+            if k == 1:
+                state = hidden if first is None else first(hidden, None)
+            else:
+                state = self._step(trunk, k)(hidden, state)
             drafts.append(trunk.logits(state))
         return torch.stack(drafts, dim=2)
 
@@ -95,12 +136,37 @@ class ParallelMTP(Objective):
         are all kept (see `Drafter`), so the caches never roll back."""
         steps = [self._step(trunk, k) for k in range(2, self.n + 1)]
         caches = [trunk.new_cache(batch, max_len, self.head_layers) for _ in steps]
+        shared = BranchState(trunk, self.branch_depth(trunk))
 
         def draft(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            hidden = shared(hidden)
             state, drafts = hidden, []
             for step, cache in zip(steps, caches):
                 state = step(hidden, state, cache)
                 drafts.append(trunk.logits(state[:, -1]).argmax(-1))
             return torch.stack(drafts, dim=1) if drafts else tokens[:, :0]
 
+        if shared.handle is not None:  # the hook goes when decoding drops the drafter
+            weakref.finalize(draft, shared.handle.remove)
         return draft
+
+
+class BranchState:
+    """During decoding, the trunk's state after its first `depth` blocks at the positions of the last trunk pass,
+    for heads that branch off there: a forward hook on that block records it (the decoding loop only sees the
+    trunk's output). Called with the trunk output the drafter was given, it returns the matching positions of the
+    recorded state, or the trunk output itself when the heads branch off at the end."""
+
+    def __init__(self, trunk, depth: int):
+        self.state, self.handle = None, None
+        if depth < len(trunk.blocks):
+            where = trunk.blocks[depth - 1] if depth else trunk.embed
+            self.handle = where.register_forward_hook(self._record)
+
+    def _record(self, module, args, output) -> None:
+        self.state = output
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.handle is None:
+            return hidden
+        return self.state[:, : hidden.shape[1]]  # the pass's first positions are the ones it kept

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.base import Objective, embed, future_targets, head_losses, run_blocks, token_head
+from objectives.base import Objective, future_targets
+from objectives.heads import embed, head_losses, run_blocks, token_head
 from suite.errors import UsageError, check_range
 
 

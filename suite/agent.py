@@ -43,7 +43,7 @@ def source(sweep) -> str:
 
 
 def find_point(sweep, point_id: str):
-    from suite.sweep import grid
+    from suite.grid import grid
 
     points = {point.id: point for point in grid(sweep)}
     if point_id not in points:

@@ -100,6 +100,16 @@ def load_model(path: str | Path, what: str = "checkpoint") -> tuple[Model, dict]
     return model, checkpoint
 
 
+def answering_objective(checkpoint: dict) -> Objective:
+    """What a checkpoint's model answers with when it is asked without its heads: its own objective when that
+    decodes in one pass (teacherless, whose answers must come from dummy inputs), else next-token prediction, the
+    causal LM every checkpoint is."""
+    import objectives
+
+    objective = objectives.from_spec(checkpoint.get("hyper_parameters", {}).get("objective") or "ntp")
+    return objective if objective.decoding == "one_pass" else objectives.NTP()  # built, not attached: no weights
+
+
 def load_tokenizer(checkpoint: dict):
     """The `tokenizers.Tokenizer` a checkpoint's model was trained with: stored by TaskData in the checkpoint, or
     rebuilt from the data settings for checkpoints without one."""

@@ -88,7 +88,7 @@ def sweep_tasks(results: str | None) -> dict[str, str]:
         return {}
     from pathlib import Path
 
-    from suite.report import primary_metric
+    from suite.comparison import primary_metric
     from suite.results import read_rows
 
     found = {}

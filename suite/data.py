@@ -52,6 +52,13 @@ class TaskData(L.LightningDataModule):
     def seq_len(self) -> int:
         return self.task.seq_len
 
+    @property
+    def has_prompts(self) -> bool:
+        """Some training token other than padding (id 0) is not a prediction target: the examples have prompts
+        (what teacherless needs)."""
+        examples = self._examples("train")
+        return bool((~examples.loss_mask & (examples.tokens != 0)).any())
+
     def evaluate(self, generate, batch) -> dict:
         """The task's per-example scores of a batch; none for reversed data, whose prompts come last."""
         return {} if self.reverse else self.task.evaluate(generate, batch)

@@ -138,6 +138,10 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         out[:, produced: produced + width] = new
         produced += width
 
+    if objective.decoding == "one_pass":  # teacherless: the whole answer from one pass over prompt and dummies
+        commit(choose(objective.one_pass_logits(trunk, input_ids, max_new_tokens)))
+        stats.trunk_passes, stats.row_passes, stats.row_tokens = 1, batch, int(row_tokens)
+        return out, stats
     cache = trunk.new_cache(batch, max_len)
     hidden = trunk(input_ids, cache)  # the prompt; its last position gives the first new token
     trunk_passes, row_passes = 1, row_passes + batch

@@ -14,7 +14,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from objectives import NTP
 from suite import checkpoints
 from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError, check_range
@@ -42,7 +41,8 @@ class ForesightLM(TemplateLM):
             model, checkpoint_data = checkpoints.load_model(checkpoint)
             self.trunk, self.objective = model.trunk, model.objective.to(device=device, dtype=getattr(torch, dtype)).eval()
         else:
-            (self.trunk, checkpoint_data), self.objective = checkpoints.load_trunk(checkpoint), NTP()
+            self.trunk, checkpoint_data = checkpoints.load_trunk(checkpoint)
+            self.objective = checkpoints.answering_objective(checkpoint_data)
         self.decode_stats = DecodeStats()
         self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
         if self.tokenizer.get_vocab_size() != self.trunk.config.vocab_size:

@@ -177,11 +177,12 @@ class Trunk(nn.Module):
         return KVCache(len(self.blocks) if n_layer is None else n_layer, batch, c.kv_heads, c.head_dim, max_len,
                        device=self.embed.weight.device, dtype=self.embed.weight.dtype)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, depth: int | None = None) -> torch.Tensor:
+        """The hidden states after every block, or after the first `depth` blocks (where heads branch off)."""
         offset = cache.length if cache is not None else 0
         rope = self.rope(offset, input_ids.shape[1])
         x = self.embed(input_ids)
-        for layer, block in enumerate(self.blocks):
+        for layer, block in enumerate(self.blocks[:depth]):
             x = block(x, rope, cache, layer)
         if cache is not None:
             cache.length = offset + input_ids.shape[1]

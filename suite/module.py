@@ -12,7 +12,7 @@ from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 from objectives import NTP, Objective, from_spec
-from objectives.base import all_heads_at_once
+from objectives.heads import all_heads_at_once, head_scales
 from suite.decoding import generate
 from suite.errors import UsageError, check_range
 from suite.model import Trunk
@@ -27,8 +27,10 @@ def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple
         replica = from_spec(objective.spec())
         replica.attach(trunk)
         tokens = torch.zeros(batch_shape, dtype=torch.long)
+        mask = torch.ones(batch_shape, dtype=torch.bool)  # its values do not change the work, only its presence
     with all_heads_at_once():
-        return measure_flops(trunk, lambda: replica.loss(trunk, trunk(tokens), tokens)[0], loss_fn=lambda loss: loss)
+        return measure_flops(trunk, lambda: replica.loss(trunk, replica.hidden(trunk, tokens, mask), tokens, mask)[0],
+                             loss_fn=lambda loss: loss)
 
 
 class ObjectiveLM(L.LightningModule):
@@ -96,8 +98,8 @@ class ObjectiveLM(L.LightningModule):
         return generate(self, prompt_ids, max_new_tokens)[0]
 
     def _loss(self, batch: dict[str, torch.Tensor]):
-        tokens = batch["tokens"]
-        return self.objective.loss(self.trunk, self.trunk(tokens), tokens, batch.get("loss_mask"))
+        tokens, mask = batch["tokens"], batch.get("loss_mask")
+        return self.objective.loss(self.trunk, self.objective.hidden(self.trunk, tokens, mask), tokens, mask)
 
     def setup(self, stage: str) -> None:
         datamodule = self._trainer.datamodule if self._trainer else None
@@ -111,6 +113,10 @@ class ObjectiveLM(L.LightningModule):
             raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)
+        if self.objective.needs_prompts and not datamodule.has_prompts:
+            raise UsageError(f"{self.objective.name} needs examples with a prompt that is not a prediction target, "
+                             f"and every token of {datamodule.task.name}'s training examples is one; allowed: a task "
+                             "of prompts and answers (star_graph, countdown, ...) with loss_on=answer")
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.trunk, self.objective)
@@ -124,6 +130,16 @@ class ObjectiveLM(L.LightningModule):
         if self.flops_per_batch is None:
             self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape))
             self.seq_len_seen = batch["tokens"].shape[1]
+        if self.global_step == 0 and batch_idx == 0:
+            self.log_head_scales(batch)
+
+    def log_head_scales(self, batch) -> None:
+        """Each head's loss and gradient norm on the trunk before the first step (`init/loss/<head>`,
+        `init/grad_norm/<head>`): whether an auxiliary loss outweighs the next-token loss is read off every run."""
+        scales = head_scales(self.objective, self.trunk, batch["tokens"], batch.get("loss_mask"))
+        metrics = {f"init/{kind}/{label}": values[kind] for label, values in scales.items() for kind in values}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=0)
 
     def training_step(self, batch, batch_idx):
         loss, metrics = self._loss(batch)

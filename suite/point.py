@@ -66,8 +66,8 @@ def base_row(spec: dict) -> dict:
     origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"],
                                           *folder_flags(spec, always=False)])
     return {"sweep": spec["sweep"], "point": spec["id"], "role": spec["role"],
-            "axes": {"objective": spec["objective"], "n": spec["n"], "size": spec["size"], "seed": spec["seed"],
-                     "data": spec["data"].get("task")},
+            "axes": {"objective": spec["objective"], "label": spec.get("label") or spec["objective"], "n": spec["n"],
+                     "size": spec["size"], "seed": spec["seed"], "data": spec["data"].get("task")},
             "objective": objective_spec(spec),
             "config": {key: spec[key] for key in ("data", "model", "trainer", "budget", "eval")},
             "run_dir": spec["run_dir"], "status": None, "error": None, **origin}
@@ -94,6 +94,7 @@ def wandb_config(spec: dict) -> dict:
     """The point's wandb config: its axes under names Lightning's own hyperparameters (size, objective) do not
     overwrite, and the whole point spec."""
     return {"sweep": spec["sweep"], "point": spec["id"], "role": spec["role"], "objective_name": spec["objective"],
+            "label": spec.get("label") or spec["objective"],
             "n": spec["n"], "size_name": spec["size"], "seed": spec["seed"], "data_task": spec["data"].get("task"),
             "spec": {key: value for key, value in spec.items() if key != "source"}}
 
@@ -109,7 +110,8 @@ def fit_config(spec: dict, steps: int) -> dict:
             # under a wandb agent the run id is the agent's (WANDB_RUN_ID), so the sweep sees its run finish
             "project": spec["project"], "save_dir": spec["wandb_dir"], "name": spec["id"],
             "id": None if os.environ.get("WANDB_SWEEP_ID") else spec["id"],
-            "group": spec["sweep"], "job_type": spec["objective"] if spec["role"] == "point" else "reverse_lm",
+            "group": spec["sweep"],
+            "job_type": (spec.get("label") or spec["objective"]) if spec["role"] == "point" else "reverse_lm",
             "tags": tags, "config": wandb_config(spec)}},
     ]
     callbacks = [
@@ -194,7 +196,7 @@ def evaluate(spec: dict, run_dir: Path) -> dict:
 
 
 def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None, seconds: float) -> dict:
-    from suite.report import metric_values
+    from suite.comparison import metric_values
 
     scores = scores or {}
     return {**base_row(spec), "status": "ok",

@@ -1,5 +1,6 @@
 """`foresight report results/<sweep>`: the sweep's runs.jsonl as one comparison table against next-token prediction
-(means over seeds with 95% confidence intervals, paired tests, cost ratios) in report.md, and plots in plots/.
+(means over training seeds with 95% confidence intervals, seed-level tests, cost ratios) in report.md, and plots
+in plots/ (`suite.plots`); the numbers come from `suite.comparison`.
 
 Everything is computed from runs.jsonl alone (learning curves included: each row keeps its training curves), and
 written deterministically: the same runs.jsonl gives a byte-identical report.md and plots, wherever the run folders
@@ -10,194 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from suite.comparison import REFERENCE, REQUIRED_AXES, comparison, label, size_order, split_rows, table_columns
 from suite.errors import UsageError, check_writable
-from suite.results import CURVES, SCHEMA, latest_rows, read_rows
-
-# suite.evaluate (torch) and suite.statistics (scipy) are imported where they are used: a bad FOLDER or --alpha fails
-# in a second
-
-REFERENCE = "ntp"
-"""The objective every other one is compared with."""
-OVERHEADS = ("step_time_s", "train_memory_bytes", "peak_memory_bytes", "flops_per_token", "tokens_per_s")
-"""Cost numbers of a row's `overhead` that are reported as ratios to the reference of the same size and seed."""
-REQUIRED_AXES = ("objective", "size", "seed")
-
-
-def metric_values(metrics: dict) -> dict[str, float]:
-    """A task's numeric metrics by plain name (lm-eval writes "acc,none" beside "acc_stderr,none" and an alias)."""
-    found = {}
-    for key, value in metrics.items():
-        name = key.split(",")[0]
-        if "stderr" not in name and isinstance(value, (int, float)) and not isinstance(value, bool):
-            found[name] = float(value)
-    return found
-
-
-def primary_metric(task: str, metrics: dict[str, float]) -> str | None:
-    """The metric that stands for `task`: its registered primary, or the only metric of a task foresight does not
-    know."""
-    from suite.evaluate import task_kind
-
-    primary = task_kind(task)[1]
-    if primary in metrics:
-        return primary
-    return next(iter(metrics)) if primary is None and len(metrics) == 1 else None
-
-
-def group_key(row: dict) -> tuple:
-    axes = row["axes"]
-    return axes["objective"], axes.get("n"), axes["size"]
-
-
-def label(objective: str, n) -> str:
-    return objective if n is None else f"{objective} n={n}"
-
-
-def size_order(size: str) -> tuple:
-    from suite.sizes import SIZES
-
-    return (list(SIZES).index(size), "") if size in SIZES else (len(SIZES), size)
-
-
-def entry_order(entry: dict) -> tuple:
-    """Sizes small to large; within a size the reference first, then objectives by name and n."""
-    return size_order(entry["size"]), entry["objective"] != REFERENCE, entry["objective"], entry["n"] or 0
-
-
-def split_rows(rows: list[dict], notes: list[str] | None = None) -> tuple[dict[tuple, dict[int, dict]], list[dict]]:
-    """The newest compared rows grouped as {(objective, n, size): {seed: row}} with status ok, and the failed rows
-    (of every role). Two point ids on one seed of one group (a sweep over another setting) keep the later row."""
-    notes = [] if notes is None else notes
-    groups: dict[tuple, dict[int, dict]] = {}
-    failed = []
-    for row in latest_rows(rows).values():
-        if row.get("status") != "ok":
-            failed.append(row)
-            continue
-        if row.get("role", "point") != "point":
-            continue  # reverse language models exist for fsp_revlm; they answer a different question
-        seeds = groups.setdefault(group_key(row), {})
-        seed = row["axes"]["seed"]
-        if seed in seeds:
-            notes.append(f"points {seeds[seed]['point']} and {row['point']} share {label(*group_key(row)[:2])}, "
-                         f"size {row['axes']['size']}, seed {seed}: only the later, {row['point']}, is compared")
-        seeds[seed] = row
-    return groups, failed
-
-
-def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = None) -> list[dict]:
-    """One entry per (objective, n, size) over the ok points, sorted as the report's table: means over seeds with
-    confidence intervals, cost ratios to the reference and paired tests against it (see the module docstring of
-    suite.statistics). `notes` collects what was left out and why."""
-    notes = [] if notes is None else notes
-    groups, _ = split_rows(rows, notes)
-    references = {size: seeds for (objective, _, size), seeds in groups.items() if objective == REFERENCE}
-    entries = []
-    for (objective, n, size), by_seed in groups.items():
-        seeds = sorted(by_seed)
-        ordered = [by_seed[seed] for seed in seeds]
-        reference = references.get(size, {})
-        entry = {"objective": objective, "n": n, "size": size, "seeds": seeds,
-                 "points": [row["point"] for row in ordered], "run_dirs": [row.get("run_dir") for row in ordered],
-                 "curves": [row.get("curves") or {} for row in ordered],
-                 "scores": task_intervals(ordered), "families": family_intervals(ordered),
-                 "overhead": overhead_ratios(by_seed, reference), "tests": {}, "family_tests": {}}
-        if objective != REFERENCE:
-            entry["tests"], entry["family_tests"] = paired_tests(entry, by_seed, reference, alpha, notes)
-        entries.append(entry)
-    return sorted(entries, key=entry_order)
-
-
-def task_intervals(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    from suite.statistics import mean_interval
-
-    values: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
-        for task, metrics in sorted((row.get("scores") or {}).items()):
-            for metric, value in metric_values(metrics).items():
-                values.setdefault(task, {}).setdefault(metric, []).append(value)
-    return {task: {metric: mean_interval(v).as_dict() for metric, v in metrics.items()}
-            for task, metrics in values.items()}
-
-
-def family_intervals(rows: list[dict]) -> dict[str, dict]:
-    from suite.statistics import mean_interval
-
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        for family, value in sorted((row.get("families") or {}).items()):
-            if isinstance(value, (int, float)):
-                values.setdefault(family, []).append(float(value))
-    return {family: mean_interval(v).as_dict() for family, v in values.items()}
-
-
-def overhead_ratios(by_seed: dict[int, dict], reference: dict[int, dict]) -> dict[str, dict]:
-    """Each cost number over the reference's on the same seed, averaged over the seeds where both have it (memory
-    only where both measured the same kind of memory)."""
-    ratios = {}
-    for name in OVERHEADS:
-        per_seed = []
-        for seed in sorted(set(by_seed) & set(reference)):
-            ours, theirs = by_seed[seed].get("overhead") or {}, reference[seed].get("overhead") or {}
-            if name.endswith("memory_bytes") and ours.get("memory_kind") != theirs.get("memory_kind"):
-                continue
-            if isinstance(ours.get(name), (int, float)) and isinstance(theirs.get(name), (int, float)) and theirs[name]:
-                per_seed.append(ours[name] / theirs[name])
-        ratios[name] = {"ratio": sum(per_seed) / len(per_seed) if per_seed else None, "seeds": len(per_seed)}
-    return ratios
-
-
-def paired_tests(entry: dict, by_seed: dict[int, dict], reference: dict[int, dict], alpha: float,
-                 notes: list[str]) -> tuple[dict, dict]:
-    """Per task (on its primary metric) and per family (its tasks' documents pooled): documents paired by position
-    within a seed, pooled over the seeds both groups have."""
-    from suite.evaluate import task_kind
-    from suite.statistics import paired_test
-
-    pairs: dict[str, tuple[list, list, list]] = {}  # task -> (reference values, our values, seeds)
-    for seed in sorted(set(by_seed) & set(reference)):
-        ours, theirs = by_seed[seed].get("items") or {}, reference[seed].get("items") or {}
-        for task in sorted(set(ours) & set(theirs)):
-            if len(ours[task]) != len(theirs[task]):
-                notes.append(f"{label(entry['objective'], entry['n'])}, size {entry['size']}, seed {seed}: {task} has "
-                             f"{len(ours[task])} items, {REFERENCE} {len(theirs[task])}; not paired")
-                continue
-            reference_values, our_values, seeds = pairs.setdefault(task, ([], [], []))
-            reference_values.extend(theirs[task])
-            our_values.extend(ours[task])
-            seeds.append(seed)
-    tests, pooled = {}, {}
-    for task, (reference_values, our_values, seeds) in pairs.items():
-        if not reference_values:
-            continue
-        result = paired_test(reference_values, our_values)
-        metric = primary_metric(task, entry["scores"].get(task) or {})
-        tests[task] = {"metric": metric, "seeds": seeds, **result.as_dict(), "significant": result.p < alpha}
-        family = task_kind(task)[0]
-        if family is not None:
-            family_reference, family_ours = pooled.setdefault(family, ([], []))
-            family_reference.extend(reference_values)
-            family_ours.extend(our_values)
-    family_tests = {}
-    for family, (reference_values, our_values) in sorted(pooled.items()):
-        result = paired_test(reference_values, our_values)
-        family_tests[family] = {**result.as_dict(), "significant": result.p < alpha}
-    return tests, family_tests
-
-
-# --- report.md -------------------------------------------------------------------------------------------------
-
-def table_columns(entries: list[dict]) -> list[tuple[str, str, str | None]]:
-    """(kind, name, metric) of each score column: the families the rows have, then each task's primary metric."""
-    families = sorted({family for entry in entries for family in entry["families"]})
-    columns = [("family", family, None) for family in families]
-    tasks_metrics = {}
-    for entry in entries:
-        for task, metrics in entry["scores"].items():
-            metric = primary_metric(task, metrics)
-            if metric is not None:
-                tasks_metrics.setdefault(task, metric)
-    return columns + [("task", task, metric) for task, metric in sorted(tasks_metrics.items())]
+from suite.plots import write_plots
+from suite.results import SCHEMA, latest_rows, read_rows
 
 
 def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
@@ -210,6 +27,8 @@ def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
     test = (entry["family_tests"] if kind == "family" else entry["tests"]).get(name)
     if test is None:
         return f"{cell} (no test)"
+    if test["p"] is None:
+        return cell if interval["half_width"] is None else f"{cell} (too few seeds)"
     return f"{cell} (p={test['p']:.2g}{'' if test['significant'] else ', n.s.'})"
 
 
@@ -286,19 +105,60 @@ def metric_tables(entries: list[dict]) -> list[str]:
 
 
 def legend(alpha: float) -> str:
+    from suite.statistics import MIN_SEEDS
+
     return (
         "Family columns are the mean of the family's primary metrics (`foresight eval`); task columns are each "
-        "task's primary metric. A cell is the mean over seeds ± the half-width of its 95% confidence interval "
-        "(Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); with one seed there is no interval "
+        "task's primary metric. A cell is the mean over training seeds ± the half-width of its 95% confidence "
+        "interval (Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); with one seed there is no interval "
         "(`1 seed, no CI`). "
-        f"p is a two-sided paired test against {REFERENCE} of the same size: test documents paired by position "
-        "within a seed, pooled over seeds; exact McNemar (binomial test on the discordant documents) when every "
-        "per-document score is 0 or 1, else the Wilcoxon signed-rank test; a family pools its tasks' documents. "
-        f"`n.s.`: p ≥ {alpha:g}, not significant; `no test`: no {REFERENCE} documents to pair with. "
+        f"p is two-sided and seed-level: a paired t-test of the per-seed scores against {REFERENCE} of the same size "
+        "and seed (Welch's t-test where the seeds differ); the seed, not the test document, is the unit of "
+        f"replication. `n.s.`: p ≥ {alpha:g}, not significant; `too few seeds`: fewer than {MIN_SEEDS} seeds, no "
+        f"p-value; `no test`: no {REFERENCE} to compare with. "
         "Step time and memory are the point's median seconds per optimizer step and the memory training added to "
         "the resting model (activations, gradients, optimizer state: peak minus the memory at the start of "
         f"training) over those of {REFERENCE} with the same size and seed, averaged over seeds. n is the prediction "
         f"horizon ({REFERENCE}: 1).")
+
+
+def difference_lines(entries: list[dict], alpha: float) -> list[str]:
+    """report.md's "Differences from ntp": per compared entry and score, the difference with its interval over
+    seeds, the hierarchical bootstrap interval, p, the smallest difference the seeds could detect, and each seed's
+    own document-level test."""
+    from suite.statistics import POWER
+
+    several_sizes = len({entry["size"] for entry in entries}) > 1
+    rows = []
+    for entry in entries:
+        for kind, name, metric in table_columns(entries):
+            test = (entry["family_tests"] if kind == "family" else entry["tests"]).get(name)
+            if entry["objective"] == REFERENCE or test is None:
+                continue
+            difference = f"{test['difference']:+.3f}" + ("" if test["half_width"] is None
+                                                          else f" ± {test['half_width']:.3f}")
+            bootstrap = "—" if not test.get("bootstrap") else "[{:+.3f}, {:+.3f}]".format(*test["bootstrap"])
+            p = "too few seeds" if test["p"] is None else f"{test['p']:.2g}"
+            detectable = "—" if test["detectable"] is None else f"{test['detectable']:.3f}"
+            within = ", ".join(f"s{seed}: {detail['p']:.2g}" for seed, detail in sorted(
+                (test.get("within_seed") or {}).items(), key=lambda item: int(item[0]))) or "—"
+            rows.append(leading(entry, several_sizes)[:-1] + [str(test["seeds"]), name if kind == "family" else
+                                                              f"{name} {metric}", difference, bootstrap, p,
+                                                              detectable, within])
+    if not rows:
+        return []
+    header = leading_header(several_sizes) + ["score", f"Δ vs {REFERENCE} ± 95% (seeds)",
+                                              "bootstrap 95% (seeds, then documents)", "p (seeds)",
+                                              f"detectable Δ ({POWER:.0%} power)", "within one seed: p (documents)"]
+    return [render(header, rows), "", (
+        f"Δ is the mean over seeds of the score minus {REFERENCE}'s on the same seed, ± the half-width of its 95% "
+        "Student-t interval over seeds. The bootstrap interval resamples seeds, then each resampled seed's test "
+        "documents (a hierarchical bootstrap: it describes the spread, it is not the test; with 3 seeds it has 10 "
+        f"distinct seed draws). p is the paired t-test of the table above. The detectable Δ is the smallest "
+        f"difference that test finds at α = {alpha:g} with {POWER:.0%} power, given how much the seeds varied: a "
+        "difference below it is not evidence of no difference. Within one seed, the two models' answers to the "
+        "same documents are compared (exact McNemar for 0/1 scores, else Wilcoxon signed-rank): that says whether "
+        "two trained models differ, not whether the objectives do.")]
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:
@@ -345,10 +205,13 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{reverse} reverse language models (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), "", "## Comparison with next-token prediction", ""]
     parts += [markdown_table(entries), "", legend(alpha)] if entries else ["No point finished."]
+    differences = difference_lines(entries, alpha)
+    if differences:
+        parts += ["", f"## Differences from {REFERENCE}, and what the seeds can detect", "", *differences]
     metrics = metric_tables(entries)
     if metrics:
         parts += ["", "## Every metric", "", "Each task's metrics, the mean over seeds ± the half-width of its 95% "
-                  "confidence interval (no interval with one seed); p-values are for the primary metrics above.", "",
+                  "confidence interval (no interval with one seed); tests are for the primary metrics above.", "",
                   *metrics[:-1]]
     parts += ["", "## Failed points", "", *failure_lines(failed)]
     if plots:
@@ -356,151 +219,6 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     if notes:
         parts += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(parts) + "\n"
-
-
-# --- plots -----------------------------------------------------------------------------------------------------
-
-def score_value(entry: dict, kind: str, name: str, metric: str | None) -> tuple[float, float] | None:
-    """(mean, error bar) of one score of an entry; the error bar is the CI half-width, 0 with one seed."""
-    interval = entry["families"].get(name) if kind == "family" else (entry["scores"].get(name) or {}).get(metric)
-    return None if interval is None else (interval["mean"], interval["half_width"] or 0.0)
-
-
-def colors(entries: list[dict], by_objective: bool = False) -> dict[str, str]:
-    """One color per objective and n (or per objective), the same in every plot."""
-    labels = list(dict.fromkeys(entry["objective"] if by_objective else label(entry["objective"], entry["n"])
-                                for entry in entries))
-    return {name: f"C{index % 10}" for index, name in enumerate(labels)}
-
-
-def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
-    """Per size and score: one line per objective over n; NTP is the point at n=1 and a dotted level."""
-    from matplotlib.figure import Figure
-
-    columns, sizes = table_columns(entries), sorted({entry["size"] for entry in entries}, key=size_order)
-    if not any(score_value(entry, *column) for entry in entries for column in columns):
-        return False
-    fig = Figure(figsize=(4 * len(columns), 3.2 * len(sizes)), layout="constrained")
-    for row_axes, size in zip(fig.subplots(len(sizes), len(columns), squeeze=False), sizes):
-        for axis, (kind, name, metric) in zip(row_axes, columns):
-            by_objective: dict[str, list] = {}
-            for entry in entries:
-                value = score_value(entry, kind, name, metric)
-                if entry["size"] == size and value is not None:
-                    by_objective.setdefault(entry["objective"], []).append((entry["n"] or 1, *value))
-            for objective, points in by_objective.items():
-                ns, means, errors = zip(*sorted(points))
-                color = colors(entries, by_objective=True)[objective]
-                axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, color=color)
-                if objective == REFERENCE:
-                    axis.axhline(means[0], linestyle=":", color="black", linewidth=1)
-            axis.set(title=f"{name} ({size})", xlabel="n (prediction horizon; NTP at 1)",
-                     ylabel=metric or "family score")
-            axis.legend(fontsize="small")
-    save(fig, path)
-    return True
-
-
-def plot_by_size(entries: list[dict], series: list[tuple[str, callable]], path: Path, skip_reference: bool) -> bool:
-    """One panel per (title, value of an entry or None), x the sizes small to large, one line per objective and n."""
-    from matplotlib.figure import Figure
-
-    sizes = sorted({entry["size"] for entry in entries}, key=size_order)
-    shown = [entry for entry in entries if not (skip_reference and entry["objective"] == REFERENCE)]
-    if not any(value(entry) is not None for entry in shown for _, value in series):
-        return False
-    fig = Figure(figsize=(4.5 * len(series), 3.5), layout="constrained")
-    palette = colors(entries)
-    for axis, (title, value) in zip(fig.subplots(1, len(series), squeeze=False)[0], series):
-        lines: dict[str, list] = {}
-        for entry in shown:
-            if value(entry) is not None:
-                lines.setdefault(label(entry["objective"], entry["n"]), []).append((sizes.index(entry["size"]),
-                                                                                   *value(entry)))
-        for name, points in lines.items():
-            xs, means, errors = zip(*sorted(points))
-            axis.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name, color=palette[name])
-        if skip_reference:
-            axis.axhline(1.0, linestyle=":", color="black", linewidth=1)
-        axis.set_xticks(range(len(sizes)), sizes)
-        axis.set(title=title, xlabel="model size")
-        if lines:
-            axis.legend(fontsize="small")
-    save(fig, path)
-    return True
-
-
-def ratio_value(name: str):
-    def value(entry: dict):
-        ratio = entry["overhead"][name]["ratio"]
-        return None if ratio is None else (ratio, 0.0)
-
-    return value
-
-
-LOSSES = tuple(zip(CURVES, ("next-token loss (every objective has it)", "the objective's own training loss")))
-"""The learning curves: what every objective shares, and what each one optimizes."""
-
-
-def plot_learning_curves(entries: list[dict], path: Path) -> bool:
-    """Per size and loss (LOSSES): the loss against step, one line per objective and n, the mean over the seeds
-    logged at a step; from the rows' curves, so runs.jsonl alone redraws it."""
-    from matplotlib.figure import Figure
-
-    curves: dict[tuple[str, str], dict[str, list]] = {}  # (size, key) -> label -> [(step, loss)]
-    for entry in entries:
-        for key, _ in LOSSES:
-            by_step: dict[int, list[float]] = {}
-            for logged in entry["curves"]:
-                for step, loss in logged.get(key, []):
-                    by_step.setdefault(int(step), []).append(float(loss))
-            if by_step:
-                curves.setdefault((entry["size"], key), {})[label(entry["objective"], entry["n"])] = [
-                    (step, sum(losses) / len(losses)) for step, losses in sorted(by_step.items())]
-    if not curves:
-        return False
-    sizes = sorted({size for size, _ in curves}, key=size_order)
-    fig = Figure(figsize=(5 * len(LOSSES), 3.5 * len(sizes)), layout="constrained")
-    palette = colors(entries)
-    for row_axes, size in zip(fig.subplots(len(sizes), len(LOSSES), squeeze=False), sizes):
-        for axis, (key, title) in zip(row_axes, LOSSES):
-            for name, points in curves.get((size, key), {}).items():
-                steps, losses = zip(*points)
-                axis.plot(steps, losses, label=name, color=palette[name])
-            axis.set(title=f"{title} ({size})", xlabel="step", ylabel=key, yscale="log")
-            if curves.get((size, key)):
-                axis.legend(fontsize="small")
-    save(fig, path)
-    return True
-
-
-def save(fig, path: Path) -> None:
-    # no Software key: the PNG depends on the data, not on the matplotlib version that drew it
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-
-
-def write_plots(folder: Path, entries: list[dict]) -> list[str]:
-    """The plots that have something to show, written to folder/plots/; their paths relative to `folder`."""
-    plots = folder / "plots"
-    plots.mkdir(exist_ok=True)
-    written = []
-    columns = table_columns(entries)
-    several_sizes = len({entry["size"] for entry in entries}) > 1
-    score_series = [(f"{name}" if kind == "family" else f"{name} {metric}",
-                     lambda entry, column=(kind, name, metric): score_value(entry, *column))
-                    for kind, name, metric in columns]
-    makers = {
-        "score_vs_n.png": lambda path: plot_score_vs_n(entries, path),
-        "score_vs_size.png": lambda path: several_sizes and plot_by_size(entries, score_series, path, False),
-        "overhead_vs_size.png": lambda path: plot_by_size(
-            entries, [(f"step time / {REFERENCE}", ratio_value("step_time_s")),
-                      (f"training memory / {REFERENCE}", ratio_value("train_memory_bytes"))], path, True),
-        "learning_curves.png": lambda path: plot_learning_curves(entries, path),
-    }
-    for name, make in makers.items():
-        if make(plots / name):
-            written.append(f"plots/{name}")
-    return written
 
 
 # --- the command -----------------------------------------------------------------------------------------------
@@ -595,7 +313,10 @@ def main(argv: list[str]) -> None:
 
 
 def print_table(report: Path) -> None:
-    """The comparison table of a written report.md, on the terminal."""
-    lines = [line for line in report.read_text().splitlines() if line.startswith("|")]
-    print("\n".join(lines) if lines else "no point finished")
-
+    """The comparison table of a written report.md (its first table), on the terminal."""
+    lines = report.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        return print("no point finished")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    print("\n".join(lines[start:end]))

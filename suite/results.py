@@ -25,8 +25,9 @@ Row schema (SCHEMA = 1):
     params       {"trunk", "shared", "objective", "frozen", "total"}
     train        {"steps", "tokens", "final_loss", "seconds", "resumed_from_step": null or the step a resumed
                   attempt started from}
-    curves       {loss key (CURVES): [[step, value], ...]}: the training curves from the run folder's
-                  metrics.jsonl, at most CURVE_POINTS per key, so a report's learning curves need runs.jsonl alone
+    curves       {key: [[step, value], ...]}: the curves `kept_curve` keeps from the run folder's metrics.jsonl
+                  (training and per-head losses, validation scores, each head's loss and gradient at step 0), at
+                  most CURVE_POINTS per key, so a report's learning curves need runs.jsonl alone
     eval_seconds wall time of the evaluation
     seconds      wall time of the point
     run_dir      where the point's run folder is
@@ -48,8 +49,19 @@ from suite import faults
 SCHEMA = 1
 
 CURVES = ("train/loss/head_1", "train/loss")
-"""The training curves a row keeps: the next-token loss every objective has, and the objective's own loss."""
+"""The training curves every row has: the next-token loss every objective has, and the objective's own loss."""
 CURVE_POINTS = 100
+
+
+def kept_curve(key: str) -> bool:
+    """The metrics.jsonl keys a row keeps as curves: the training loss and each head's (`train/loss/head_k`,
+    `train/loss/fsp`), validation (`val/...`: each head's loss, the task's scores during training), and each head's
+    loss and gradient norm before the first step (`init/...`); not accuracies of single heads."""
+    parts = key.split("/")
+    if parts[0] == "init":
+        return True
+    return parts[0] in ("train", "val") and len(parts) > 1 and parts[1] != "acc" and (
+        parts[0] == "val" or parts[1] == "loss")
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -131,11 +143,11 @@ def read_rows(path: Path, warn=None) -> list[dict]:
     return rows
 
 
-def read_curves(metrics: Path, keys=CURVES, points: int = CURVE_POINTS) -> dict[str, list[list]]:
-    """{key: [[step, value], ...]} from a run's metrics.jsonl: every logged value of each key, thinned to at most
-    `points` evenly spaced ones (the last always kept); a torn line of a killed run is skipped, a missing file
-    gives no curves."""
-    logged: dict[str, dict[int, float]] = {key: {} for key in keys}
+def read_curves(metrics: Path, keys=None, points: int = CURVE_POINTS) -> dict[str, list[list]]:
+    """{key: [[step, value], ...]} from a run's metrics.jsonl: every logged value of each key (`keys`, or every
+    key `kept_curve` keeps), thinned to at most `points` evenly spaced ones (the last always kept); a torn line of a
+    killed run is skipped, a missing file gives no curves."""
+    logged: dict[str, dict[int, float]] = {key: {} for key in keys or ()}
     if Path(metrics).is_file():
         for line in Path(metrics).read_text(errors="replace").splitlines():
             try:
@@ -144,11 +156,11 @@ def read_curves(metrics: Path, keys=CURVES, points: int = CURVE_POINTS) -> dict[
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                 continue
-            for key in keys:
-                if isinstance(record.get(key), (int, float)):
-                    logged[key][record["step"]] = float(record[key])
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and (key in logged if keys else kept_curve(key)):
+                    logged.setdefault(key, {})[record["step"]] = float(value)
     curves = {}
-    for key, values in logged.items():
+    for key, values in sorted(logged.items()):
         steps = sorted(values)
         if len(steps) > points:
             stride = (len(steps) - 1) / (points - 1)

@@ -1,20 +1,6 @@
 """`foresight sweep --config NAME|FILE [--shard i/N] [--dry-run]`: train, score and cost a grid of objectives x n x
-sizes x seeds on one data setting and one budget, one process per point, one row per point in
-`results/<sweep>/runs.jsonl`, then the comparison table.
-
-A sweep file (YAML; the shipped ones are in suite/sweeps/, e.g. `--config quickstart`):
-
-    name: quickstart            # results/<name>/, runs/<name>/, the wandb group
-    project: foresight          # the wandb project
-    data: {task: star_graph, options: {degree: 2}, batch_size: 64}   # TaskData arguments
-    model: {lr: 0.001}          # ObjectiveLM arguments every point shares
-    trainer: {}                 # Trainer arguments every point shares (strategy, devices, precision, ...)
-    sizes: [nano]
-    seeds: [0, 1, 2]
-    n: [2, 4]                   # the horizon, for objectives that have one (no NTP duplicates)
-    objectives: [ntp, parallel_mtp, {fsp_bow: {tau: 8}}]   # registry names, with options
-    budget: {steps: 800}        # or {tokens: 2000000}: the same for every point
-    eval: {tasks: [star_graph], limit: null}
+sizes x seeds on one budget (the sweep file and its grid: `suite.grid`), one process per point, one row per point
+in `results/<sweep>/runs.jsonl`, then the comparison table.
 
 Points are independent and resumable: a finished point (its row in runs.jsonl) is skipped, an interrupted one
 resumes from its last checkpoint, a failed one is recorded and the sweep goes on (`--retry-failed` runs it again).
@@ -22,184 +8,20 @@ resumes from its last checkpoint, a failed one is recorded and the sweep goes on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from suite.errors import UsageError, check_range, check_writable, one_line
+from suite.errors import UsageError, check_writable, one_line
+from suite.grid import Point, Sweep, grid, load_sweep, parse_shard, shard
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_json, read_rows
 
-SHIPPED = Path(__file__).resolve().parent / "sweeps"
-KEYS = {"name", "project", "description", "data", "model", "trainer", "sizes", "seeds", "n", "objectives",
-        "budget", "eval"}
-DEFAULT_OBJECTIVES = ["ntp", "parallel_mtp", "causal_mtp", "sequential_mtp", "fsp_bow", "fsp_revlm"]
-
-
-@dataclass
-class Sweep:
-    name: str
-    budget: dict
-    project: str = "foresight"
-    description: str = ""
-    data: dict = field(default_factory=lambda: {"task": "star_graph"})
-    model: dict = field(default_factory=dict)
-    trainer: dict = field(default_factory=dict)
-    sizes: list = field(default_factory=lambda: ["nano"])
-    seeds: list = field(default_factory=lambda: [0])
-    n: list = field(default_factory=lambda: [2, 4])
-    objectives: list = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
-    eval: dict = field(default_factory=dict)
-    source: str = ""  # what --config said: a shipped sweep's name or the file's path
-
-
-def find_sweep_file(config: str) -> Path:
-    """A path, or the name of a sweep shipped in suite/sweeps/."""
-    path = Path(config)
-    if path.is_file():
-        return path
-    shipped = SHIPPED / f"{config}.yaml"
-    if shipped.is_file():
-        return shipped
-    known = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
-    raise UsageError(f"sweep file {config!r} does not exist; allowed: a YAML path, or a shipped sweep: {known}")
-
-
-def load_sweep(config: str) -> Sweep:
-    """The sweep file, checked: one-line UsageErrors name the bad key or value."""
-    import objectives
-    import tasks
-    from suite.sizes import SIZES
-
-    path = find_sweep_file(config)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UsageError(f"sweep file {str(path)!r} is not valid YAML ({one_line(err)})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"sweep file {str(path)!r} holds {type(raw).__name__}; allowed: a mapping of {sorted(KEYS)}")
-    unknown = sorted(set(raw) - KEYS)
-    if unknown:
-        raise UsageError(f"sweep file {str(path)!r} has unknown keys {unknown}; allowed: {', '.join(sorted(KEYS))}")
-    for key in ("name", "budget"):
-        if key not in raw:
-            raise UsageError(f"sweep file {str(path)!r} has no {key!r}; allowed: a sweep with name and budget")
-    # a shipped sweep is recorded by its name, so rows and commands do not depend on where foresight is installed
-    sweep = Sweep(**raw, source=config if path.parent == SHIPPED and not Path(config).is_file() else str(path))
-    if not isinstance(sweep.name, str) or not sweep.name.replace("-", "").replace("_", "").isalnum():
-        raise UsageError(f"sweep name {sweep.name!r} is not a plain name; allowed: letters, digits, - and _")
-    for axis in ("sizes", "seeds", "n", "objectives"):
-        values = getattr(sweep, axis)
-        if not isinstance(values, list) or not values:
-            raise UsageError(f"sweep {axis}={values!r} is empty; allowed: a non-empty list")
-    for size in sweep.sizes:
-        if size not in SIZES:
-            raise UsageError(f"unknown size {size!r} in the sweep; known: {', '.join(SIZES)}")
-    for n in sweep.n:
-        if not isinstance(n, int) or n < 1:
-            raise UsageError(f"sweep n={n!r} is not a horizon; allowed: integers >= 1")
-    for seed in sweep.seeds:
-        if not isinstance(seed, int):
-            raise UsageError(f"sweep seed {seed!r} is not an integer; allowed: seeds: a list of integers, e.g. [0, 1, 2]")
-    budget = sweep.budget if isinstance(sweep.budget, dict) else {}
-    if len(budget) != 1 or next(iter(budget)) not in ("steps", "tokens") or not isinstance(
-            next(iter(budget.values())), int) or next(iter(budget.values())) < 1:
-        raise UsageError(f"sweep budget={sweep.budget!r}; allowed: {{steps: N}} or {{tokens: N}} with N >= 1")
-    if sweep.data.get("task") not in tasks.TASKS:
-        raise UsageError(f"unknown task {sweep.data.get('task')!r} in the sweep's data; known: "
-                         f"{', '.join(tasks.TASKS)}")
-    for name, options in map(objective_entry, sweep.objectives):
-        objectives.errors.check_choice("objective", name, objectives.OBJECTIVES)
-        trial = {**options, **({"reverse_lm": "-"} if name == "fsp_revlm" else {})}
-        horizon = objectives.OBJECTIVES[name].horizon_options(2) or {}
-        objectives.build(name, **{**trial, **horizon})  # a bad option fails now, not after hours of training
-    from suite.evaluate import check_names
-
-    check_names(list(sweep.eval.get("tasks") or []))
-    return sweep
-
-
-def objective_entry(entry) -> tuple[str, dict]:
-    """`name` or `{name: {options}}`."""
-    if isinstance(entry, str):
-        return entry, {}
-    if isinstance(entry, dict) and len(entry) == 1:
-        name, options = next(iter(entry.items()))
-        if options is None or isinstance(options, dict):
-            return name, dict(options or {})
-    raise UsageError(f"sweep objective {entry!r} is not an objective; allowed: a name, or {{name: {{option: value}}}}")
-
-
-@dataclass(frozen=True)
-class Point:
-    id: str
-    role: str  # "point", or "reverse_lm": the right-to-left model fsp_revlm points distill
-    objective: str
-    options: dict
-    n: int | None
-    size: str
-    seed: int
-    needs: str | None = None  # the reverse_lm point this one reads
-
-
-def _point(sweep: Sweep, role: str, objective: str, options: dict, n, size: str, seed: int, needs=None) -> Point:
-    settings = {"role": role, "objective": objective, "options": options, "n": n, "size": size, "seed": seed,
-                "data": sweep.data, "model": sweep.model, "trainer": sweep.trainer, "budget": sweep.budget,
-                "eval": sweep.eval if role == "point" else {}}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    label = "reverse" if role == "reverse_lm" else objective + (f"-n{n}" if n is not None else "")
-    return Point(f"{label}-{size}-s{seed}-{digest}", role, objective, options, n, size, seed, needs)
-
-
-def grid(sweep: Sweep) -> list[Point]:
-    """Every point of the sweep, reverse models first. An objective without a horizon appears once per size and
-    seed; one with a horizon once per n > 1 (n = 1 would be NTP again)."""
-    import objectives
-
-    points, reverse = [], []
-    for size in sweep.sizes:
-        for seed in sweep.seeds:
-            needs = None
-            for name, options in map(objective_entry, sweep.objectives):
-                if name == "fsp_revlm" and needs is None:
-                    reverse.append(_point(sweep, "reverse_lm", "ntp", {}, None, size, seed))
-                    needs = reverse[-1].id
-                horizons = [n for n in sweep.n if n > 1] if objectives.OBJECTIVES[name].horizon_options(2) else [None]
-                for n in horizons:
-                    opts = {**options, **(objectives.OBJECTIVES[name].horizon_options(n) if n else {})}
-                    points.append(_point(sweep, "point", name, opts, n, size, seed,
-                                         needs if name == "fsp_revlm" else None))
-    return reverse + points
-
-
-def shard(points: list[Point], index: int, count: int) -> list[Point]:
-    """Shard `index` of `count`: a deterministic partition of the grid in which a reverse model travels with the
-    points that read it, so no two shards ever train the same point."""
-    units: dict[str, list[Point]] = {}
-    for point in points:
-        units.setdefault(point.needs or point.id, []).append(point)
-    return [p for i, unit in enumerate(units.values()) if i % count == index for p in unit]
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if text is None:
-        return 0, 1
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard {text!r} is not i/N; allowed: e.g. 0/4 (shard 0 of 4)") from None
-    check_range("--shard count", count, 1)
-    if not 0 <= index < count:
-        raise UsageError(f"--shard {text!r}: index {index} is not in [0, {count - 1}]")
-    return index, count
+__all__ = ["Point", "Sweep", "grid", "load_sweep", "main", "parse_shard", "shard"]
 
 
 def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
@@ -208,8 +30,9 @@ def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
     if point.objective == "fsp_revlm":
         options["reverse_lm"] = str(runs / point.needs / "checkpoints" / "last.ckpt")
     return {"sweep": sweep.name, "project": sweep.project, "id": point.id, "role": point.role,
-            "objective": point.objective, "options": options, "n": point.n, "size": point.size, "seed": point.seed,
-            "needs": point.needs, "data": sweep.data, "model": sweep.model, "trainer": sweep.trainer,
+            "objective": point.objective, "label": point.label, "options": options, "n": point.n,
+            "size": point.size, "seed": point.seed, "needs": point.needs, "data": point.data, "model": sweep.model,
+            "trainer": sweep.trainer,
             "budget": sweep.budget, "eval": sweep.eval if point.role == "point" else {},
             "run_dir": str(runs / point.id), "wandb_dir": str(runs), "results": str(results),
             "source": sweep.source}
@@ -252,14 +75,16 @@ def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict
     from suite.overhead import analytic_flops_per_token
     from suite.sizes import ModelConfig, count_parameters
 
-    task = tasks.build(sweep.data["task"], **(sweep.data.get("options") or {}))
-    batch, seq_len = sweep.data.get("batch_size", 64), task.seq_len
-    tokens_per_step = batch * seq_len
-    budget = sweep.budget
-    steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
-    rows = []
+    budget, rows, built = sweep.budget, [], {}
     with tempfile.TemporaryDirectory() as scratch:
         for point in points:
+            key = json.dumps(point.data, sort_keys=True, default=str)
+            if key not in built:
+                built[key] = tasks.build(point.data["task"], **(point.data.get("options") or {}))
+            task = built[key]
+            tokens_per_step = point.data.get("batch_size", 64) * task.seq_len
+            steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
+            seq_len = task.seq_len
             config = ModelConfig.from_name(point.size, vocab_size=task.vocab_size)
             options = dict(point.options)
             with torch.device("meta"):

@@ -12,6 +12,11 @@ Text form, one token per node label (with degree 2, path length 3); the prompt e
 
 Splits are deterministic in `seed`; validation and test graphs are distinct, and no graph of either (the same
 source, goal and arms, whatever the edge order) is ever in the training split.
+
+`answer_order="reverse"` is the positive control of Bachmann & Nagarajan: the answer is the path from the goal back
+to the source. Every node has one incoming edge, so each next node is found by following an edge backward, and
+teacher-forced next-token prediction learns it: path accuracy near 1 where the forward order stalls at 1/degree.
+A suite that cannot show this cannot show a planning win either.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from suite.errors import UsageError, check_range
+from suite.errors import UsageError, check_choice, check_range
 from tasks.base import EOS, SPECIAL_TOKENS, Examples, Generate, Task, results_scorer
 from tasks.tokenizer import word_level
 
@@ -36,7 +41,7 @@ class StarGraph(Task):
 
     def __init__(self, degree: int = 2, path_length: int = 4, num_nodes: int = 20, num_train: int = 100_000,
                  num_val: int = 500, num_test: int = 1000, seed: int = 0,
-                 loss_on: Literal["answer", "all"] = "answer"):
+                 loss_on: Literal["answer", "all"] = "answer", answer_order: Literal["forward", "reverse"] = "forward"):
         """
         Args:
             degree: Arms leaving the source (>= 2); a model that picks an arm at random scores 1/degree.
@@ -47,8 +52,11 @@ class StarGraph(Task):
             num_test: Test graphs, distinct.
             seed: Seed of all three splits.
             loss_on: Train on the answer tokens only ("answer", as in the paper) or on the whole sequence ("all").
+            answer_order: The path from source to goal ("forward", the task) or from goal to source ("reverse",
+                the positive control that next-token prediction solves).
         """
         check_range("star_graph degree", degree, 2)
+        check_choice("star_graph answer_order", answer_order, ("forward", "reverse"))
         check_range("star_graph path_length", path_length, 2)
         needed = 1 + degree * (path_length - 1)
         if num_nodes < needed:
@@ -65,6 +73,7 @@ class StarGraph(Task):
         self.degree, self.path_length, self.num_nodes = degree, path_length, num_nodes
         self.num_train, self.num_val, self.num_test, self.seed, self.loss_on = (
             num_train, num_val, num_test, seed, loss_on)
+        self.answer_order = answer_order
         self.tokenizer = word_level(SYMBOLS + [str(i) for i in range(num_nodes)])
         self.node_offset = len(SPECIAL_TOKENS) + len(SYMBOLS)
         self.generation = {"until": [EOS], "max_gen_toks": path_length + 1}
@@ -75,6 +84,11 @@ class StarGraph(Task):
     @property
     def seq_len(self) -> int:
         return self.prompt_len + self.answer_len  # every graph has the same layout
+
+    @property
+    def arm_index(self) -> int:
+        """Where in the answer the source's successor is: the first step, the one that needs planning forward."""
+        return 1 if self.answer_order == "forward" else self.path_length - 2
 
     @property
     def random_arm_accuracy(self) -> float:
@@ -96,7 +110,7 @@ class StarGraph(Task):
         tokens = np.concatenate([
             edge_tokens.reshape(count, -1)[:, :-1],
             np.full((count, 1), slash), source[:, None] + off, path[:, -1:] + off, np.full((count, 1), eq),
-            path + off, np.full((count, 1), eos),
+            (path if self.answer_order == "forward" else path[:, ::-1]) + off, np.full((count, 1), eos),
         ], axis=1)
         # the graph, whatever the edge order: source, goal and the arms sorted by their first node
         canonical = np.take_along_axis(arms, arms[:, :, 0].argsort(axis=1)[..., None], axis=1)
@@ -153,11 +167,13 @@ class StarGraph(Task):
 
     @staticmethod
     def score(doc: dict, completion: str) -> dict[str, float]:
-        """path_acc: the first len(path) labels of the completion are the path; arm_acc: its second label (the first
-        step, the one that needs planning) is right."""
+        """path_acc: the first len(path) labels of the completion are the path, in the document's order; arm_acc:
+        the label next to the source is right (the first step, the one that needs planning forward; the answer
+        reads goal to source when it starts at the goal, the prompt's last label)."""
         gold, words = doc["answer"].split(), completion.split()
         predicted = words[: len(gold)]
-        return {"path_acc": float(predicted == gold), "arm_acc": float(predicted[1:2] == gold[1:2])}
+        arm = 1 if gold[0] != doc["prompt"].split()[-2] else len(gold) - 2  # the prompt ends "/ source goal ="
+        return {"path_acc": float(predicted == gold), "arm_acc": float(predicted[arm: arm + 1] == gold[arm: arm + 1])}
 
     def evaluate(self, generate: Generate, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """path_acc: the whole path right (greedy decoding); arm_acc: the first step, the one that needs planning,
@@ -167,7 +183,7 @@ class StarGraph(Task):
         predicted = generate(tokens[:, : self.prompt_len], self.path_length)
         return {
             "path_acc": (predicted == gold).all(dim=1).float(),
-            "arm_acc": (predicted[:, 1] == gold[:, 1]).float(),
+            "arm_acc": (predicted[:, self.arm_index] == gold[:, self.arm_index]).float(),
             "random_arm_acc": torch.full((len(tokens),), self.random_arm_accuracy),
         }
 

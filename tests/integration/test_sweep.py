@@ -17,6 +17,7 @@ import objectives
 import tasks
 from suite import ObjectiveLM
 from suite import sweep as sweeps
+from suite.grid import SHIPPED
 from suite.cli import main
 from suite.results import read_rows
 from tests.conftest import STAR_17, wandb_records
@@ -240,14 +241,14 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
     assert default["command"] == f"foresight agent --config quickstart --point {point.id} --runs runs --results results"
     moved = base_row(sweeps.point_spec(sweep, point, Path("scratch/quickstart"), Path("results/cpu/quickstart")))
     assert moved["sweep_command"] == "foresight sweep --config quickstart --runs scratch --results results/cpu"
-    assert moved["axes"] == {"objective": point.objective, "n": point.n, "size": "nano", "seed": 0,
-                             "data": "star_graph"}
+    assert moved["axes"] == {"objective": point.objective, "label": point.objective, "n": point.n, "size": "nano",
+                             "seed": 0, "data": "star_graph"}
 
 
 @pytest.mark.parametrize("name, points", [("quickstart", 10), ("star_graph_planning", 24), ("mix_horizon", 15),
                                           ("overhead_sizes", 40), ("star_graph_planning_paper", 24)])
 def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points):
-    assert {path.stem for path in sweeps.SHIPPED.glob("*.yaml")} == {
+    assert {path.stem for path in SHIPPED.glob("*.yaml")} == {
         "quickstart", "star_graph_planning", "mix_horizon", "overhead_sizes", "star_graph_planning_paper"}
     sweep = sweeps.load_sweep(name)
     assert sweep.name == name and len(sweeps.grid(sweep)) == points

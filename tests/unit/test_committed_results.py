@@ -35,7 +35,7 @@ def test_a_committed_study_holds_exactly_the_points_of_its_shipped_sweep_file(fo
     """A shipped sweep file edited after its results were committed would orphan them: its points' ids (a hash of
     each point's whole config) would no longer match the rows."""
     from suite.results import read_rows
-    from suite.sweep import SHIPPED, grid, load_sweep
+    from suite.grid import SHIPPED, grid, load_sweep
 
     rows = read_rows(folder / "runs.jsonl")
     name = rows[0]["sweep"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from objectives import NTP, CausalMTP, FSPBoW, ParallelMTP, SequentialMTP
-from objectives.base import run_blocks
+from objectives.heads import run_blocks
 from suite.checkpoints import Model
 from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError
@@ -129,6 +129,7 @@ class Scripted:
     (prompt and continuation), `right(row, position)` says whether the draft of that position is the true token."""
 
     name = "scripted"
+    decoding = "autoregressive"
 
     def __init__(self, n: int, truth: torch.Tensor, right):
         self.n, self.truth, self.right = n, truth, right

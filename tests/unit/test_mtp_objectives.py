@@ -66,9 +66,10 @@ def test_bag_of_words_weights_by_hand():
     tokens = torch.tensor([[1, 2, 2, 3], [1, 1, 4, 4]])
     mask = torch.tensor([[True, True, True, True], [True, False, True, True]])
     weights = FSPBoW(weighting="tfidf").token_weights(tokens, mask, vocab_size=6)
-    idf = [math.log(3 / (1 + df)) + 1 for df in (0, 2, 1, 1, 1, 0)]  # df of 0..5 over the two sequences
-    assert weights.tolist() == pytest.approx(idf)
-    assert FSPBoW(weighting="none").token_weights(tokens, mask, 6).tolist() == [1.0] * 6
+    # df of 0..5 over the two sequences: 0, 2, 1, 1, 1, 0; tokens 0 and 5 are never a target and weigh nothing
+    idf = [0.0, math.log(3 / 3) + 1, math.log(3 / 2) + 1, math.log(3 / 2) + 1, math.log(3 / 2) + 1, 0.0]
+    assert weights.tolist() == pytest.approx([w / sum(idf) for w in idf])
+    assert FSPBoW(weighting="none").token_weights(tokens, mask, 6).tolist() == [0.0, 0.25, 0.25, 0.25, 0.25, 0.0]
 
 
 def test_bag_of_words_loss_equals_the_dense_formula():

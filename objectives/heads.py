@@ -1,0 +1,229 @@
+"""Prediction heads and `head_losses`, which runs an objective's heads so that only one head's logits and activations
+are alive at a time; `only_heads` and `head_scales` weigh each head's loss and gradient apart (the scale checks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.base import Metrics
+from objectives.fused import GRADIENT_SINK, Accumulators, linear_cross_entropy
+
+
+def embed(trunk, ids: torch.Tensor) -> torch.Tensor:
+    """`trunk.embed(ids)` for heads that read token embeddings (DeepSeek-style modules). Inside a headwise pass the
+    embedding's gradient is added in place to the pass's accumulator instead of arriving as a dense V x D tensor."""
+    sink = GRADIENT_SINK.get()
+    into = sink.buffer(trunk.embed.weight) if sink is not None and trunk.embed.weight.requires_grad else None
+    if into is None or not torch.is_grad_enabled():
+        return trunk.embed(ids)
+    return _EmbeddingInto.apply(ids, trunk.embed.weight, into)
+
+
+class _EmbeddingInto(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ids, weight, into):
+        ctx.save_for_backward(ids)
+        ctx.into = into
+        return F.embedding(ids, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        ctx.into.index_add_(0, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).to(ctx.into.dtype))
+        return None, None, None
+
+
+def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor, cache=None) -> torch.Tensor:
+    """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1, or,
+    with a `KVCache` of those blocks (`trunk.new_cache(batch, length, len(blocks))`), at the positions after the
+    cached ones, which the cache then holds too (incremental drafting)."""
+    offset = 0 if cache is None else cache.length
+    rope = trunk.rope(offset, x.shape[1])
+    for layer, block in enumerate(blocks):
+        x = block(x, rope, cache, layer)
+    if cache is not None:
+        cache.length = offset + x.shape[1]
+    return x
+
+
+@dataclass
+class Head:
+    """One prediction head for `head_losses`.
+
+    `step(hidden, previous)` maps the trunk output and the previous head's state to this head's state [B, T, D];
+    None means the state is the trunk output itself (the next-token head). `loss(state)` returns this head's
+    weighted contribution to the total loss and its metrics. `label` names the head in its metrics and in
+    `only_heads`; "head_1" is always the next-token head."""
+
+    loss: Callable[[torch.Tensor], tuple[torch.Tensor, Metrics]]
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    label: str = ""
+
+
+def token_head(trunk, targets: torch.Tensor, weight: float, label: str,
+               step: Callable | None = None) -> Head:
+    """A head that predicts `targets` through the trunk's shared final norm and unembedding; metrics are the
+    unweighted `loss/{label}` and `acc/{label}`."""
+
+    def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        value, mean, accuracy = linear_cross_entropy(trunk.final_norm(state), trunk.unembed.weight, targets, weight)
+        return value, {f"loss/{label}": mean, f"acc/{label}": accuracy}
+
+    return Head(loss, step, label)
+
+
+_ALL_AT_ONCE: ContextVar[bool] = ContextVar("all_heads_at_once", default=False)
+
+
+@dataclass
+class _Selection:
+    labels: frozenset[str] | None  # the heads whose losses count; None: all
+    seen: list[str]  # every head's label, in order, as head_losses met them
+
+
+_SELECTED: ContextVar[_Selection | None] = ContextVar("selected_heads", default=None)
+
+
+@contextmanager
+def only_heads(labels=None):
+    """Within this block `head_losses` sums the losses of the heads labelled `labels` only (all of them when None),
+    on the plain graph; every head's state is still computed, so a chained head reads what it would in training.
+    Yields the list of every head's label, filled as the heads run: how `head_scales` finds them."""
+    selection = _Selection(None if labels is None else frozenset(labels), [])
+    token = _SELECTED.set(selection)
+    try:
+        yield selection.seen
+    finally:
+        _SELECTED.reset(token)
+
+
+def head_scales(objective, trunk, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, dict]:
+    """Each head's weighted loss and the norm of its gradient on the trunk's parameters (the shared model every
+    checkpoint is), one head at a time: {label: {"loss", "grad_norm"}}. At initialisation this says whether an
+    auxiliary loss swamps the next-token loss ("head_1"); `ObjectiveLM` logs it as `init/...` before step 0."""
+    params = [p for p in trunk.parameters() if p.requires_grad]
+    with torch.no_grad(), only_heads() as labels:
+        objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
+    scales = {}
+    for label in labels:
+        with only_heads([label]):
+            loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        norm = torch.sqrt(sum((g.float().pow(2).sum() for g in grads if g is not None), torch.zeros(())))
+        scales[label] = {"loss": float(loss.detach()), "grad_norm": float(norm)}
+    return scales
+
+
+@contextmanager
+def all_heads_at_once():
+    """Within this block `head_losses` builds the plain graph whatever `headwise` says: what torch's FLOP counter
+    needs (its module hooks cannot run inside the per-head backward calls), and the reference memory figures use."""
+    token = _ALL_AT_ONCE.set(True)
+    try:
+        yield
+    finally:
+        _ALL_AT_ONCE.reset(token)
+
+
+def head_losses(hidden: torch.Tensor, heads: list[Head], params: list[torch.Tensor], chained: bool = False,
+                headwise: bool = True) -> tuple[torch.Tensor, Metrics]:
+    """The sum of the heads' losses over the trunk output `hidden`, and their metrics.
+
+    chained: head k's `step` reads head k-1's state (causal MTP, DeepSeek-style modules); otherwise it ignores it.
+    headwise: run each head's forward and backward one after another inside the forward pass (Gloeckle et al.'s
+    sequential backward), so that only one head's logits and activations are ever alive; their gradients wait in
+    an autograd node until the real backward, where they flow into `hidden` and `params` like any others. That
+    keeps Lightning's automatic optimization, gradient accumulation, AMP scaling and DDP's gradient hooks as they
+    are. Parallel heads cost no extra compute; chained heads recompute each head's forward once, because a head's
+    gradient needs the heads after it. `params` must hold every trainable tensor the heads use besides `hidden`.
+    headwise=False, or a single head, is the plain graph over all heads at once: the reference the tests and
+    `foresight bench memory` compare against, and the faster choice when logits are small (see `Objective`)."""
+    selection = _SELECTED.get()
+    plain = not headwise or len(heads) == 1 or _ALL_AT_ONCE.get() or selection is not None
+    if plain or not (torch.is_grad_enabled() and hidden.requires_grad):
+        total, metrics, state = hidden.new_zeros(()), {}, hidden
+        for head in heads:
+            state = hidden if head.step is None else head.step(hidden, state)
+            loss, head_metrics = head.loss(state)
+            metrics.update(head_metrics)
+            if selection is not None:
+                selection.seen.append(head.label)
+                if selection.labels is not None and head.label not in selection.labels:
+                    continue
+            total = total + loss
+        return total, metrics
+    metrics: Metrics = {}
+    trainable = [p for p in params if p.requires_grad]
+    total = _HeadwiseLoss.apply(heads, chained, metrics, hidden, *trainable)
+    return total, metrics
+
+
+class _HeadwiseLoss(torch.autograd.Function):
+    """Forward: every head's loss and its gradients, head by head. Backward: those gradients, scaled."""
+
+    @staticmethod
+    def forward(ctx, heads, chained, metrics, hidden, *params):
+        leaf = hidden.detach().requires_grad_()
+        inputs = [leaf, *params]
+        accumulators = Accumulators(inputs)
+        total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+
+        def backprop(head: Head, previous: torch.Tensor | None, upstream: torch.Tensor | None):
+            """One head's forward and backward; returns the gradient for the previous head's state. A function so
+            that the head's graph, logits and gradients die when it returns, before the next head starts."""
+            nonlocal total
+            state = leaf if head.step is None else head.step(leaf, previous)
+            loss, head_metrics = head.loss(state)
+            outputs, seeds = [loss], [torch.ones_like(loss)]
+            if upstream is not None and head.step is not None:
+                outputs.append(state)
+                seeds.append(upstream)
+            wrt = inputs + ([previous] if previous is not None else [])
+            result = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
+            for i, grad in enumerate(result[: len(inputs)]):
+                accumulators.add(i, grad)
+            total += loss.detach().to(total.dtype)
+            metrics.update(head_metrics)
+            if head.step is None:  # this head's state is the trunk output: the chain's gradient ends there
+                accumulators.add(0, upstream)
+                return None
+            return result[-1] if previous is not None else None
+
+        token = GRADIENT_SINK.set(accumulators)
+        try:
+            with torch.enable_grad():
+                _run_heads(heads, chained, leaf, backprop)
+        finally:
+            GRADIENT_SINK.reset(token)
+        ctx.grads = accumulators.grads
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grads, ctx.grads = ctx.grads, None  # used once: scaled in place
+        return (None, None, None, *(None if g is None else g.mul_(grad_total.to(g.dtype)) for g in grads))
+
+
+def _run_heads(heads: list[Head], chained: bool, leaf: torch.Tensor, backprop) -> None:
+    """Every head's backprop in the order it needs: parallel heads in turn; a chain from its last head back, after
+    a pass without a graph that records each head's state ([B, T, D] each; activations dropped)."""
+    if not chained:
+        for head in heads:
+            backprop(head, None, None)
+        return
+    with torch.no_grad():
+        states, state = [], leaf
+        for head in heads:
+            state = leaf if head.step is None else head.step(leaf, state)
+            states.append(state)
+    upstream = None  # d(total of later heads) / d(this head's state)
+    for k in reversed(range(len(heads))):
+        previous = states[k - 1].detach().requires_grad_() if k and heads[k].step is not None else None
+        upstream = backprop(heads[k], previous, upstream)
