@@ -92,10 +92,15 @@ class Objective(nn.Module):
     def attach(self, trunk) -> None:
         """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training."""
 
+    def inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the trunk reads of a batch: the tokens themselves, unless the objective hides some of them
+        (teacherless replaces the answer by a dummy token)."""
+        return tokens
+
     def hidden(self, trunk, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The trunk output [B, T, D] that `loss` reads: `trunk(tokens)`. An objective whose heads branch off
-        below the trunk's last block, or whose inputs differ from its targets (teacherless), says so here."""
-        return trunk(tokens)
+        """The trunk output [B, T, D] that `loss` reads: `trunk(inputs)`. An objective whose heads branch off below
+        the trunk's last block says so here."""
+        return trunk(self.inputs(tokens, mask))
 
     def one_pass_logits(self, trunk, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Logits [B, max_new_tokens, V] of every answer token of prompts [B, P] from one trunk pass, for

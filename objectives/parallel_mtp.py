@@ -87,7 +87,7 @@ class ParallelMTP(Objective):
         return len(trunk.blocks) - (self.head_layers if siblings else 0)
 
     def hidden(self, trunk, tokens, mask=None):
-        return trunk(tokens, depth=self.branch_depth(trunk))
+        return trunk(self.inputs(tokens, mask), depth=self.branch_depth(trunk))
 
     def head_params(self, trunk):
         """With siblings, the next-token head's blocks (the trunk's last) are read inside the heads too."""

@@ -83,7 +83,7 @@ class SequentialMTP(Objective):
 
         return step
 
-    def inputs(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+    def module_inputs(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Module k's token input [B, T] (k = 1..D): x_{t+k}, teacher-forced; 0 where it runs past the end."""
         return [shifted_tokens(tokens, k) for k in range(1, self.depth + 1)]
 
@@ -96,7 +96,7 @@ class SequentialMTP(Objective):
         ntp_targets, *module_targets = self.targets(tokens, mask)
         heads = [token_head(trunk, ntp_targets, 1.0, "head_1")]
         heads += [token_head(trunk, targets, weight, f"head_{k + 1}", self._step(trunk, k, inputs))
-                  for k, (inputs, targets) in enumerate(zip(self.inputs(tokens), module_targets), start=1)]
+                  for k, (inputs, targets) in enumerate(zip(self.module_inputs(tokens), module_targets), start=1)]
         loss, metrics = head_losses(hidden, heads, self.head_params(trunk), chained=True,
                                     headwise=self.use_headwise(trunk))
         return loss, {**metrics, "loss_weight": torch.tensor(self.current_loss_weight)}
@@ -104,7 +104,7 @@ class SequentialMTP(Objective):
     def module_logits(self, trunk, input_ids: torch.Tensor) -> list[torch.Tensor]:
         """Teacher-forced logits of every module, as in training: entry k-1 [B, T, V] predicts x_{t+k+1} at t."""
         state, logits = trunk(input_ids), []
-        for k, inputs in enumerate(self.inputs(input_ids), start=1):
+        for k, inputs in enumerate(self.module_inputs(input_ids), start=1):
             state = self._step(trunk, k, inputs)(None, state)
             logits.append(trunk.logits(state))
         return logits

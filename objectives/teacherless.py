@@ -36,12 +36,9 @@ class Teacherless(Objective):
             raise UsageError(f"{self.name} dummy_token={self.dummy_token} is not in the vocabulary; allowed: 0 .. "
                              f"{trunk.config.vocab_size - 1}")
 
-    def inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The trunk's inputs: `tokens` with every prediction target (the answer) replaced by the dummy token."""
         return tokens if mask is None else tokens.masked_fill(mask, self.dummy_token)
-
-    def hidden(self, trunk, tokens, mask=None):
-        return trunk(self.inputs(tokens, mask))
 
     def loss(self, trunk, hidden, tokens, mask=None):
         if mask is None:

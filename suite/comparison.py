@@ -14,6 +14,8 @@ REFERENCE = "ntp"
 OVERHEADS = ("step_time_s", "train_memory_bytes", "peak_memory_bytes", "flops_per_token", "tokens_per_s")
 """Cost numbers of a row's `overhead` that are reported as ratios to the reference of the same size and seed."""
 REQUIRED_AXES = ("objective", "size", "seed")
+LOWER_IS_BETTER = {"bits_per_byte", "byte_perplexity", "word_perplexity"}
+"""Primary metrics where a smaller value wins (a positive control must lower them)."""
 
 
 def metric_values(metrics: dict) -> dict[str, float]:
@@ -92,7 +94,8 @@ def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = 
         seeds = sorted(by_seed)
         ordered = [by_seed[seed] for seed in seeds]
         reference = references.get(size, {})
-        entry = {"objective": objective, "registry_name": ordered[0]["axes"]["objective"], "n": n, "size": size,
+        entry = {"objective": objective, "registry_name": ordered[0]["axes"]["objective"],
+                 "control": any(row["axes"].get("control") for row in ordered), "n": n, "size": size,
                  "seeds": seeds, "points": [row["point"] for row in ordered],
                  "run_dirs": [row.get("run_dir") for row in ordered],
                  "curves": [row.get("curves") or {} for row in ordered],

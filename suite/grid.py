@@ -14,12 +14,14 @@ A sweep file (YAML; the shipped ones are in suite/sweeps/, e.g. `--config quicks
       - ntp
       - {fsp_bow: {tau: 8}}
       # a variant under a name of its own, with its own data settings or horizons (controls, ablations):
-      - {objective: ntp, label: ntp_reverse, data: {options: {answer_order: reverse}}}
+      - {objective: ntp, label: ntp_reverse, data: {options: {answer_order: reverse}}, control: true}
       - {objective: parallel_mtp, label: parallel_mtp_siblings, options: {layout: siblings}, n: [2]}
     budget: {steps: 800}        # or {tokens: 2000000}: the same for every point
     eval: {tasks: [star_graph], limit: null}
 
-A report compares every label with `ntp` at the same size and seed.
+A report compares every label with `ntp` at the same size and seed. `control: true` marks a positive control, a
+setting known to beat next-token prediction on the task (here the reverse-order answer): the report says first
+whether the suite saw that win at the sweep's budget, without which no "objective X does not help" holds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from suite.errors import UsageError, check_range, one_line
 SHIPPED = Path(__file__).resolve().parent / "sweeps"
 KEYS = {"name", "project", "description", "data", "model", "trainer", "sizes", "seeds", "n", "objectives",
         "budget", "eval"}
-ENTRY_KEYS = {"objective", "label", "options", "data", "n"}
+ENTRY_KEYS = {"objective", "label", "options", "data", "n", "control"}
 DEFAULT_OBJECTIVES = ["ntp", "parallel_mtp", "causal_mtp", "sequential_mtp", "fsp_bow", "fsp_revlm"]
 
 
@@ -60,14 +62,15 @@ class Sweep:
 @dataclass(frozen=True)
 class Entry:
     """One line of a sweep's objectives: the objective, its options, the label a report compares it under (its
-    name unless given), its data settings (the sweep's, with the entry's overrides) and its horizons (None: the
-    sweep's n)."""
+    name unless given), its data settings (the sweep's, with the entry's overrides), its horizons (None: the
+    sweep's n) and whether it is a positive control."""
 
     objective: str
     options: dict
     label: str
     data: dict
     horizons: tuple | None = None
+    control: bool = False
 
 
 def find_sweep_file(config: str) -> Path:
@@ -174,9 +177,11 @@ def entries(sweep: Sweep) -> list[Entry]:
                 raise UsageError(f"sweep objective {raw!r} has unknown keys {unknown}; allowed: "
                                  f"{', '.join(sorted(ENTRY_KEYS))}")
             name, options = raw["objective"], raw.get("options") or {}
-            label, data, n = raw.get("label", name), raw.get("data") or {}, raw.get("n")
+            label, data, n, control = raw.get("label", name), raw.get("data") or {}, raw.get("n"), raw.get("control")
+            if not isinstance(control, (bool, type(None))):
+                raise UsageError(f"sweep objective {label!r} control={control!r}; allowed: true or false")
         else:
-            (name, options), data, n = objective_entry(raw), {}, None
+            (name, options), data, n, control = objective_entry(raw), {}, None, None
             label = name
         check_choice("objective", name, objectives.OBJECTIVES)
         if not isinstance(options, dict) or not isinstance(data, dict):
@@ -193,7 +198,7 @@ def entries(sweep: Sweep) -> list[Entry]:
         merged = {**sweep.data, **data}
         if "options" in data:
             merged["options"] = {**(sweep.data.get("options") or {}), **(data["options"] or {})}
-        found.append(Entry(name, dict(options), label, merged, None if n is None else tuple(n)))
+        found.append(Entry(name, dict(options), label, merged, None if n is None else tuple(n), bool(control)))
     return found
 
 
@@ -230,6 +235,7 @@ class Point:
     needs: str | None = None  # the reverse_lm point this one reads
     label: str = ""  # what a report compares it under; the objective's name unless the entry gave one
     data: dict = field(default_factory=dict)  # its TaskData settings
+    control: bool = False  # a positive control (a report matter: not part of the id)
 
 
 def _point(sweep: Sweep, role: str, entry: Entry, options: dict, n, size: str, seed: int, needs=None) -> Point:
@@ -241,7 +247,7 @@ def _point(sweep: Sweep, role: str, entry: Entry, options: dict, n, size: str, s
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     name = "reverse" if role == "reverse_lm" else entry.label + (f"-n{n}" if n is not None else "")
     return Point(f"{name}-{size}-s{seed}-{digest}", role, entry.objective, options, n, size, seed, needs,
-                 entry.label, entry.data)
+                 entry.label, entry.data, entry.control)
 
 
 def grid(sweep: Sweep) -> list[Point]:

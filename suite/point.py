@@ -66,8 +66,9 @@ def base_row(spec: dict) -> dict:
     origin["sweep_command"] = shlex.join(["foresight", "sweep", "--config", spec["source"],
                                           *folder_flags(spec, always=False)])
     return {"sweep": spec["sweep"], "point": spec["id"], "role": spec["role"],
-            "axes": {"objective": spec["objective"], "label": spec.get("label") or spec["objective"], "n": spec["n"],
-                     "size": spec["size"], "seed": spec["seed"], "data": spec["data"].get("task")},
+            "axes": {"objective": spec["objective"], "label": spec.get("label") or spec["objective"],
+                     "control": bool(spec.get("control")), "n": spec["n"], "size": spec["size"], "seed": spec["seed"],
+                     "data": spec["data"].get("task")},
             "objective": objective_spec(spec),
             "config": {key: spec[key] for key in ("data", "model", "trainer", "budget", "eval")},
             "run_dir": spec["run_dir"], "status": None, "error": None, **origin}

@@ -2,16 +2,26 @@
 
 Huang et al. (2026) explain how multi-token objectives solve the star graph: an early layer attends to the goal
 first, then a later layer traces the path backward by matching edges. This measures it. Each test graph is fed
-whole (prompt and gold path, teacher-forced), every layer's attention weights are written out, and at each answer
-position (the one that predicts path node k, for k >= 1) two masses are taken per layer and head:
+whole (prompt and gold path, teacher-forced; a teacherless model gets its dummy inputs), every layer's attention
+weights are written out, and at each answer position (the one that predicts path node k, for k >= 1) two masses
+are taken per layer and head:
 
     goal   the weight on the goal token of the prompt
-    edge   the weight on the two tokens of the edge that leads to the node being predicted (p[k-1] -> p[k])
+    edge   the weight on the edge that leads to the node being predicted (p[k-1] -> p[k]; in a reverse-order
+           answer, the edge into the previous node), as the block of three positions the edge occupies: its two
+           labels and the separator after them (`|`, or `/` after the last edge). A model that follows edges
+           gathers each edge into that separator in its first layer and reads it there in the next: a next-token
+           model on its plateau puts its strongest head's largest weight on the separator at nearly every step
+           after the first, and on neither label (the positive control the probe must pass before its verdict on
+           another objective counts)
 
-`first` is the edge mass at k = 1, the step a next-token model cannot plan (Clever Hans: it guesses an arm). Chance
-is the mass a head spreading its weight evenly over the visible positions would give. Written to OUT (default:
-`probe/` beside the checkpoint's folder): probe.json (with the command and commit), probe.md (the table) and
-attention.png (one graph's maps).
+`edge` averages the steps after the first and before the last (k = 2 .. L - 2), where teacher-forced next-token
+prediction provably follows edges (the last node is in the prompt, so it may be copied instead); `first` is the
+edge mass at k = 1, the step a next-token model cannot plan (Clever Hans: it guesses an arm). In a reverse-order
+answer every step follows an edge backward, and none needs planning. The graphs need 4 path nodes at least.
+Chance is the mass a head spreading its weight evenly over the visible positions would give. Written to OUT
+(default: `probe/` beside the checkpoint's folder): probe.json (with the command and commit), probe.md (the table)
+and attention.png (one graph's maps).
 
 `foresight probe compare DIR... [--out FILE]` puts several probes side by side (e.g. NTP against MTP checkpoints):
 per checkpoint, the strongest head on each mass and its ratio to even spreading.
@@ -29,7 +39,8 @@ import torch
 from suite.errors import UsageError, check_range
 
 KINDS = ("attention", "compare")
-MASSES = (("goal", "goal"), ("edge", "edge"), ("first", "edge, first step"))
+MASSES = (("goal", "goal"), ("edge", "edge, after the first step"), ("first", "edge, first step"))
+"""(key, title) of the masses; "after the first step" stops before the last node, which the prompt holds."""
 
 
 @dataclass
@@ -37,37 +48,47 @@ class Graph:
     """Where things are in one star-graph sequence (token positions)."""
 
     goal: int
-    queries: list[int]  # the position that predicts path node k, for k = 1 .. L - 1
-    edges: list[tuple[int, int]]  # for each of those steps: the positions of the edge p[k-1] -> p[k]
-    length: int  # positions up to the last path node
+    queries: list[int]  # the position that predicts answer node k, for k = 1 .. L - 1
+    edges: list[tuple[int, int, int]]  # for each of those steps: the edge it follows (its labels and separator)
+    length: int  # positions up to the last answer node
 
 
 def locate(tokens: list[str], prompt_len: int) -> Graph:
-    """Positions in a star-graph sequence: `a b | c d | ... / source goal = p0 p1 ... goal <eos>`."""
+    """Positions in a star-graph sequence: `a b | c d | ... / source goal = p0 p1 ... goal <eos>`, or with the
+    answer in reverse order (`= goal ... source <eos>`), where step k follows the edge p[k] -> p[k-1] backward."""
     slash = prompt_len - 4
     if slash < 1 or tokens[slash] != "/" or tokens[prompt_len - 1] != "=":
         raise ValueError(f"not a star-graph sequence: {' '.join(tokens[:prompt_len])}")
     edge_at = {(tokens[i], tokens[i + 1]): i for i in range(0, slash, 3)}
-    path, goal = [], tokens[slash + 2]
+    source, goal = tokens[slash + 1], tokens[slash + 2]
+    reverse = tokens[prompt_len] == goal and goal != source
+    path, end = [], source if reverse else goal
     for token in tokens[prompt_len:]:
         path.append(token)
-        if token == goal:
+        if token == end:
             break
     queries = [prompt_len - 1 + k for k in range(1, len(path))]
-    edges = [(edge_at[(path[k - 1], path[k])], edge_at[(path[k - 1], path[k])] + 1) for k in range(1, len(path))]
+    edges = []
+    for k in range(1, len(path)):
+        start = edge_at[(path[k], path[k - 1]) if reverse else (path[k - 1], path[k])]
+        edges.append((start, start + 1, start + 2))  # the separator after the edge: "|", or "/" after the last
     return Graph(goal=slash + 2, queries=queries, edges=edges, length=prompt_len + len(path))
 
 
 def masses(weights: torch.Tensor, graph: Graph) -> dict[str, torch.Tensor]:
-    """Per layer and head [L, H]: the mean over answer steps of the goal mass and the edge mass, the edge mass at
-    the first step, and what spreading evenly would give for each. `weights` is [L, H, T, T] of one sequence."""
+    """Per layer and head [L, H]: the goal mass over every answer step, the edge mass over the steps after the
+    first and before the last, the edge mass at the first step, and what spreading evenly would give for each.
+    `weights` is [L, H, T, T] of one sequence."""
     q = torch.tensor(graph.queries)
-    src, dst = (torch.tensor(side) for side in zip(*graph.edges))
+    assert len(q) >= 3, "a path of 4 nodes at least: a step between the first and the last"
+    blocks = torch.tensor(graph.edges)  # [steps, 3]
     goal = weights[:, :, q, graph.goal]  # [L, H, steps]
-    edge = weights[:, :, q, src] + weights[:, :, q, dst]
+    edge = weights[:, :, q[:, None], blocks].sum(-1)
     visible = (q + 1).to(weights.dtype)
-    return {"goal": goal.mean(-1), "edge": edge.mean(-1), "first": edge[..., 0],
-            "goal_chance": (1 / visible).mean(), "edge_chance": (2 / visible).mean(), "first_chance": 2 / visible[0]}
+    middle = slice(1, -1)  # the last node is in the prompt (goal or source): it need not be found by an edge
+    return {"goal": goal.mean(-1), "edge": edge[..., middle].mean(-1), "first": edge[..., 0],
+            "goal_chance": (1 / visible).mean(), "edge_chance": (3 / visible[middle]).mean(),
+            "first_chance": 3 / visible[0]}
 
 
 def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: str | None = None,
@@ -81,6 +102,7 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         device: cpu or cuda.
         origin: Provenance (command, commit, ...) to store in probe.json.
     """
+    import objectives
     import tasks
     from suite.checkpoints import load_trunk
     from suite.errors import check_choice, check_writable
@@ -96,7 +118,14 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
                          f"{' (reversed)' if data.get('reverse') else ''}; allowed: a checkpoint trained on "
                          "star_graph, left to right")
     task = tasks.build("star_graph", **(data.get("options") or {}))
+    if task.path_length < 4:
+        raise UsageError(f"checkpoint {checkpoint!r} was trained on star graphs of path_length={task.path_length}; "
+                         "allowed: path_length >= 4 (the probe compares the first step with the ones between it and "
+                         "the last)")
     examples = task.examples("test")
+    # what the trunk read in training: a teacherless model saw dummies where the answer is
+    objective = objectives.from_spec(stored["hyper_parameters"].get("objective") or "ntp")
+    inputs = objective.inputs(examples.tokens, examples.loss_mask)
     count = min(limit, len(examples.tokens))
     check_range("example", example, 0, count - 1)  # one of the graphs probed (the test split may hold fewer)
     trunk.to(device).eval()
@@ -106,17 +135,17 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         ids = examples.tokens[i].tolist()
         tokens = [task.tokenizer.id_to_token(t) for t in ids]
         graph = locate(tokens, int(examples.prompt_len[i]))
-        weights = trunk.attention_weights(torch.tensor([ids[: graph.length]], device=device))[:, 0].float().cpu()
+        read = inputs[i, : graph.length][None].to(device)
+        weights = trunk.attention_weights(read)[:, 0].float().cpu()
         found = masses(weights, graph)
         totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
         if i == example:
             example_maps = (weights, graph, tokens[: graph.length])
     means = {key: value / count for key, value in totals.items()}
-    objective = stored["hyper_parameters"].get("objective") or {}
     report = {
         **(origin or {}),
-        "checkpoint": str(checkpoint), "objective": objective.get("class_path", "NTP").rsplit(".", 1)[-1],
-        "options": objective.get("init_args", {}), "graphs": count, "task": data.get("options") or {},
+        "checkpoint": str(checkpoint), "objective": type(objective).__name__,
+        "options": objective.spec()["init_args"], "graphs": count, "task": data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
         "layers": [{"layer": layer, "head": head, **{key: float(means[key][layer, head])
                                                        for key in ("goal", "edge", "first")}}
@@ -134,10 +163,11 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
 def table(report: dict) -> str:
     chance = report["chance"]
     lines = [f"Attention of {report['objective']} ({report['checkpoint']}) at the answer positions of "
-             f"{report['graphs']} test star graphs: mean weight on the goal token, on the edge to the next node, "
-             f"and on that edge at the first step. Even spreading gives {chance['goal']:.3f}, {chance['edge']:.3f} "
-             f"and {chance['first']:.3f}.", "",
-             "| layer | head | goal | edge | edge, first step |", "| --- | --- | --- | --- | --- |"]
+             f"{report['graphs']} test star graphs: mean weight on the goal token, on the edge to the next node "
+             "(its two labels and the separator after them) at the steps between the first and the last, and on "
+             f"that edge at the first step. Even spreading gives {chance['goal']:.3f}, {chance['edge']:.3f} and "
+             f"{chance['first']:.3f}.", "",
+             "| layer | head | goal | edge, after the first step | edge, first step |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {row['layer']} | {row['head']} | {row['goal']:.3f} | {row['edge']:.3f} | {row['first']:.3f} |"
               for row in report["layers"]]
     return "\n".join(lines)

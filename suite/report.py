@@ -40,9 +40,10 @@ def interval_text(interval: dict, one_seed: str = "") -> str:
 
 
 def leading(entry: dict, several_sizes: bool) -> list[str]:
-    """The cells that say which setting a table row is: size (when the table has several), objective, n, seeds."""
-    return ([entry["size"]] if several_sizes else []) + [entry["objective"], str(entry["n"] or 1),
-                                                          str(len(entry["seeds"]))]
+    """The cells that say which setting a table row is: size (when the table has several), objective (its label;
+    a positive control says so), n, seeds."""
+    name = entry["objective"] + (" (control)" if entry.get("control") else "")
+    return ([entry["size"]] if several_sizes else []) + [name, str(entry["n"] or 1), str(len(entry["seeds"]))]
 
 
 def leading_header(several_sizes: bool) -> list[str]:
@@ -120,6 +121,28 @@ def legend(alpha: float) -> str:
         "the resting model (activations, gradients, optimizer state: peak minus the memory at the start of "
         f"training) over those of {REFERENCE} with the same size and seed, averaged over seeds. n is the prediction "
         f"horizon ({REFERENCE}: 1).")
+
+
+def control_lines(entries: list[dict], alpha: float) -> list[str]:
+    """report.md's "Positive controls": for each entry the sweep marked as one, whether it beat the reference on
+    every task's primary metric at the seed level; a failed control says the budget cannot support a verdict."""
+    from suite.comparison import LOWER_IS_BETTER
+
+    lines = []
+    for entry in entries:
+        if not entry.get("control"):
+            continue
+        for task, test in sorted(entry["tests"].items()):
+            better = test["difference"] < 0 if test["metric"] in LOWER_IS_BETTER else test["difference"] > 0
+            said = (f"`{label(entry['objective'], entry['n'])}` (size {entry['size']}) against {REFERENCE} on {task} "
+                    f"{test['metric']}: Δ {test['difference']:+.3f}, "
+                    + ("too few seeds for a p-value" if test["p"] is None else f"p = {test['p']:.2g}"))
+            if better and test["significant"]:
+                lines.append(f"- {said}. **The control wins**: the suite sees a win at this task and budget.")
+            else:
+                lines.append(f"- {said}. **The control did not win**: at this budget the suite cannot see a win it "
+                             "should, so no row below is evidence that an objective does not help.")
+    return lines
 
 
 def difference_lines(entries: list[dict], alpha: float) -> list[str]:
@@ -203,7 +226,11 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{len(compared)} points compared ({len(entries)} settings of objective × n × size; sizes "
              f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed)} failed; "
              f"{reverse} reverse language models (for fsp_revlm) not compared.", "",
-             *provenance_lines(newest), "", "## Comparison with next-token prediction", ""]
+             *provenance_lines(newest), ""]
+    controls = control_lines(entries, alpha)
+    if controls:
+        parts += ["## Positive controls", "", *controls, ""]
+    parts += ["## Comparison with next-token prediction", ""]
     parts += [markdown_table(entries), "", legend(alpha)] if entries else ["No point finished."]
     differences = difference_lines(entries, alpha)
     if differences:

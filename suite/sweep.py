@@ -30,7 +30,8 @@ def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
     if point.objective == "fsp_revlm":
         options["reverse_lm"] = str(runs / point.needs / "checkpoints" / "last.ckpt")
     return {"sweep": sweep.name, "project": sweep.project, "id": point.id, "role": point.role,
-            "objective": point.objective, "label": point.label, "options": options, "n": point.n,
+            "objective": point.objective, "label": point.label, "control": point.control, "options": options,
+            "n": point.n,
             "size": point.size, "seed": point.seed, "needs": point.needs, "data": point.data, "model": sweep.model,
             "trainer": sweep.trainer,
             "budget": sweep.budget, "eval": sweep.eval if point.role == "point" else {},

@@ -241,14 +241,16 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
     assert default["command"] == f"foresight agent --config quickstart --point {point.id} --runs runs --results results"
     moved = base_row(sweeps.point_spec(sweep, point, Path("scratch/quickstart"), Path("results/cpu/quickstart")))
     assert moved["sweep_command"] == "foresight sweep --config quickstart --runs scratch --results results/cpu"
-    assert moved["axes"] == {"objective": point.objective, "label": point.objective, "n": point.n, "size": "nano",
-                             "seed": 0, "data": "star_graph"}
+    assert moved["axes"] == {"objective": point.objective, "label": point.objective, "control": False, "n": point.n,
+                             "size": "nano", "seed": 0, "data": "star_graph"}
 
 
-@pytest.mark.parametrize("name, points", [("quickstart", 10), ("star_graph_planning", 24), ("mix_horizon", 15),
-                                          ("overhead_sizes", 40), ("star_graph_planning_paper", 24)])
+SHIPPED_GRIDS = [("quickstart", 10), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
+                 ("star_graph_planning_paper", 24), ("star_graph_planning_500k", 42)]
+
+
+@pytest.mark.parametrize("name, points", SHIPPED_GRIDS)
 def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points):
-    assert {path.stem for path in SHIPPED.glob("*.yaml")} == {
-        "quickstart", "star_graph_planning", "mix_horizon", "overhead_sizes", "star_graph_planning_paper"}
+    assert {path.stem for path in SHIPPED.glob("*.yaml")} == {name for name, _ in SHIPPED_GRIDS}
     sweep = sweeps.load_sweep(name)
     assert sweep.name == name and len(sweeps.grid(sweep)) == points

@@ -61,8 +61,8 @@ def unreadable(what: str, args) -> list[Case]:
 CASES = [
     # fit: unknown names, out-of-range numbers, wrong types
     Case(("fit", "--model.size=giant"), f"unknown size 'giant'; known: {KNOWN_SIZES}"),
-    Case(("fit", "--model.objective=Teacherless"), "unknown objective 'Teacherless' for --model.objective; known: "
-         "NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM"),
+    Case(("fit", "--model.objective=Medusa"), "unknown objective 'Medusa' for --model.objective; known: "
+         "NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless"),
     Case(("fit", "--model.objective=ParallelMTP", "--model.objective.n=0"),
          "parallel_mtp n=0 is out of range; allowed: >= 1"),
     Case(("fit", "--model.objective=CausalMTP", "--model.objective.n=26"),

@@ -10,7 +10,7 @@ import objectives
 from objectives import IGNORE, NTP, CausalMTP, FSPBoW, FSPRevLM, ParallelMTP, SequentialMTP
 from suite.errors import UsageError
 from suite.model import Trunk
-from suite.sizes import count_parameters
+from suite.sizes import ModelConfig, count_parameters
 
 X = IGNORE
 TOKENS = torch.tensor([[5, 3, 8, 1, 9, 2]])
@@ -26,7 +26,7 @@ def build(objective, config, dtype=torch.float32, seed=1):
 
 def loss_and_grads(objective, config, tokens, mask=None, dtype=torch.float32):
     trunk, objective = build(objective, config, dtype)
-    loss, metrics = objective.loss(trunk, trunk(tokens), tokens, mask)
+    loss, metrics = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
     loss.backward()
     grads = {f"trunk.{n}": p.grad for n, p in trunk.named_parameters()}
     grads.update({f"objective.{n}": p.grad for n, p in objective.named_parameters() if p.requires_grad})
@@ -45,7 +45,7 @@ def test_parallel_and_causal_targets_by_hand():
 
 def test_sequential_inputs_and_targets_by_hand():
     objective = SequentialMTP(depth=2)
-    assert [t.tolist() for t in objective.inputs(TOKENS)] == [[[3, 8, 1, 9, 2, 0]], [[8, 1, 9, 2, 0, 0]]]
+    assert [t.tolist() for t in objective.module_inputs(TOKENS)] == [[[3, 8, 1, 9, 2, 0]], [[8, 1, 9, 2, 0, 0]]]
     # next-token head, then module 1 (x_{t+2}) and module 2 (x_{t+3}); the last k+1 positions have no target
     assert [t.tolist() for t in objective.targets(TOKENS, MASK)] == [
         [[3, 8, X, 9, 2, X]], [[8, X, 9, 2, X, X]], [[X, 9, 2, X, X, X]]]
@@ -131,6 +131,7 @@ def test_reverse_lm_targets_are_its_state_after_the_reversed_suffix(tiny_config,
 EQUIVALENT_TO_NTP = [
     ("parallel n=1", lambda path: ParallelMTP(n=1)),
     ("parallel n=1 mean", lambda path: ParallelMTP(n=1, loss_reduction="mean")),
+    ("parallel siblings n=1", lambda path: ParallelMTP(n=1, layout="siblings")),
     ("causal n=1", lambda path: CausalMTP(n=1)),
     ("sequential depth=0", lambda path: SequentialMTP(depth=0)),
     ("sequential lambda=0", lambda path: SequentialMTP(depth=2, loss_weight=0.0)),
@@ -159,6 +160,9 @@ ALL = [
     ("ntp", lambda path, headwise: NTP()),
     ("parallel", lambda path, headwise: ParallelMTP(n=3, head_weights=[1.0, 0.5, 0.25], headwise=headwise)),
     ("parallel 2 layers", lambda path, headwise: ParallelMTP(n=2, head_layers=2, headwise=headwise)),
+    ("parallel siblings", lambda path, headwise: ParallelMTP(n=3, layout="siblings", headwise=headwise)),
+    ("parallel siblings 2 layers", lambda path, headwise: ParallelMTP(n=2, head_layers=2, layout="siblings",
+                                                                      headwise=headwise)),
     ("causal", lambda path, headwise: CausalMTP(n=3, headwise=headwise)),
     ("sequential", lambda path, headwise: SequentialMTP(depth=2, headwise=headwise)),
     ("fsp_bow", lambda path, headwise: FSPBoW(tau=4, headwise=headwise)),
@@ -215,7 +219,8 @@ def perturb_after(tokens, t, vocab):
 
 
 DRAFTERS = [("ntp", NTP, 1), ("parallel", lambda: ParallelMTP(n=3), 3), ("causal", lambda: CausalMTP(n=4), 4),
-            ("sequential", lambda: SequentialMTP(depth=2), 3)]
+            ("sequential", lambda: SequentialMTP(depth=2), 3),
+            ("parallel siblings", lambda: ParallelMTP(n=3, layout="siblings"), 3)]
 
 
 @pytest.mark.parametrize("label, make, n", DRAFTERS, ids=[d[0] for d in DRAFTERS])
@@ -267,6 +272,41 @@ def test_match_params_removes_trunk_blocks_to_match_ntp(tiny_config):
     assert count_parameters(trunk, objective)["total"] == count_parameters(ntp_trunk)["total"]
     _, added = build(ParallelMTP(n=3), config)
     assert count_parameters(Trunk(config), added)["objective"] == 2 * count_parameters(Trunk(config))["trunk"] // 4
+
+
+def test_siblings_heads_branch_off_below_the_trunks_last_block(tiny_config):
+    trunk, objective = build(ParallelMTP(n=3, layout="siblings"), tiny_config)
+    tokens = torch.randint(0, 23, (2, 9))
+    with torch.no_grad():
+        drafts = objective.draft_logits(trunk, tokens)
+        below_last = trunk(tokens, depth=1)  # the trunk's first block only: where heads 2 and 3 read from
+        for k in (2, 3):
+            state = below_last
+            for block in objective.heads[k - 2]:
+                state = block(state, trunk.rope(0, 9))
+            torch.testing.assert_close(drafts[:, :, k - 1], trunk.logits(state))
+        torch.testing.assert_close(drafts[:, :, 0], trunk.logits(trunk(tokens)))  # head 1: the whole trunk
+    stacked_trunk, stacked = build(ParallelMTP(n=3), tiny_config)
+    assert count_parameters(trunk, objective) == count_parameters(stacked_trunk, stacked)
+
+
+def test_siblings_train_the_next_token_heads_blocks_from_every_head(tiny_config):
+    """The trunk's last block is head 1's own: heads 2..n give it no gradient, the shared block below gets theirs."""
+    tokens = torch.randint(0, 23, (2, 9))
+    trunk, objective = build(ParallelMTP(n=2, head_weights=[0.0, 1.0], layout="siblings"), tiny_config)
+    objective.loss(trunk, objective.hidden(trunk, tokens), tokens)[0].backward()
+    assert all(p.grad is None or not p.grad.any() for p in trunk.blocks[1].parameters())
+    assert all(p.grad is not None and p.grad.any() for p in trunk.blocks[0].parameters())
+
+
+def test_layouts_are_checked():
+    with pytest.raises(UsageError, match="unknown causal_mtp layout 'siblings'; known: stacked$"):
+        CausalMTP(n=2, layout="siblings")
+    with pytest.raises(UsageError, match="unknown parallel_mtp layout 'beside'; known: stacked, siblings"):
+        ParallelMTP(layout="beside")
+    with pytest.raises(UsageError, match="needs the trunk's last head_layers=3 blocks as the next-token head, and the "
+                                         "trunk has 2; allowed: head_layers <= 2"):
+        ParallelMTP(n=2, head_layers=3, layout="siblings").attach(Trunk(ModelConfig(n_layer=2, vocab_size=23)))
 
 
 def test_reverse_lm_is_frozen_and_counted_apart(tiny_config, reverse_lm):

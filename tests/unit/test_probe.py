@@ -11,8 +11,11 @@ from suite.probe import Graph, locate, masses
 from suite.sizes import ModelConfig
 from tests.conftest import STAR_17
 
-# The task's docstring example: degree 2, path length 3; the prompt is 15 tokens, up to and including "="
-TOKENS = "14 2 | 1 5 | 0 14 | 0 1 / 0 5 = 0 1 5 <eos>".split()
+# Degree 2, path length 4: source 0, arms 0 -> 1 -> 2 -> 3 (the goal) and 0 -> 4 -> 5 -> 6; the prompt is 21 tokens,
+# up to and including "="; the edges start at 0, 3, ..., 15, each followed by "|" (by "/" after the last)
+PROMPT = "4 5 | 0 1 | 2 3 | 0 4 | 1 2 | 5 6 / 0 3 ="
+TOKENS = f"{PROMPT} 0 1 2 3 <eos>".split()
+REVERSE = f"{PROMPT} 3 2 1 0 <eos>".split()
 
 
 @pytest.mark.parametrize("kv_heads", [None, 1])
@@ -36,31 +39,63 @@ def test_attention_weights_are_the_ones_sdpa_applies(kv_heads):
 
 
 def test_locate_finds_the_goal_the_answer_positions_and_each_steps_edge():
-    graph = locate(TOKENS, prompt_len=15)
-    # goal "5" at 13; position 15 holds p0 = "0" and predicts "1", 16 holds "1" and predicts "5"
-    # edge 0 -> 1 is at positions 9, 10; edge 1 -> 5 at 3, 4
-    assert graph == Graph(goal=13, queries=[15, 16], edges=[(9, 10), (3, 4)], length=18)
+    # goal "3" at 19; 21 holds p0 = "0" and predicts "1" (edge 0 -> 1 at 3, 4 and its "|" at 5), 22 predicts "2"
+    # (1 -> 2 at 12, 13, 14), 23 predicts the goal (2 -> 3 at 6, 7, 8)
+    assert locate(TOKENS, prompt_len=21) == Graph(goal=19, queries=[21, 22, 23],
+                                                  edges=[(3, 4, 5), (12, 13, 14), (6, 7, 8)], length=25)
+
+
+def test_locate_follows_a_reverse_order_answer_backward_along_the_edges():
+    # 21 holds the goal "3" and predicts "2": the edge into 3 is 2 -> 3; then 1 -> 2, then 0 -> 1
+    assert locate(REVERSE, prompt_len=21) == Graph(goal=19, queries=[21, 22, 23],
+                                                   edges=[(6, 7, 8), (12, 13, 14), (3, 4, 5)], length=25)
 
 
 def test_locate_refuses_what_is_not_a_star_graph():
     with pytest.raises(ValueError, match="not a star-graph sequence"):
-        locate(TOKENS, prompt_len=14)
+        locate(TOKENS, prompt_len=20)
+
+
+GRAPH = locate(TOKENS, prompt_len=21)
 
 
 def test_masses_on_hand_written_weights():
-    graph = Graph(goal=13, queries=[15, 16], edges=[(9, 10), (3, 4)], length=18)
-    weights = torch.zeros(1, 2, 18, 18)
-    weights[0, 0, 15, [13, 9, 10]] = torch.tensor([0.5, 0.25, 0.25])  # head 0: goal, then the edge
-    weights[0, 0, 16, 4] = 1.0
-    weights[0, 1, 15, 0] = 1.0  # head 1: elsewhere at the first step, on the goal at the second
-    weights[0, 1, 16, 13] = 1.0
-    found = masses(weights, graph)
-    assert found["goal"].tolist() == [[0.25, 0.5]]
-    assert found["edge"].tolist() == [[0.75, 0.0]]
+    weights = torch.zeros(1, 2, 25, 25)
+    weights[0, 0, 21, [19, 3, 4]] = torch.tensor([0.5, 0.25, 0.25])  # head 0: goal, then the first step's edge
+    weights[0, 0, 22, 13] = 1.0  # the middle step's edge
+    weights[0, 0, 23, 19] = 1.0  # the last step: the goal, copied from the prompt
+    weights[0, 1, 21, 0] = 1.0  # head 1: elsewhere at the first step, on the goal at the second
+    weights[0, 1, 22, 19] = 1.0
+    weights[0, 1, 23, 7] = 1.0  # and on the last step's edge, which the edge mass leaves out
+    found = masses(weights, GRAPH)
+    assert found["goal"][0].tolist() == pytest.approx([1.5 / 3, 1 / 3])
+    assert found["edge"].tolist() == [[1.0, 0.0]]  # the steps between the first and the last: here the second
     assert found["first"].tolist() == [[0.5, 0.0]]
-    assert found["goal_chance"].item() == pytest.approx((1 / 16 + 1 / 17) / 2)
-    assert found["edge_chance"].item() == pytest.approx((2 / 16 + 2 / 17) / 2)
-    assert found["first_chance"].item() == pytest.approx(2 / 16)
+    assert found["goal_chance"].item() == pytest.approx((1 / 22 + 1 / 23 + 1 / 24) / 3)
+    assert found["edge_chance"].item() == pytest.approx(3 / 23)
+    assert found["first_chance"].item() == pytest.approx(3 / 22)
+
+
+def test_a_head_that_reads_the_edge_at_its_separator_is_seen():
+    """The mechanism a next-token model uses after the first step: layer 0 gathers each edge into the separator
+    after it, layer 1 reads it there. A measure of the two labels alone gives this head 0."""
+    weights = torch.zeros(2, 1, 25, 25)
+    for query, separator in ((21, 5), (22, 14), (23, 8)):
+        weights[1, 0, query, separator] = 1.0  # layer 1: the separator after each step's edge
+    for query, wrong in ((21, 17), (22, 2), (23, 11)):
+        weights[0, 0, query, wrong] = 1.0  # layer 0: the separators of wrong edges
+    found = masses(weights, GRAPH)
+    assert found["edge"].tolist() == [[0.0], [1.0]] and found["first"].tolist() == [[0.0], [1.0]]
+
+
+def test_a_reverse_order_head_is_measured_on_the_edges_it_follows_backward():
+    weights = torch.zeros(1, 1, 25, 25)
+    for query, node in ((21, 7), (22, 13), (23, 4)):  # the label each step reads off: 2, then 1, then 0
+        weights[0, 0, query, node] = 1.0
+    found = masses(weights, locate(REVERSE, prompt_len=21))
+    assert found["edge"].tolist() == [[1.0]] and found["first"].tolist() == [[1.0]]
+    # read as a forward answer, its first step reads the wrong edge (the middle edge, 1 -> 2, is on both paths)
+    assert masses(weights, GRAPH)["first"].tolist() == [[0.0]]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +130,8 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
         (1, h) for h in range(4)]  # nano: 2 layers of 4 heads
     assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "probe.md").read_text().splitlines()
-    assert table[2] == "| layer | head | goal | edge | edge, first step |" and len(table) == 4 + 8
+    assert table[2] == "| layer | head | goal | edge, after the first step | edge, first step |"
+    assert len(table) == 4 + 8
     assert table == capsys.readouterr().out.splitlines()
 
     # the same numbers by hand: the mean over the three test graphs of each graph's masses

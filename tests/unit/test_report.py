@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -76,6 +77,14 @@ def entry(entries, objective, n, size="nano"):
     return next(e for e in entries if (e["objective"], e["n"], e["size"]) == (objective, n, size))
 
 
+def first_table(text: str) -> list[str]:
+    """The lines of a report's first table (the comparison)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
 def exact_binomial_p(b: int, c: int) -> float:
     """Two-sided exact binomial (McNemar) p-value, by hand: double the smaller tail of Binomial(b + c, 1/2)."""
     total = b + c
@@ -116,28 +125,76 @@ def test_one_seed_has_no_interval(tmp_path):
     assert single["scores"]["star_graph"]["path_acc"] == {"mean": pytest.approx(0.6), "half_width": None, "k": 1}
 
 
-def test_mcnemar_on_hand_counted_discordant_documents(tmp_path):
+def t_test_p_df2(differences: list[float]) -> float:
+    """Two-sided p of a one-sample t-test of 3 values, by hand: with 2 degrees of freedom Student's t has the
+    closed-form cdf 1/2 + t / (2 sqrt(2 + t^2)), so p = 1 - |t| / sqrt(2 + t^2)."""
+    mean = sum(differences) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2)
+    t = mean / (sd / math.sqrt(3))
+    return 1 - abs(t) / math.sqrt(2 + t * t)
+
+
+def test_the_p_value_is_a_paired_t_test_over_seeds_by_hand(tmp_path):
     entries = comparison(sweep_rows(tmp_path))
     test = entry(entries, "parallel_mtp", 2)["tests"]["star_graph"]
-    assert (test["test"], test["discordant"], test["pairs"], test["seeds"]) == ("mcnemar", [1, 8], 30, [0, 1, 2])
-    assert test["p"] == pytest.approx(exact_binomial_p(1, 8)) == pytest.approx(20 / 512)
-    assert test["significant"] and test["metric"] == "path_acc"
-    assert test["mean_difference"] == pytest.approx(7 / 30)  # 8 wins - 1 loss over 30 documents
-    n4 = entry(entries, "parallel_mtp", 4)["tests"]["star_graph"]
-    assert n4["discordant"] == [3, 4] and n4["p"] == pytest.approx(exact_binomial_p(3, 4)) == 1.0
-    assert not n4["significant"]
-    assert entry(entries, "parallel_mtp", 2)["family_tests"]["reasoning"]["p"] == pytest.approx(20 / 512)
+    # per seed: 0.7 - 0.5, 0.8 - 0.6, 1.0 - 0.7 = 0.2, 0.2, 0.3; mean 7/30, sd sqrt(1/300), t = 7, p = 1 - 7/sqrt(51)
+    assert (test["test"], test["seeds"], test["metric"]) == ("paired t", 3, "path_acc")
+    assert test["difference"] == pytest.approx(7 / 30)
+    assert test["p"] == pytest.approx(1 - 7 / math.sqrt(51)) == pytest.approx(t_test_p_df2([0.2, 0.2, 0.3]))
+    assert test["half_width"] == pytest.approx(T_975_DF2 * math.sqrt(1 / 300) / math.sqrt(3))
+    assert test["significant"]
+    # the documents of each seed, compared within that seed (a detail): seed 0 b=1, c=3; seed 1 b=0, c=2; seed 2
+    # b=0, c=3
+    within = {seed: detail["p"] for seed, detail in test["within_seed"].items()}
+    assert within == pytest.approx({0: exact_binomial_p(1, 3), 1: exact_binomial_p(0, 2), 2: exact_binomial_p(0, 3)})
+    assert entry(entries, "parallel_mtp", 2)["family_tests"]["reasoning"]["p"] == pytest.approx(test["p"])
     assert entry(entries, "ntp", None)["tests"] == {}
 
 
-def test_wilcoxon_on_hand_built_differences(tmp_path):
+def test_fewer_than_three_seeds_give_no_p_value(tmp_path):
+    entries = comparison(sweep_rows(tmp_path))
+    n4 = entry(entries, "parallel_mtp", 4)["tests"]["star_graph"]  # seed 2 failed: seeds 0 and 1 only
+    assert n4["p"] is None and n4["detectable"] is None and not n4["significant"]
+    single = entry(entries, "sequential_mtp", 2)["tests"]["star_graph"]
+    assert single["p"] is None and single["half_width"] is None
+
+
+def test_a_score_without_0_1_documents_is_tested_over_seeds_too(tmp_path):
     test = entry(comparison(sweep_rows(tmp_path)), "parallel_mtp", 2)["tests"]["python_stdlib"]
-    # differences 0.25, 0.5, -0.75, 1, 1.25: ranks 1..5, the negative one has rank 3, so W- = 3. Of the 2^5 sign
-    # patterns, those with W- <= 3 are {}, {1}, {2}, {3}, {1, 2}: p = 2 * 5 / 32.
-    assert test["test"] == "wilcoxon" and test["p"] == pytest.approx(2 * 5 / 32)
-    assert test["p"] == pytest.approx(stats.wilcoxon([0.25, 0.5, -0.75, 1.0, 1.25]).pvalue)
-    assert test["mean_difference"] == pytest.approx(2.25 / 5)  # > 0: more bits per byte, parallel_mtp is worse
+    # per-seed means: NTP 2, 2, 2; parallel_mtp 2.375, 2.125, 3.25
+    assert test["difference"] == pytest.approx((0.375 + 0.125 + 1.25) / 3)  # > 0: more bits per byte, worse
+    assert test["p"] == pytest.approx(t_test_p_df2([0.375, 0.125, 1.25]))
     assert not test["significant"]
+    # within seed 0 the differences are 0.25 and 0.5: of the 4 sign patterns only all-positive and all-negative
+    # are as extreme, p = 2/4 (Wilcoxon signed-rank, exact)
+    assert test["within_seed"][0]["test"] == "wilcoxon" and test["within_seed"][0]["p"] == pytest.approx(0.5)
+    assert test["within_seed"][0]["p"] == pytest.approx(stats.wilcoxon([0.25, 0.5]).pvalue)
+
+
+def test_the_detectable_difference_has_the_stated_power(tmp_path):
+    test = entry(comparison(sweep_rows(tmp_path)), "parallel_mtp", 2)["tests"]["star_graph"]
+    se = math.sqrt(1 / 300) / math.sqrt(3)  # of the mean per-seed difference
+    critical = stats.t.ppf(0.975, 2)
+    noncentrality = test["detectable"] / se
+    power = stats.nct.sf(critical, 2, noncentrality) + stats.nct.cdf(-critical, 2, noncentrality)
+    assert power == pytest.approx(0.8, abs=1e-6)
+
+
+def test_the_hierarchical_bootstrap_resamples_seeds_then_documents():
+    from suite.statistics import hierarchical_bootstrap
+
+    # no spread within a seed: only the draw of seeds matters. Means of 3 draws from {0, 0, 1}: 0 with
+    # probability 8/27, 1 with 1/27, so the 2.5% point is 0 and the 97.5% point is 1.
+    assert hierarchical_bootstrap([np.zeros(5), np.zeros(5), np.ones(5)]) == (0.0, 1.0)
+    # one seed: the plain bootstrap of a mean, whose 95% interval is about the mean ± 1.96 standard errors
+    values = np.random.default_rng(3).normal(size=400)
+    low, high = hierarchical_bootstrap([values])
+    error = values.std() / math.sqrt(len(values))
+    assert low == pytest.approx(values.mean() - 1.96 * error, abs=0.2 * error)
+    assert high == pytest.approx(values.mean() + 1.96 * error, abs=0.2 * error)
+    # the report's interval for the toy sweep holds the mean difference
+    low, high = entry(comparison(sweep_rows()), "parallel_mtp", 2)["tests"]["star_graph"]["bootstrap"]
+    assert low < 7 / 30 < high
 
 
 def test_overhead_ratios_pair_each_seed_with_its_own_ntp(tmp_path):
@@ -155,7 +212,7 @@ def test_overhead_ratios_pair_each_seed_with_its_own_ntp(tmp_path):
 
 def test_alpha_decides_the_marking(tmp_path):
     strict = entry(comparison(sweep_rows(tmp_path), alpha=0.01), "parallel_mtp", 2)["tests"]["star_graph"]
-    assert not strict["significant"]  # p = 0.039
+    assert not strict["significant"]  # p = 0.0198
 
 
 def test_report_table_cells_legend_and_failures(tmp_path):
@@ -164,8 +221,7 @@ def test_report_table_cells_legend_and_failures(tmp_path):
     assert text.startswith("# Sweep `toy`")
     assert f"Produced by `{COMMAND}` at commit `abc123`." in text
     assert "9 points compared" in text and "1 failed" in text and "1 reverse language models" in text
-    lines = text.splitlines()
-    table = [line for line in lines if line.startswith("|")]
+    table = first_table(text)
     assert table[0] == ("| objective | n | seeds | reasoning | python_stdlib bits_per_byte | star_graph path_acc | "
                         "step time / NTP | memory / NTP |")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| ntp", "| parallel_mtp", "| parallel_mtp",
@@ -173,11 +229,15 @@ def test_report_table_cells_legend_and_failures(tmp_path):
     half = T_975_DF2 * 0.1 / math.sqrt(3)
     assert table[2].startswith(f"| ntp | 1 | 3 | 0.600 ± {half:.3f} | 2.000 ± 0.000 | 0.600 ± {half:.3f} | 1.00× |")
     mtp2 = table[3].split(" | ")
-    assert mtp2[5].endswith("(p=0.039)") and mtp2[4].endswith("(p=0.31, n.s.)")
+    assert mtp2[5].endswith("(p=0.02)") and mtp2[4].endswith("(p=0.23, n.s.)")
     assert mtp2[6:] == ["1.58×", "1.60× |"]
-    assert table[4].split(" | ")[5].endswith("(p=1, n.s.)")
-    assert "0.600 (1 seed, no CI) (p=1, n.s.)" in table[5]
-    assert "McNemar" in text and "Wilcoxon" in text and "`n.s.`: p ≥ 0.05" in text
+    # two seeds (0.5, 0.7): sd 0.1414, t.ppf(0.975, 1) = 12.706: an interval of ± 1.271, and no p-value
+    assert table[4].split(" | ")[5] == "0.600 ± 1.271 (too few seeds)"
+    assert table[5].split(" | ")[5] == "0.600 (1 seed, no CI)"
+    assert "paired t-test of the per-seed scores" in text and "`n.s.`: p ≥ 0.05" in text
+    differences = text.split("## Differences from ntp")[1].split("##")[0]
+    assert "McNemar" in differences and "Wilcoxon" in differences
+    assert "| parallel_mtp | 2 | 3 | star_graph path_acc | +0.233 ± 0.143 |" in differences
     failures = text.split("## Failed points")[1]
     assert "`parallel_mtp-n4-nano-s2-poi`: parallel_mtp n=4, size nano, seed 2: RuntimeError: out of memory" in failures
     assert "at step 7" not in failures
@@ -210,7 +270,7 @@ def test_several_sizes_get_a_size_column_and_a_size_plot(tmp_path):
     rows = [row("ntp", None, 0, NTP_ITEMS[0], size=size) for size in ("micro", "nano")]
     rows += [row("parallel_mtp", 2, 0, MTP2_ITEMS[0], size=size, step_time=0.3) for size in ("micro", "nano")]
     folder = write_rows(tmp_path / "sizes", rows)
-    table = [line for line in write_report(folder).read_text().splitlines() if line.startswith("|")]
+    table = first_table(write_report(folder).read_text())
     assert table[0].startswith("| size | objective | n |")
     assert [line.split(" | ")[:2] for line in table[2:]] == [["| nano", "ntp"], ["| nano", "parallel_mtp"],
                                                              ["| micro", "ntp"], ["| micro", "parallel_mtp"]]
@@ -233,7 +293,7 @@ def test_main_prints_the_table_and_the_path(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"written: {folder / 'report.md'}" in out
     assert out.rstrip().splitlines()[-1].startswith("| sequential_mtp |")
-    assert "(p=0.039, n.s.)" in out  # significant at 0.05, not at 0.01
+    assert "(p=0.02, n.s.)" in out  # significant at 0.05, not at 0.01
 
 
 @pytest.mark.parametrize("argv, message", [

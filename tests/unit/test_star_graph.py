@@ -170,3 +170,34 @@ def test_score_by_hand():
     assert StarGraph.score(doc, "2 5 9") == {"path_acc": 0.0, "arm_acc": 0.0}
     assert StarGraph.score(doc, "2 7 9") == {"path_acc": 0.0, "arm_acc": 1.0}
     assert StarGraph.score(doc, "") == {"path_acc": 0.0, "arm_acc": 0.0}
+
+
+def test_reverse_order_answers_goal_to_source_on_the_same_graphs(task):
+    reverse = StarGraph(**SMALL, answer_order="reverse")
+    for split in ("train", "test"):
+        forward_rows, reverse_rows = task.examples(split).tokens[:100], reverse.examples(split).tokens[:100]
+        P, L = task.prompt_len, task.path_length
+        assert torch.equal(forward_rows[:, :P], reverse_rows[:, :P])  # the same graphs, the same prompts
+        assert torch.equal(reverse_rows[:, P: P + L], forward_rows[:, P: P + L].flip(1))
+        assert torch.equal(reverse_rows[:, P + L:], forward_rows[:, P + L:])  # <eos>
+    for row in reverse.examples("test").tokens[:50]:  # each next node is the source of an edge into the last
+        edges, source, goal, path = parse(reverse, row)
+        assert path[0] == goal and path[-1] == source
+        assert all((v, u) in edges for u, v in zip(path, path[1:]))
+
+
+def test_reverse_order_scores_the_node_next_to_the_source_as_the_arm():
+    doc = {"prompt": "5 9 | 2 5 | 2 7 | 7 1 / 2 1 =", "answer": "1 7 2"}  # goal 1 back to source 2
+    assert StarGraph.score(doc, "1 7 2 <eos>") == {"path_acc": 1.0, "arm_acc": 1.0}
+    assert StarGraph.score(doc, "1 5 2") == {"path_acc": 0.0, "arm_acc": 0.0}
+    assert StarGraph.score(doc, "9 7 2") == {"path_acc": 0.0, "arm_acc": 1.0}
+    assert StarGraph.score(doc, "2 7 1") == {"path_acc": 0.0, "arm_acc": 1.0}  # the forward path is not the answer
+    reverse = StarGraph(**SMALL, answer_order="reverse")
+    batch = {"tokens": reverse.examples("test").tokens[:20]}
+    P = reverse.prompt_len
+    wrong_arm = batch["tokens"][:, P: P + reverse.path_length].clone()
+    wrong_arm[:, -2] = wrong_arm[:, 0]
+    scores = reverse.evaluate(lambda prompts, n: wrong_arm[:, :n], batch)
+    assert scores["arm_acc"].sum() == 0 and scores["path_acc"].sum() == 0
+    with pytest.raises(UsageError, match="unknown star_graph answer_order 'sideways'; known: forward, reverse"):
+        StarGraph(answer_order="sideways")
