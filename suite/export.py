@@ -6,6 +6,8 @@ causal LM, and its extra heads are training machinery that a Llama has no place 
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import torch
@@ -115,6 +117,11 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
     check_out(out, overwrite)
     trunk, stored = checkpoints.load_trunk(checkpoint)
     tokenizer = checkpoints.load_tokenizer(stored)
+    answering = checkpoints.answering_objective(stored)
+    if answering.decoding != "autoregressive":
+        print(f"foresight: warning: {checkpoint} was trained with {answering.name}, which answers in one pass over "
+              "the prompt and dummy tokens; Hugging Face generation decodes token by token, so its answers are not "
+              "the model's (`foresight eval` and the foresight lm-eval model decode it as trained)", file=sys.stderr)
     from transformers import LlamaForCausalLM  # after the checks: a bad input fails without the seconds it takes
 
     config = llama_config(trunk, tokenizer)

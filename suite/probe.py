@@ -39,6 +39,11 @@ import torch
 from suite.errors import UsageError, check_range
 
 KINDS = ("attention", "compare")
+CONTROL_ACCURACY = 0.95
+"""A model that predicts this share of the middle steps right (teacher-forced) finds the edges somehow."""
+CONTROL_RATIO = 3.0
+"""... and the probe must then see a head on the edge at this multiple of even spreading, or it misses the
+mechanism, and its readings of other checkpoints are not evidence."""
 MASSES = (("goal", "goal"), ("edge", "edge, after the first step"), ("first", "edge, first step"))
 """(key, title) of the masses; "after the first step" stops before the last node, which the prompt holds."""
 
@@ -138,6 +143,10 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         read = inputs[i, : graph.length][None].to(device)
         weights = trunk.attention_weights(read)[:, 0].float().cpu()
         found = masses(weights, graph)
+        with torch.no_grad():  # what the model predicts at each step, teacher-forced (as it was trained)
+            predicted = trunk.logits(trunk(read))[0, graph.queries].argmax(-1).cpu()
+        right = (predicted == torch.tensor(ids[graph.queries[0] + 1: graph.queries[-1] + 2])).float()
+        found |= {"first_acc": right[0], "middle_acc": right[1:-1].mean()}
         totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
         if i == example:
             example_maps = (weights, graph, tokens[: graph.length])
@@ -147,6 +156,8 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         "checkpoint": str(checkpoint), "objective": type(objective).__name__,
         "options": objective.spec()["init_args"], "graphs": count, "task": data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
+        "accuracy": {"first": float(means["first_acc"]), "middle": float(means["middle_acc"])},
+        "control": control(means),
         "layers": [{"layer": layer, "head": head, **{key: float(means[key][layer, head])
                                                        for key in ("goal", "edge", "first")}}
                    for layer in range(means["goal"].shape[0]) for head in range(means["goal"].shape[1])],
@@ -160,17 +171,37 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     return report
 
 
+def control(means: dict) -> str:
+    """The probe's own positive control: a model that gets the middle steps right must be reading the edges, so
+    the probe must see a head on them. "passes", "fails" (the probe misses a mechanism that is there: do not trust
+    its other readings) or "not applicable" (the model does not solve the middle steps)."""
+    if means["middle_acc"] < CONTROL_ACCURACY:
+        return "not applicable"
+    strongest = float((means["edge"] / means["edge_chance"]).max())
+    return "passes" if strongest >= CONTROL_RATIO else "fails"
+
+
 def table(report: dict) -> str:
     chance = report["chance"]
     lines = [f"Attention of {report['objective']} ({report['checkpoint']}) at the answer positions of "
              f"{report['graphs']} test star graphs: mean weight on the goal token, on the edge to the next node "
              "(its two labels and the separator after them) at the steps between the first and the last, and on "
              f"that edge at the first step. Even spreading gives {chance['goal']:.3f}, {chance['edge']:.3f} and "
-             f"{chance['first']:.3f}.", "",
+             f"{chance['first']:.3f}. {control_sentence(report)}", "",
              "| layer | head | goal | edge, after the first step | edge, first step |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {row['layer']} | {row['head']} | {row['goal']:.3f} | {row['edge']:.3f} | {row['first']:.3f} |"
               for row in report["layers"]]
     return "\n".join(lines)
+
+
+def control_sentence(report: dict) -> str:
+    accuracy, verdict = report["accuracy"], report["control"]
+    said = (f"The model predicts {accuracy['middle']:.1%} of the middle steps and {accuracy['first']:.1%} of the "
+            "first steps right (teacher-forced)")
+    if verdict == "not applicable":
+        return f"{said}; below {CONTROL_ACCURACY:.0%}, so the probe's control does not apply."
+    return (f"{said}, so it finds the edges; the probe's control {verdict}: its strongest edge head is "
+            f"{'at least' if verdict == 'passes' else 'below'} {CONTROL_RATIO:g}x even spreading.")
 
 
 def heatmap(weights: torch.Tensor, graph: Graph, tokens: list[str], path: Path, title: str) -> None:
@@ -222,9 +253,12 @@ def compare(folders: list[str], out: str | None = None) -> str:
     if out:
         check_writable("--out", Path(out).parent)
     lines = ["Per probe, the head (layer.head) with the most attention on each target, its mean weight, and that "
-             "weight over even spreading's.", "",
-             "| probe | objective | options | graphs | " + " | ".join(title for _, title in MASSES) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " |"]
+             "weight over even spreading's; the share of middle steps the model predicts right (teacher-forced), and "
+             f"the probe's control: a model with {CONTROL_ACCURACY:.0%} of them right must show a head at "
+             f"{CONTROL_RATIO:g}x even spreading on the edge, or the probe misses what it does.", "",
+             "| probe | objective | options | graphs | " + " | ".join(title for _, title in MASSES)
+             + " | middle steps right | control |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " | --- | --- |"]
     for folder, report in reports:
         cells = [Path(folder).name, report["objective"],
                  ", ".join(f"{key}={value}" for key, value in sorted(report.get("options", {}).items())
@@ -233,7 +267,13 @@ def compare(folders: list[str], out: str | None = None) -> str:
         for key, _ in MASSES:
             best = max(report["layers"], key=lambda row: row[key])
             cells.append(f"{best['layer']}.{best['head']}: {best[key]:.3f} ({best[key] / report['chance'][key]:.1f}x)")
+        accuracy = report.get("accuracy")
+        cells += [f"{accuracy['middle']:.3f}" if accuracy else "—", report.get("control", "—")]
         lines.append("| " + " | ".join(cells) + " |")
+    failed = [Path(folder).name for folder, report in reports if report.get("control") == "fails"]
+    if failed:
+        lines += ["", f"The probe's control fails for {', '.join(failed)}: those models find the edges, and no head "
+                      "shows it. The probe misses their mechanism; read no verdict from it."]
     text = "\n".join(lines)
     if out:
         Path(out).write_text(text + "\n")

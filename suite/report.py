@@ -151,10 +151,19 @@ def difference_lines(entries: list[dict], alpha: float) -> list[str]:
     own document-level test."""
     from suite.statistics import POWER
 
+    from suite.evaluate import task_kind
+
     several_sizes = len({entry["size"] for entry in entries}) > 1
+    columns = table_columns(entries)
+    tasks_of = {}
+    for kind, name, _ in columns:
+        if kind == "task":
+            tasks_of.setdefault(task_kind(name)[0], []).append(name)
+    # a family of one task says what its task says
+    columns = [column for column in columns if column[0] == "task" or len(tasks_of.get(column[1], [])) > 1]
     rows = []
     for entry in entries:
-        for kind, name, metric in table_columns(entries):
+        for kind, name, metric in columns:
             test = (entry["family_tests"] if kind == "family" else entry["tests"]).get(name)
             if entry["objective"] == REFERENCE or test is None:
                 continue

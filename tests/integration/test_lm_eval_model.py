@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 
-from objectives import ParallelMTP
+from objectives import ParallelMTP, Teacherless
 from suite import ObjectiveLM, TaskData
 from suite.errors import UsageError
 from suite.lm_eval_model import ForesightLM
@@ -101,3 +101,20 @@ def test_speculative_generation_gives_the_same_text_with_the_heads_drafting(tmp_
     torch.save(checkpoint, path.with_name("fsp.ckpt"))
     with pytest.raises(UsageError, match="trained with fsp_bow, which has no heads that draft tokens"):
         ForesightLM(str(path.with_name("fsp.ckpt")), speculative=True)
+
+
+def test_a_teacherless_checkpoint_answers_in_one_pass_as_it_was_trained(tmp_path_factory):
+    path, task = train(tmp_path_factory, Teacherless())
+    lm = ForesightLM(str(path), batch_size=2)
+    docs = task.documents("test")[:4]
+    kwargs = {"until": ["<eos>"], "max_gen_toks": 6, "do_sample": False}
+    answers = lm.generate_until([request("generate_until", (d["prompt"], kwargs), d) for d in docs],
+                                disable_tqdm=True)
+    prompts = torch.tensor([lm.tok_encode(d["prompt"]) for d in docs])
+    with torch.no_grad():  # the prompt and 5 dummies (<pad>) in one pass; position P - 1 + j gives token j
+        read = torch.cat([prompts, torch.zeros(len(docs), 5, dtype=torch.long)], dim=1)
+        expected = lm.trunk.logits(lm.trunk(read))[:, prompts.shape[1] - 1:].argmax(-1)
+    for answer, ids in zip(answers, expected.tolist()):
+        ids = ids[: ids.index(lm.eot_token_id)] if lm.eot_token_id in ids else ids
+        assert answer == lm.tok_decode(ids)
+    assert lm.decode_stats.trunk_passes == 2  # one pass per batch of 2 prompts, not one per token

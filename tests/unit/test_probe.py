@@ -169,12 +169,14 @@ def test_bad_probe_input_is_one_line(argv, message, reverse_lm, star_checkpoint,
     assert not (tmp_path / "out").exists()
 
 
-def write_probe(folder, objective, options, rows, chance):
+def write_probe(folder, objective, options, rows, chance, accuracy=None, control=None):
     folder.mkdir(parents=True)
     layers = [{"layer": layer, "head": head, "goal": goal, "edge": edge, "first": first}
               for (layer, head), (goal, edge, first) in rows.items()]
-    (folder / "probe.json").write_text(json.dumps({"objective": objective, "options": options, "graphs": 200,
-                                                   "chance": chance, "layers": layers}))
+    report = {"objective": objective, "options": options, "graphs": 200, "chance": chance, "layers": layers}
+    if accuracy is not None:
+        report |= {"accuracy": {"first": 0.5, "middle": accuracy}, "control": control}
+    (folder / "probe.json").write_text(json.dumps(report))
     return str(folder)
 
 
@@ -182,15 +184,27 @@ def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreadin
     from suite.cli import main
 
     chance = {"goal": 0.05, "edge": 0.1, "first": 0.08}
-    ntp = write_probe(tmp_path / "ntp-s0", "NTP", {}, {(0, 0): (0.01, 0.3, 0.02), (1, 1): (0.2, 0.05, 0.04)}, chance)
+    ntp = write_probe(tmp_path / "ntp-s0", "NTP", {}, {(0, 0): (0.01, 0.3, 0.02), (1, 1): (0.2, 0.05, 0.04)}, chance,
+                      accuracy=1.0, control="passes")
     mtp = write_probe(tmp_path / "mtp-s0", "ParallelMTP", {"n": 4, "headwise": None},
-                      {(0, 0): (0.4, 0.1, 0.6), (0, 1): (0.1, 0.2, 0.1)}, chance)
+                      {(0, 0): (0.4, 0.1, 0.6), (0, 1): (0.1, 0.2, 0.1)}, chance, accuracy=0.99, control="fails")
     main(["probe", "compare", ntp, mtp, "--out", str(tmp_path / "compare.md")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[4:] == [
-        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) |",
-        "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) |"]
+    assert lines[4:6] == [
+        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) | 1.000 | passes |",
+        "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) | 0.990 | fails |"]
+    assert lines[7].startswith("The probe's control fails for mtp-s0: those models find the edges")
     assert (tmp_path / "compare.md").read_text().splitlines() == lines
+
+
+def test_the_probes_control_by_hand():
+    from suite.probe import control
+
+    chance = torch.tensor(0.1)
+    for middle, edge, verdict in ((1.0, [0.31, 0.05], "passes"), (0.96, [0.29, 0.2], "fails"),
+                                  (0.9, [0.05, 0.05], "not applicable")):
+        assert control({"middle_acc": torch.tensor(middle), "edge": torch.tensor([edge]), "edge_chance": chance}) \
+            == verdict
 
 
 def test_compare_refuses_a_folder_without_a_probe_in_one_line(tmp_path, capsys):
