@@ -174,6 +174,15 @@ def test_the_wandb_sweep_config_hands_each_point_to_foresight_agent(tmp_path, ca
     ("name: toy\nbudget: {steps: 3}\ndata: {task: nope}\n", "unknown task 'nope' in the sweep's data"),
     ("name: toy\nbudget: {steps: 3}\nn: [1]\nobjectives: [parallel_mtp]\n", "has an empty grid"),
     ("name: toy/../x\nbudget: {steps: 3}\n", "is not a plain name"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{objective: ntp, colour: red}]\n", "has unknown keys ['colour']"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{objective: ntp, label: a b}]\n",
+     "sweep label 'a b' is not a plain"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [ntp, {objective: ntp}]\n", "give label 'ntp' twice"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{objective: ntp, label: x, control: yes please}]\n",
+     "control='yes please'; allowed: true or false"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{objective: fsp_bow, n: [2]}]\n", "fsp_bow has no horizon"),
+    ("name: toy\nbudget: {steps: 3}\nobjectives: [{objective: ntp, label: x, data: {options: {answer_order: up}}}]\n",
+     "answer_order: Expected a typing.Literal['forward', 'reverse']. Got value: up"),
 ])
 def test_a_bad_sweep_file_is_one_line_naming_the_problem_and_results_stay_untouched(tmp_path, capsys, content,
                                                                                      expected):
@@ -254,3 +263,19 @@ def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points
     assert {path.stem for path in SHIPPED.glob("*.yaml")} == {name for name, _ in SHIPPED_GRIDS}
     sweep = sweeps.load_sweep(name)
     assert sweep.name == name and len(sweeps.grid(sweep)) == points
+
+
+def test_labelled_entries_get_their_own_data_horizons_and_ids(tmp_path):
+    config = write_sweep(tmp_path, objectives=[
+        "ntp", {"objective": "ntp", "label": "ntp_reverse", "data": {"options": {"answer_order": "reverse"}},
+                "control": True},
+        {"objective": "parallel_mtp", "label": "siblings", "options": {"layout": "siblings"}, "n": [4]}], n=[2, 4])
+    points = sweeps.grid(sweeps.load_sweep(str(config)))
+    by_label = {point.label: point for point in points}
+    assert [point.label for point in points] == ["ntp", "ntp_reverse", "siblings"]  # siblings at its own n only
+    assert by_label["siblings"].n == 4 and by_label["siblings"].options == {"layout": "siblings", "n": 4}
+    assert by_label["ntp_reverse"].data["options"] == {**STAR_17, "answer_order": "reverse"}
+    assert by_label["ntp_reverse"].control and not by_label["ntp"].control
+    assert by_label["ntp"].data == DATA
+    assert by_label["ntp_reverse"].id.startswith("ntp_reverse-nano-s0-") and by_label["ntp_reverse"].id[-8:] != \
+        by_label["ntp"].id[-8:]

@@ -264,12 +264,15 @@ def test_summary_heads_at_t_read_nothing_after_t(tiny_config, reverse_lm):
 
 # --- parameters, specs, bad input ---------------------------------------------------------------------------------
 
-def test_match_params_removes_trunk_blocks_to_match_ntp(tiny_config):
+@pytest.mark.parametrize("layout", ["stacked", "siblings"])
+def test_match_params_removes_trunk_blocks_to_match_ntp(tiny_config, layout):
     config = tiny_config.replace(n_layer=4)
     ntp_trunk, _ = build(NTP(), config)
-    trunk, objective = build(ParallelMTP(n=3, match_params=True), config)
+    trunk, objective = build(ParallelMTP(n=3, match_params=True, layout=layout), config)
     assert len(trunk.blocks) == 2
     assert count_parameters(trunk, objective)["total"] == count_parameters(ntp_trunk)["total"]
+    # siblings: one shared block, then the next-token head's (the trunk's last) beside heads 2 and 3
+    assert objective.branch_depth(trunk) == (1 if layout == "siblings" else 2)
     _, added = build(ParallelMTP(n=3), config)
     assert count_parameters(Trunk(config), added)["objective"] == 2 * count_parameters(Trunk(config))["trunk"] // 4
 
