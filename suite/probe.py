@@ -109,7 +109,7 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     """
     import objectives
     import tasks
-    from suite.checkpoints import load_trunk
+    from suite.checkpoints import load_model, load_trunk
     from suite.errors import check_choice, check_writable
 
     check_range("limit", limit, 1)
@@ -131,6 +131,9 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     # what the trunk read in training: a teacherless model saw dummies where the answer is
     objective = objectives.from_spec(stored["hyper_parameters"].get("objective") or "ntp")
     inputs = objective.inputs(examples.tokens, examples.loss_mask)
+    if type(objective).drafter is not objectives.Objective.drafter:  # heads that predict tokens: read them too
+        model, _ = load_model(checkpoint)
+        trunk, objective = model.trunk, model.objective.to(device).eval()
     count = min(limit, len(examples.tokens))
     check_range("example", example, 0, count - 1)  # one of the graphs probed (the test split may hold fewer)
     trunk.to(device).eval()
@@ -143,10 +146,8 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         read = inputs[i, : graph.length][None].to(device)
         weights = trunk.attention_weights(read)[:, 0].float().cpu()
         found = masses(weights, graph)
-        with torch.no_grad():  # what the model predicts at each step, teacher-forced (as it was trained)
-            predicted = trunk.logits(trunk(read))[0, graph.queries].argmax(-1).cpu()
-        right = (predicted == torch.tensor(ids[graph.queries[0] + 1: graph.queries[-1] + 2])).float()
-        found |= {"first_acc": right[0], "middle_acc": right[1:-1].mean()}
+        heads = head_accuracy(trunk, objective, read, int(examples.prompt_len[i]), torch.tensor(ids))
+        found |= {"first_acc": heads[0, 1], "middle_acc": heads[0, 2:-2].mean(), "heads": heads}
         totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
         if i == example:
             example_maps = (weights, graph, tokens[: graph.length])
@@ -157,6 +158,7 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
         "options": objective.spec()["init_args"], "graphs": count, "task": data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
         "accuracy": {"first": float(means["first_acc"]), "middle": float(means["middle_acc"])},
+        "heads": [{"head": k + 1, "answer": [float(value) for value in row]} for k, row in enumerate(means["heads"])],
         "control": control(means),
         "layers": [{"layer": layer, "head": head, **{key: float(means[key][layer, head])
                                                        for key in ("goal", "edge", "first")}}
@@ -169,6 +171,23 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     print(table(report))
     print(f"\nwritten: {out_dir}/probe.json, probe.md, attention.png", file=sys.stderr)
     return report
+
+
+@torch.no_grad()
+def head_accuracy(trunk, objective, read: torch.Tensor, prompt_len: int, ids: torch.Tensor) -> torch.Tensor:
+    """[heads, answer tokens]: 1 where head k, teacher-forced, predicts answer token i (the path nodes, then
+    <eos>) from position prompt_len + i - k (head 1 from the token before, head 2 from the one before that, ...).
+    Heads are the objective's drafts (`draft_logits`) where it has them, else the next-token head alone."""
+    if hasattr(objective, "draft_logits"):
+        predicted = objective.draft_logits(trunk, read)[0].argmax(-1)  # [T, n]
+    else:
+        predicted = trunk.logits(trunk(read))[0].argmax(-1)[:, None]
+    answer = ids[prompt_len: read.shape[1] + 1].to(predicted.device)  # the path and <eos>
+    right = torch.zeros(predicted.shape[1], len(answer))
+    for k in range(1, predicted.shape[1] + 1):
+        positions = torch.arange(len(answer), device=predicted.device) + prompt_len - k
+        right[k - 1] = (predicted[positions, k - 1] == answer).float().cpu()
+    return right
 
 
 def control(means: dict) -> str:
@@ -191,6 +210,16 @@ def table(report: dict) -> str:
              "| layer | head | goal | edge, after the first step | edge, first step |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {row['layer']} | {row['head']} | {row['goal']:.3f} | {row['edge']:.3f} | {row['first']:.3f} |"
               for row in report["layers"]]
+    heads = report.get("heads") or []
+    if heads:
+        tokens = len(heads[0]["answer"])
+        lines += ["", "What each prediction head gets right, teacher-forced: head k predicts answer token i from the "
+                  "position k before it (node 1 is the first step; head 2 predicts it from `=`, before any answer "
+                  "token is read).", "",
+                  "| head | " + " | ".join([f"node {i}" for i in range(tokens - 1)] + ["<eos>"]) + " |",
+                  "| --- |" + " --- |" * tokens]
+        lines += [f"| {row['head']} | " + " | ".join(f"{value:.3f}" for value in row["answer"]) + " |"
+                  for row in heads]
     return "\n".join(lines)
 
 

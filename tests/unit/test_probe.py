@@ -131,7 +131,7 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
     assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "probe.md").read_text().splitlines()
     assert table[2] == "| layer | head | goal | edge, after the first step | edge, first step |"
-    assert len(table) == 4 + 8
+    assert len(table) == 4 + 8 + 7  # the attention table, then the heads: caption, header, two heads
     assert table == capsys.readouterr().out.splitlines()
 
     # the same numbers by hand: the mean over the three test graphs of each graph's masses
@@ -146,6 +146,11 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
         expected = sum(f[key] for f in found) / 3
         assert [row[key] for row in report["layers"]] == pytest.approx(expected.flatten().tolist(), abs=1e-6)
     assert report["chance"]["first"] == pytest.approx(sum(f["first_chance"] for f in found).item() / 3)
+    # two heads (ParallelMTP n=2), each over the 4 path nodes and <eos>, shares of the 3 graphs
+    assert [row["head"] for row in report["heads"]] == [1, 2]
+    for row in report["heads"]:
+        assert len(row["answer"]) == 5 and all(abs(3 * value - round(3 * value)) < 1e-6 for value in row["answer"])
+    assert report["accuracy"]["first"] == report["heads"][0]["answer"][1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -196,6 +201,27 @@ def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreadin
         "| fails |"]
     assert lines[7].startswith("The probe's control fails for mtp-s0: those models find the edges")
     assert (tmp_path / "compare.md").read_text().splitlines() == lines
+
+
+def test_head_accuracy_reads_head_k_at_the_position_k_before_each_answer_token():
+    from suite.probe import head_accuracy
+
+    ids = torch.tensor([10 + i for i in range(21)] + [30, 31, 32, 33, 2])  # a prompt of 21, then 4 nodes and <eos>
+
+    class Scripted:
+        """Head 1 right everywhere but at node 1; head 2 right only at node 1 (from "=", position 20)."""
+
+        def draft_logits(self, trunk, read):
+            logits = torch.zeros(1, read.shape[1], 2, 40)
+            for position in range(read.shape[1]):
+                for k in (1, 2):
+                    truth = int(ids[position + k]) if position + k < len(ids) else 0
+                    wanted = (k == 1) != (position + k == 22)
+                    logits[0, position, k - 1, truth if wanted else 0] = 1.0
+            return logits
+
+    right = head_accuracy(None, Scripted(), ids[:25][None], 21, ids)
+    assert right.tolist() == [[1, 0, 1, 1, 1], [0, 1, 0, 0, 0]]
 
 
 def test_the_probes_control_by_hand():
