@@ -286,8 +286,8 @@ def compare(folders: list[str], out: str | None = None) -> str:
              f"the probe's control: a model with {CONTROL_ACCURACY:.0%} of them right must show a head at "
              f"{CONTROL_RATIO:g}x even spreading on the edge, or the probe misses what it does.", "",
              "| probe | objective | options | graphs | " + " | ".join(title for _, title in MASSES)
-             + " | middle steps right | control |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " | --- | --- |"]
+             + " | middle steps right | first step right | head 2: first step from `=` | control |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " | --- | --- | --- | --- |"]
     for folder, report in reports:
         cells = [Path(folder).name, report["objective"],
                  ", ".join(f"{key}={value}" for key, value in sorted(report.get("options", {}).items())
@@ -296,8 +296,10 @@ def compare(folders: list[str], out: str | None = None) -> str:
         for key, _ in MASSES:
             best = max(report["layers"], key=lambda row: row[key])
             cells.append(f"{best['layer']}.{best['head']}: {best[key]:.3f} ({best[key] / report['chance'][key]:.1f}x)")
-        accuracy = report.get("accuracy")
-        cells += [f"{accuracy['middle']:.3f}" if accuracy else "—", report.get("control", "—")]
+        accuracy, heads = report.get("accuracy"), report.get("heads") or []
+        second = f"{heads[1]['answer'][1]:.3f}" if len(heads) > 1 else "—"  # node 1, predicted before p0 is read
+        cells += [f"{accuracy['middle']:.3f}" if accuracy else "—", f"{accuracy['first']:.3f}" if accuracy else "—",
+                  second, report.get("control", "—")]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [Path(folder).name for folder, report in reports if report.get("control") == "fails"]
     if failed:

@@ -180,7 +180,8 @@ def write_probe(folder, objective, options, rows, chance, accuracy=None, control
               for (layer, head), (goal, edge, first) in rows.items()]
     report = {"objective": objective, "options": options, "graphs": 200, "chance": chance, "layers": layers}
     if accuracy is not None:
-        report |= {"accuracy": {"first": 0.5, "middle": accuracy}, "control": control}
+        report |= {"accuracy": {"first": 0.5, "middle": accuracy}, "control": control,
+                   "heads": [{"head": 1, "answer": [1.0, 0.5, accuracy, 1.0, 1.0]}]}
     (folder / "probe.json").write_text(json.dumps(report))
     return str(folder)
 
@@ -193,12 +194,16 @@ def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreadin
                       accuracy=1.0, control="passes")
     mtp = write_probe(tmp_path / "mtp-s0", "ParallelMTP", {"n": 4, "headwise": None},
                       {(0, 0): (0.4, 0.1, 0.6), (0, 1): (0.1, 0.2, 0.1)}, chance, accuracy=0.99, control="fails")
+    report = json.loads((tmp_path / "mtp-s0" / "probe.json").read_text())
+    report["heads"].append({"head": 2, "answer": [1.0, 0.875, 1.0, 1.0, 1.0]})  # head 2 plans the first step
+    (tmp_path / "mtp-s0" / "probe.json").write_text(json.dumps(report))
     main(["probe", "compare", ntp, mtp, "--out", str(tmp_path / "compare.md")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[4:6] == [
-        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) | 1.000 | passes |",
+        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) | 1.000 | 0.500 | — "
+        "| passes |",
         "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) | 0.990 "
-        "| fails |"]
+        "| 0.500 | 0.875 | fails |"]
     assert lines[7].startswith("The probe's control fails for mtp-s0: those models find the edges")
     assert (tmp_path / "compare.md").read_text().splitlines() == lines
 
