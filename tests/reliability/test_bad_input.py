@@ -109,8 +109,9 @@ CASES = [
          {"bad.yaml": BAD_YAML}),
     Case(("sweep", "--config", "sweep.yaml"), f"unknown size 'giant' in the sweep; known: {KNOWN_SIZES}",
          {"sweep.yaml": SWEEP + "sizes: [giant]\n"}),
-    Case(("sweep", "--config", "sweep.yaml"), "unknown objective 'teacherless'; known: ntp, parallel_mtp, "
-         "causal_mtp, sequential_mtp, fsp_bow, fsp_revlm", {"sweep.yaml": SWEEP + "objectives: [ntp, teacherless]\n"}),
+    Case(("sweep", "--config", "sweep.yaml"), "unknown objective 'medusa'; known: ntp, parallel_mtp, "
+         "causal_mtp, sequential_mtp, fsp_bow, fsp_revlm, teacherless",
+         {"sweep.yaml": SWEEP + "objectives: [ntp, medusa]\n"}),
     Case(("sweep", "--config", "sweep.yaml"), "sweep n=0 is not a horizon; allowed: integers >= 1",
          {"sweep.yaml": SWEEP + "n: [0]\n"}),
     Case(("sweep", "--config", "sweep.yaml"), "sweep budget={'steps': 'many'}; allowed: {steps: N} or {tokens: N}",
