@@ -87,7 +87,7 @@ def ratio_value(name: str):
     return value
 
 
-LOSSES = tuple(zip(CURVES, ("next-token loss (every objective has it)", "the objective's own training loss")))
+LOSSES = tuple(zip(CURVES, ("next-token loss (all have it)", "the objective's own loss")))
 """The learning curves: what every objective shares, and what each one optimizes."""
 
 
@@ -106,7 +106,7 @@ def validation_panels(entries: list[dict]) -> list[tuple[str, str]]:
     for kind, task, metric in table_columns(entries):
         key = f"val/{task}/{metric}"
         if kind == "task" and any(key in logged for entry in entries for logged in entry["curves"]):
-            panels.append((key, f"{task} {metric} during training (validation)"))
+            panels.append((key, f"validation {task} {metric}"))
     return panels
 
 
@@ -125,7 +125,7 @@ def plot_learning_curves(entries: list[dict], path: Path) -> bool:
     if not curves:
         return False
     sizes = sorted({size for size, _ in curves}, key=size_order)
-    fig = Figure(figsize=(5.5 * len(panels), 4 * len(sizes)), layout="constrained")
+    fig = Figure(figsize=(5.5 * len(panels) + 2, 4 * len(sizes)), layout="constrained")
     palette = colors(entries)
     for row_axes, size in zip(fig.subplots(len(sizes), len(panels), squeeze=False), sizes):
         for axis, (key, title) in zip(row_axes, panels):
@@ -134,10 +134,18 @@ def plot_learning_curves(entries: list[dict], path: Path) -> bool:
                 axis.plot(steps, values, label=name, color=palette[name], marker="." if len(steps) < 30 else None)
             loss = key.startswith("train/")
             axis.set(title=f"{title} ({size})", xlabel="step", ylabel=key, yscale="log" if loss else "linear")
-            if curves.get((size, key)):
-                axis.legend(fontsize="x-small")
+            if loss and axis.get_ylim()[0] < LOSS_FLOOR:  # a solved task's loss near 0 would flatten the rest
+                axis.set_ylim(bottom=LOSS_FLOOR)
+                axis.set_ylabel(f"{key} (from {LOSS_FLOOR:g})")
+    # one legend for the figure: every panel has the same lines
+    handles = {line.get_label(): line for axis in fig.axes for line in axis.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
     save(fig, path)
     return True
+
+
+LOSS_FLOOR = 1e-3
+"""The lowest loss the learning curves show."""
 
 
 def plot_head_losses(entries: list[dict], path: Path) -> bool:

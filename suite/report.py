@@ -139,6 +139,9 @@ def control_lines(entries: list[dict], alpha: float) -> list[str]:
                     + ("too few seeds for a p-value" if test["p"] is None else f"p = {test['p']:.2g}"))
             if better and test["significant"]:
                 lines.append(f"- {said}. **The control wins**: the suite sees a win at this task and budget.")
+            elif test["p"] is None:
+                lines.append(f"- {said}. **The control cannot be judged** with fewer than 3 seeds, and so no row "
+                             "below can be: a tour of the machinery, not a verdict.")
             else:
                 lines.append(f"- {said}. **The control did not win**: at this budget the suite cannot see a win it "
                              "should, so no row below is evidence that an objective does not help.")
