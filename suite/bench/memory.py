@@ -38,7 +38,7 @@ def measure_step(point: dict) -> dict:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss, _ = objective.loss(trunk, trunk(tokens), tokens)
+        loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
         loss.backward()
         if cuda:
             torch.cuda.synchronize()

@@ -74,7 +74,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                 flops[key] = analytic_flops_per_token(trunk, objective, seq_len)
 
                 def step(trunk=trunk, objective=objective):
-                    loss, _ = objective.loss(trunk, trunk(tokens), tokens)
+                    loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
                     loss.backward()
                     for p in [*trunk.parameters(), *objective.parameters()]:
                         p.grad = None
