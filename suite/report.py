@@ -148,6 +148,42 @@ def control_lines(entries: list[dict], alpha: float) -> list[str]:
     return lines
 
 
+REACH = 0.9
+"""Time to accuracy: the first validation step at which a score reaches this share of NTP's final score."""
+
+
+def time_lines(entries: list[dict]) -> list[str]:
+    """report.md's "Time to NTP's level": per entry and task with validation curves of a primary metric that
+    grows (accuracy), the first validation step of each seed at which it reached REACH x NTP's final score (mean
+    over seeds) of the same size, or "—" where it did not within the budget."""
+    from suite.comparison import LOWER_IS_BETTER
+
+    several_sizes = len({entry["size"] for entry in entries}) > 1
+    references = {entry["size"]: entry for entry in entries if entry["objective"] == REFERENCE}
+    rows = []
+    for kind, task, metric in table_columns(entries):
+        key = f"val/{task}/{metric}"
+        for entry in entries:
+            reference = references.get(entry["size"])
+            final = ((reference or {}).get("scores", {}).get(task) or {}).get(metric)
+            if kind != "task" or metric in LOWER_IS_BETTER or not final or not final["mean"] > 0:
+                continue
+            target = REACH * final["mean"]
+            reached = []
+            for seed, curves in zip(entry["seeds"], entry["curves"]):
+                steps = [step for step, value in curves.get(key, []) if value >= target]
+                reached.append(f"s{seed}: {int(steps[0]) if steps else '—'}")
+            if any(curves.get(key) for curves in entry["curves"]):
+                rows.append(leading(entry, several_sizes) + [f"{task} {metric} ≥ {target:.3f}", ", ".join(reached)])
+    if not rows:
+        return []
+    header = leading_header(several_sizes) + ["score", "first validation step that reached it, by seed"]
+    return [render(header, rows), "", f"The level is {REACH:.0%} of {REFERENCE}'s final test score at the same size "
+            "(the mean over its seeds); steps are those of the validation runs during training (every "
+            "`val_check_interval` steps), `—` where the seed did not reach it within the budget: a plateau not yet "
+            "left, which more steps may change."]
+
+
 def difference_lines(entries: list[dict], alpha: float) -> list[str]:
     """report.md's "Differences from ntp": per compared entry and score, the difference with its interval over
     seeds, the hierarchical bootstrap interval, p, the smallest difference the seeds could detect, and each seed's
@@ -247,6 +283,9 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     differences = difference_lines(entries, alpha)
     if differences:
         parts += ["", f"## Differences from {REFERENCE}, and what the seeds can detect", "", *differences]
+    reaching = time_lines(entries)
+    if reaching:
+        parts += ["", f"## Time to {REFERENCE}'s level", "", *reaching]
     metrics = metric_tables(entries)
     if metrics:
         parts += ["", "## Every metric", "", "Each task's metrics, the mean over seeds ± the half-width of its 95% "

@@ -341,3 +341,16 @@ def test_every_metric_section_tabulates_secondary_metrics_per_objective(tmp_path
         "| objective | n | seeds | acc | acc_1x |", "|---|---|---|---|---|",
         "| ntp | 1 | 2 | 0.300 ± 1.271 | 0.100 ± 0.000 |", "| parallel_mtp | 2 | 1 | 0.500 | 0.000 |"]
     assert "### star_graph" not in section  # one metric: the comparison table has it all
+
+
+def test_time_to_ntps_level_is_the_first_validation_step_at_90_percent_of_its_final_score(tmp_path):
+    rows = [row("ntp", None, seed, NTP_ITEMS[seed]) for seed in range(3)]  # final path_acc 0.5, 0.6, 0.7: mean 0.6
+    climbs = {0: [[100, 0.1], [200, 0.53], [300, 0.6]], 1: [[100, 0.55], [200, 0.2]], 2: [[100, 0.3], [200, 0.5]]}
+    for seed in range(3):
+        rows.append(row("parallel_mtp", 2, seed, MTP2_ITEMS[seed],
+                        curves={"val/star_graph/path_acc": climbs[seed]}))
+    text = write_report(write_rows(tmp_path / "toy", rows)).read_text()
+    section = text.split("## Time to ntp's level")[1].split("##")[0]
+    # the level: 0.9 x 0.6 = 0.54; seed 0 first reaches it at 300 (0.53 < 0.54), seed 1 at 100, seed 2 never
+    assert "| parallel_mtp | 2 | 3 | star_graph path_acc ≥ 0.540 | s0: 300, s1: 100, s2: — |" in section
+    assert "| ntp |" not in section  # NTP's rows carry no validation curves here
