@@ -102,6 +102,12 @@ class Objective(nn.Module):
         the trunk's last block says so here."""
         return trunk(self.inputs(tokens, mask))
 
+    def head_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        """Every head that predicts tokens, as in training (teacher-forced): [B, T, heads, V], head k at t predicting
+        x_{t+k}; by default the next-token head alone. For looking inside a model (`foresight probe`), not for
+        decoding: a sequential module here reads the true next token, as it was trained to."""
+        return trunk.logits(self.hidden(trunk, input_ids)).unsqueeze(2)
+
     def one_pass_logits(self, trunk, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Logits [B, max_new_tokens, V] of every answer token of prompts [B, P] from one trunk pass, for
         `decoding == "one_pass"` (max_new_tokens >= 1)."""

@@ -119,6 +119,9 @@ class ParallelMTP(Objective):
         return head_losses(hidden, self._heads(trunk, tokens, mask), self.head_params(trunk),
                            chained=self.chained, headwise=self.use_headwise(trunk))
 
+    def head_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.draft_logits(trunk, input_ids)  # the heads read x_{<=t} alone: their drafts are as trained
+
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         hidden = self.hidden(trunk, input_ids)
         first = self._first(trunk)

@@ -109,6 +109,10 @@ class SequentialMTP(Objective):
             logits.append(trunk.logits(state))
         return logits
 
+    def head_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
+        """The next-token head and every module teacher-forced, as trained: module k at t reads x_{t+1..t+k}."""
+        return torch.stack([trunk.logits(trunk(input_ids)), *self.module_logits(trunk, input_ids)], dim=2)
+
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """Drafts of x_{t+1..t+D+1} from x_{<=t}: each module reads the greedy draft of the token before, at every
         position, where training read the true token."""

@@ -176,12 +176,10 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
 @torch.no_grad()
 def head_accuracy(trunk, objective, read: torch.Tensor, prompt_len: int, ids: torch.Tensor) -> torch.Tensor:
     """[heads, answer tokens]: 1 where head k, teacher-forced, predicts answer token i (the path nodes, then
-    <eos>) from position prompt_len + i - k (head 1 from the token before, head 2 from the one before that, ...).
-    Heads are the objective's drafts (`draft_logits`) where it has them, else the next-token head alone."""
-    if hasattr(objective, "draft_logits"):
-        predicted = objective.draft_logits(trunk, read)[0].argmax(-1)  # [T, n]
-    else:
-        predicted = trunk.logits(trunk(read))[0].argmax(-1)[:, None]
+    <eos>) from position prompt_len + i - k (head 1 from the token before, head 2 from the one before that, ...):
+    the objective's `head_logits` of `read`, the trunk's input (a sequential module reads the true tokens
+    between, as trained)."""
+    predicted = objective.head_logits(trunk, read)[0].argmax(-1)  # [T, heads]
     answer = ids[prompt_len: read.shape[1] + 1].to(predicted.device)  # the path and <eos>
     right = torch.zeros(predicted.shape[1], len(answer))
     for k in range(1, predicted.shape[1] + 1):

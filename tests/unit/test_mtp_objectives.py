@@ -370,3 +370,20 @@ def test_reverse_lm_of_another_vocabulary_or_direction_is_refused(tiny_config, r
     broken.write_bytes(reverse_lm.read_bytes()[:1000])
     with pytest.raises(UsageError, match="cannot be read"):
         FSPRevLM(str(broken)).attach(Trunk(tiny_config))
+
+
+def test_head_logits_are_each_heads_prediction_as_trained(tiny_config):
+    """What `foresight probe` reads: the heads teacher-forced. Parallel heads read x_{<=t} only (their drafts);
+    a sequential module reads the true next token, where its draft reads the next-token head's guess."""
+    tokens = torch.randint(0, 23, (2, 9))
+    with torch.no_grad():
+        trunk, parallel = build(ParallelMTP(n=3, layout="siblings"), tiny_config)
+        torch.testing.assert_close(parallel.head_logits(trunk, tokens), parallel.draft_logits(trunk, tokens))
+        trunk, sequential = build(SequentialMTP(depth=2), tiny_config)
+        heads = sequential.head_logits(trunk, tokens)
+        assert heads.shape == (2, 9, 3, 23)
+        torch.testing.assert_close(heads[:, :, 0], trunk.logits(trunk(tokens)))
+        for k, module in enumerate(sequential.module_logits(trunk, tokens), start=1):
+            torch.testing.assert_close(heads[:, :, k], module)
+        trunk, _ = build(NTP(), tiny_config)
+        torch.testing.assert_close(NTP().head_logits(trunk, tokens), NTP().draft_logits(trunk, tokens))

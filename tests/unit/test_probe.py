@@ -216,7 +216,7 @@ def test_head_accuracy_reads_head_k_at_the_position_k_before_each_answer_token()
     class Scripted:
         """Head 1 right everywhere but at node 1; head 2 right only at node 1 (from "=", position 20)."""
 
-        def draft_logits(self, trunk, read):
+        def head_logits(self, trunk, read):
             logits = torch.zeros(1, read.shape[1], 2, 40)
             for position in range(read.shape[1]):
                 for k in (1, 2):
