@@ -19,6 +19,8 @@ commands:
   sweep      train, score and cost a grid of objectives x n x sizes x seeds (--config FILE [--shard i/N])
   agent      run sweep points for a wandb sweep agent
   eval       score a checkpoint on task families through lm-eval (--checkpoint PATH --tasks a,b)
+  lm-eval    lm-eval's own command line with foresight's model and tasks registered
+             (--model foresight --model_args checkpoint=PATH --tasks star_graph ...; every lm_eval flag)
   report     tables with confidence intervals and significance, and plots, of a sweep's results
   dashboard  a wandb report comparing a sweep's runs (--entity E --project P)
   export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
@@ -175,6 +177,7 @@ def module_main(module: str):
 
 COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main,
             "sweep": module_main("sweep"), "agent": module_main("agent"), "eval": module_main("evaluate"),
+            "lm-eval": module_main("lm_eval_cli"),
             "report": module_main("report"), "dashboard": module_main("dashboard"), "export": module_main("export"),
             "sizes": sizes_main, "bench": module_main("bench"), "probe": module_main("probe")}
 

@@ -6,6 +6,8 @@ model_args="checkpoint=runs/x/checkpoints/last.ckpt", ...)` works like any lm-ev
 
 from __future__ import annotations
 
+import logging
+
 import lm_eval.models  # noqa: F401  lm-eval fills its model registry only while it is empty: fill it before ours
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,17 @@ from suite.errors import UsageError, check_range
 from tasks.base import truncate
 
 
+def usable_device(device: str | None) -> str:
+    """`device`, or the CPU where it names a GPU this machine lacks (lm-eval's command line asks for cuda:0 unless
+    told otherwise; its `hf` model falls back the same way)."""
+    if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+        fallback = "cuda" if torch.cuda.is_available() else "cpu"
+        if device is not None:
+            logging.getLogger(__name__).warning("device %r is not available here; using %r", device, fallback)
+        return fallback
+    return str(device)
+
+
 @register_model("foresight")
 class ForesightLM(TemplateLM):
     """A checkpoint's trunk and tokenizer. Loglikelihoods are batched (right padding is harmless to a causal
@@ -29,9 +42,10 @@ class ForesightLM(TemplateLM):
     `speculative=true` decodes greedy requests with the objective's heads (`suite.decoding`): the same text, fewer
     trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly."""
 
-    def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str = "cpu", max_length: int = 2048,
-                 dtype: str = "float32", speculative: bool | str = False, **kwargs):
+    def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
+                 max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False, **kwargs):
         super().__init__()
+        device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
         check_range("batch_size", batch_size, 1)
         if str(speculative).lower() not in ("true", "false"):

@@ -11,6 +11,7 @@ import torch
 from suite import ObjectiveLM, TaskData
 from suite.cli import main
 from suite.evaluate import evaluate, family_scores, task_options
+from suite.errors import UsageError
 
 STAR = {"num_train": 3200, "num_val": 64, "num_test": 96}
 
@@ -111,6 +112,23 @@ def test_the_installed_command_writes_results_and_prints_the_table(star_checkpoi
     assert "| **reasoning** | family score |" in result.stdout
 
 
+def test_lm_eval_from_the_shell_scores_what_foresight_eval_scores(star_checkpoint, tmp_path):
+    """`foresight lm-eval` is lm-eval's own command line (its flags, its results file) with the `foresight` model
+    and task registered: it scores the checkpoint as `foresight eval` does, document for document."""
+    path, _ = star_checkpoint
+    ours = evaluate(str(path), ["star_graph"], tmp_path / "ours", limit=20)["results"]["star_graph"]
+    result = subprocess.run([sys.executable, "-m", "suite.cli", "lm-eval", "--model", "foresight", "--model_args",
+                             f"checkpoint={path}", "--tasks", "star_graph", "--limit", "20", "--batch_size", "8",
+                             "--output_path", str(tmp_path / "shell")], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(next((tmp_path / "shell").rglob("results_*.json")).read_text())
+    assert theirs["n-samples"]["star_graph"]["effective"] == 20
+    for metric in ("path_acc,none", "arm_acc,none"):
+        assert theirs["results"]["star_graph"][metric] == ours[metric]
+    assert "|star_graph|" in result.stdout.replace(" ", "")
+
+
 def test_foresight_and_hugging_face_models_score_the_same(star_checkpoint, tmp_path):
     """The exported Llama directory, through lm-eval's own `hf` model and the task folder export writes, scores
     what the checkpoint scores through `foresight`."""
@@ -168,3 +186,27 @@ def test_a_mix_checkpoint_is_scored_per_component_with_its_own_tokenizer(tmp_pat
     countdown = [json.loads(line) for line in (tmp_path / "eval" / "tasks" / "countdown.jsonl").read_text()
                  .splitlines()]
     assert len(countdown[0]["prompt"].split("->")[0].split()) == 3  # count 3
+
+
+def test_lm_eval_arguments_are_read_and_rewritten_as_lm_eval_reads_them(star_checkpoint, tmp_path):
+    from suite.lm_eval_cli import model_arg, option, prepared_argv, without
+
+    argv = ["--model", "foresight", "--tasks=star_graph,arc_easy", "--include_path", "mine", "--limit", "3"]
+    assert option(argv, "--tasks") == "star_graph,arc_easy" and option(argv, "--include_path") == "mine"
+    assert option(argv, "--device") is None
+    assert without(argv, "--include_path") == ["--model", "foresight", "--tasks=star_graph,arc_easy", "--limit", "3"]
+    assert model_arg("batch_size=4,checkpoint=a/b.ckpt", "checkpoint") == "a/b.ckpt"
+    assert model_arg("pretrained=x", "checkpoint") is None
+    path, _ = star_checkpoint
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "extra.yaml").write_text("task: extra\n")
+    rewritten = prepared_argv(["--model_args", f"checkpoint={path}", "--tasks", "star_graph,extra",
+                               "--include_path", str(mine)], tmp_path / "folder")
+    assert rewritten[-2:] == ["--include_path", str(tmp_path / "folder")] and rewritten.count("--include_path") == 1
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["include_path", "star_graph.jsonl",
+                                                                        "star_graph.yaml"]
+    assert (tmp_path / "folder" / "include_path" / "extra.yaml").read_text() == "task: extra\n"
+    assert prepared_argv(["--tasks", "arc_easy"], tmp_path / "none") == ["--tasks", "arc_easy"]  # nothing to add
+    with pytest.raises(UsageError, match="--include_path 'nowhere' is not a folder"):
+        prepared_argv(["--tasks", "star_graph", "--include_path", "nowhere"], tmp_path / "bad")
