@@ -17,6 +17,7 @@ from suite.decoding import generate
 from suite.errors import UsageError, check_range
 from suite.model import Trunk
 from suite.sizes import ModelConfig, count_parameters, resolve
+from suite.schedule import WarmupCosine
 
 
 def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple[int, int]) -> int:
@@ -81,12 +82,7 @@ class ObjectiveLM(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=hp.betas,
                                       fused=self.device.type in ("cpu", "cuda") or None)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = min(hp.warmup_steps, total - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup,
-                                                            eta_min=hp.lr * hp.min_lr_ratio)
-        schedule = cosine if warmup == 0 else torch.optim.lr_scheduler.SequentialLR(
-            optimizer, [torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, total_iters=warmup), cosine],
-            milestones=[warmup])
+        schedule = WarmupCosine(optimizer, min(hp.warmup_steps, total - 1), total, hp.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -151,6 +147,7 @@ class ObjectiveLM(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()})
         self.log("train/tokens_seen", float(self.tokens_seen))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])  # the rate this step trained at
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:
