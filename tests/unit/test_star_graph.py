@@ -100,8 +100,14 @@ def test_evaluate_scores_oracle_and_wrong_answers(task):
         return batch["tokens"][:, P: P + n]
 
     def wrong_arm(prompts, n):
+        """A perfect edge-follower that takes another arm at the source: the failure the first step measures."""
         answer = oracle(prompts, n).clone()
-        answer[:, 1] = answer[:, 0]  # the first step is the one that needs planning
+        for row, prompt in zip(answer, prompts):
+            edges = prompt[: 3 * task.num_edges].view(-1, 3)[:, :2].tolist()
+            successors = {u: v for u, v in edges if u != row[0]}  # off the source, each node has one successor
+            node = next(v for u, v in edges if u == row[0] and v != row[1])
+            for k in range(1, task.path_length):
+                row[k], node = node, successors.get(node)
         return answer
 
     scores = task.evaluate(oracle, batch)
