@@ -12,7 +12,7 @@ from objectives.ntp import NTP
 from objectives.parallel_mtp import ParallelMTP
 from objectives.sequential_mtp import SequentialMTP
 from objectives.teacherless import Teacherless
-from suite import errors
+from suite.errors import UsageError, build_registered
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless)}
@@ -21,7 +21,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 def build(name: str, **options) -> Objective:
     """An objective by registry name, its options checked against the class signature."""
-    return errors.build("objective", OBJECTIVES, name, options)
+    return build_registered("objective", OBJECTIVES, name, options)
 
 
 def from_spec(spec: dict | str | Objective) -> Objective:
@@ -37,7 +37,7 @@ def from_spec(spec: dict | str | Objective) -> Objective:
         if path in (name, cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
             return build(name, **spec.get("init_args", {}))
     known = ", ".join(f"{cls.__name__} ({name})" for name, cls in OBJECTIVES.items())
-    raise errors.UsageError(f"unknown objective {path!r}; known: {known}")
+    raise UsageError(f"unknown objective {path!r}; known: {known}")
 
 
 __all__ = ["IGNORE", "NTP", "OBJECTIVES", "CausalMTP", "FSPBoW", "FSPRevLM", "Head", "Objective", "ParallelMTP",

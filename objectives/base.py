@@ -89,8 +89,16 @@ class Objective(nn.Module):
     """How the trained model answers: "autoregressive" (token by token, the causal LM every checkpoint is) or
     "one_pass" (`one_pass_logits`: every answer token from the prompt alone, as teacherless training taught)."""
 
-    def attach(self, trunk) -> None:
-        """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training."""
+    def frozen_models(self) -> dict[str, tuple[str, dict]]:
+        """The trained models this objective reads but never trains, which `attach` is handed by keyword: option
+        name -> (checkpoint path, data settings the model must have been trained with), e.g. FSP-RevLM's
+        {"reverse_lm": (path, {"reverse": True})}. An objective does no disk I/O: its caller loads them
+        (`suite.checkpoints.attach`), or builds stand-ins of their shape where only shapes count."""
+        return {}
+
+    def attach(self, trunk, **frozen) -> None:
+        """Build the objective's own modules for `trunk` (a `suite.model.Trunk`); called once, before training,
+        with each of `frozen_models` loaded (a `Trunk`) under its option name."""
 
     def inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """What the trunk reads of a batch: the tokens themselves, unless the objective hides some of them

@@ -23,15 +23,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from objectives.base import IGNORE, Metrics, Objective, future_targets
+from objectives.base import IGNORE, Metrics, future_targets
 from objectives.fused import fused_linear_loss
-from objectives.heads import Head, head_losses, run_blocks, token_head
+from objectives.summary import FutureSummary
 from suite.errors import check_range
 
 
-class FSPBoW(Objective):
+class FSPBoW(FutureSummary):
     name = "fsp_bow"
 
     def __init__(self, tau: int = 8, weighting: Literal["tfidf", "none"] = "tfidf", loss_weight: float = 1.0,
@@ -47,22 +46,13 @@ class FSPBoW(Objective):
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
                 are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
-        super().__init__()
+        super().__init__(loss_weight, head_layers, headwise)
         check_range(f"{self.name} tau", tau, 2)
-        check_range(f"{self.name} loss_weight", loss_weight, 0.0)
-        check_range(f"{self.name} head_layers", head_layers, 1)
-        self.tau, self.weighting, self.loss_weight, self.head_layers = tau, weighting, loss_weight, head_layers
-        self.headwise = headwise
-
-    def attach(self, trunk) -> None:
-        self.head = nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
+        self.tau, self.weighting = tau, weighting
 
     @property
     def logits_heads(self) -> int:
         return 2  # next-token and bag-of-words logits
-
-    def check_sequence_length(self, length: int) -> None:
-        check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
 
     def bag(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The window x_{t+2} .. x_{t+tau} as ids [B, T, tau-1] with IGNORE where a slot runs past the end, is not
@@ -106,7 +96,7 @@ class FSPBoW(Objective):
         loss, mean, _ = fused_linear_loss(x, weight, weighted_bce, valid, scale)
         return loss, mean
 
-    def _bow_head(self, trunk, tokens, mask) -> Head:
+    def summary_loss(self, trunk, tokens, mask):
         window, valid = self.bag(tokens, mask)
         weights = self.token_weights(tokens, mask, trunk.config.vocab_size)
 
@@ -115,12 +105,8 @@ class FSPBoW(Objective):
                                         self.loss_weight)
             return value, {"loss/fsp": mean}
 
-        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden), "fsp")
-
-    def loss(self, trunk, hidden, tokens, mask=None):
-        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"), self._bow_head(trunk, tokens, mask)]
-        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.use_headwise(trunk))
+        return loss
 
     def summary_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's logits [B, T, V] of which tokens come in x_{t+2..t+tau}, from x_{<=t}."""
-        return trunk.logits(run_blocks(trunk, self.head, trunk(input_ids)))
+        return trunk.logits(self.summary_state(trunk, input_ids))

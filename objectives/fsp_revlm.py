@@ -15,13 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import Metrics, Objective, future_targets
-from objectives.heads import Head, head_losses, run_blocks, token_head
-from suite import checkpoints
-from suite.errors import UsageError, check_range
+from objectives.base import Metrics, future_targets
+from objectives.summary import FutureSummary
+from suite.errors import UsageError
 
 
-class FSPRevLM(Objective):
+class FSPRevLM(FutureSummary):
     name = "fsp_revlm"
 
     def __init__(self, reverse_lm: str, loss_weight: float = 1.0, head_layers: int = 1, headwise: bool | None = None):
@@ -35,34 +34,30 @@ class FSPRevLM(Objective):
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
                 are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
         """
-        super().__init__()
-        check_range(f"{self.name} loss_weight", loss_weight, 0.0)
-        check_range(f"{self.name} head_layers", head_layers, 1)
-        self.reverse_lm, self.loss_weight, self.head_layers, self.headwise = (
-            str(reverse_lm), loss_weight, head_layers, headwise)
+        super().__init__(loss_weight, head_layers, headwise)
+        self.reverse_lm = str(reverse_lm)
 
-    def attach(self, trunk) -> None:
-        reverse, checkpoint = checkpoints.load_trunk(self.reverse_lm, what=f"{self.name} reverse_lm")
-        if not checkpoint.get("datamodule_hyper_parameters", {}).get("reverse", False):
-            raise UsageError(f"{self.name} reverse_lm {self.reverse_lm!r} was not trained on reversed sequences; "
-                             "allowed: a checkpoint of foresight fit --data.reverse=true")
-        if reverse.config.vocab_size != trunk.config.vocab_size:
+    def frozen_models(self) -> dict[str, tuple[str, dict]]:
+        return {"reverse_lm": (self.reverse_lm, {"reverse": True})}
+
+    def attach(self, trunk, reverse_lm=None, **frozen) -> None:
+        if reverse_lm is None:
+            raise UsageError(f"{self.name} needs its reverse model, loaded from reverse_lm {self.reverse_lm!r} "
+                             "(suite.checkpoints.attach); allowed: attach(trunk, reverse_lm=Trunk)")
+        if reverse_lm.config.vocab_size != trunk.config.vocab_size:
             raise UsageError(f"{self.name} reverse_lm {self.reverse_lm!r} has vocabulary size "
-                             f"{reverse.config.vocab_size}; allowed: the model's own, {trunk.config.vocab_size}")
+                             f"{reverse_lm.config.vocab_size}; allowed: the model's own, {trunk.config.vocab_size}")
+        super().attach(trunk)
         # frozen by requires_grad alone: the trunk has no layer that behaves differently in eval mode
-        self.reverse = reverse.to(trunk.embed.weight.device).requires_grad_(False)
+        self.reverse = reverse_lm.to(trunk.embed.weight.device).requires_grad_(False)
         d = trunk.config.d_model
-        self.head = nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
         self.out = nn.Sequential(nn.RMSNorm(d, eps=trunk.config.norm_eps),
-                                 nn.Linear(d, reverse.config.d_model, bias=False)).to(trunk.embed.weight.device)
+                                 nn.Linear(d, reverse_lm.config.d_model, bias=False)).to(trunk.embed.weight.device)
         trunk.init_weights(self.out[1])
 
     @property
     def logits_heads(self) -> int:
         return 1  # next-token logits; the summary head regresses a vector
-
-    def check_sequence_length(self, length: int) -> None:
-        check_range(f"{self.name} needs sequences of at least 3 tokens; sequence length", length, 3)
 
     @torch.no_grad()
     def summaries(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +73,7 @@ class FSPRevLM(Objective):
             valid &= future_targets(tokens, 1, mask) >= 0
         return targets, valid
 
-    def _summary_head(self, trunk, tokens, mask) -> Head:
+    def summary_loss(self, trunk, tokens, mask):
         targets, valid = self.summaries(tokens, mask)
 
         def loss(state: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
@@ -89,13 +84,8 @@ class FSPRevLM(Objective):
                 cosine = (torch.cosine_similarity(predicted, targets.float(), dim=-1) * valid).sum() / count
             return self.loss_weight * value, {"loss/fsp": value.detach(), "cos/fsp": cosine}
 
-        return Head(loss, lambda hidden, previous: run_blocks(trunk, self.head, hidden), "fsp")
-
-    def loss(self, trunk, hidden, tokens, mask=None):
-        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"),
-                 self._summary_head(trunk, tokens, mask)]
-        return head_losses(hidden, heads, self.head_params(trunk), headwise=self.use_headwise(trunk))
+        return loss
 
     def summary(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's predicted summary [B, T, d_rev] of x_{t+2..}, from x_{<=t}."""
-        return self.out(run_blocks(trunk, self.head, trunk(input_ids)))
+        return self.out(self.summary_state(trunk, input_ids))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 import torch
-from torch.utils.flop_counter import addmm_flop, register_flop_formula
+from torch.utils.flop_counter import addmm_flop
 
 from objectives.base import IGNORE
 
@@ -15,11 +15,14 @@ CHUNK_LOGITS = 2 ** 24
 """Logits per chunk in `fused_linear_loss` (64 MiB in fp32): 512 positions at a 32k vocabulary."""
 
 
-@register_flop_formula(torch.ops.aten.addmm_)
 def _inplace_addmm_flops(accumulator_shape, a_shape, b_shape, *args, **kwargs) -> int:
-    """The fused loss accumulates the unembedding's gradient with an in-place addmm_, which torch's FLOP counter
-    does not count by default: counted FLOPs per token must see the work that is done."""
     return addmm_flop(accumulator_shape, a_shape, b_shape)
+
+
+FLOP_FORMULAS = {torch.ops.aten.addmm_: _inplace_addmm_flops}
+"""What torch's FLOP counter must be told to count the fused loss (`FlopCounterMode(custom_mapping=...)`): it
+accumulates the unembedding's gradient with an in-place addmm_, which the counter does not count by default.
+Handed to the counter that needs it, not registered for the whole process."""
 
 
 ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]

@@ -72,6 +72,33 @@ def load_trunk(path: str | Path, what: str = "checkpoint") -> tuple[Trunk, dict]
     return trunk, checkpoint
 
 
+def attach(objective: Objective, trunk: Trunk) -> dict[str, Trunk]:
+    """`objective.attach(trunk)`, handed each of its `frozen_models` loaded from its checkpoint (with a one-line
+    UsageError when the checkpoint was not trained with the data settings the objective needs); returns them."""
+    frozen = {}
+    for option, (path, settings) in objective.frozen_models().items():
+        what = f"{objective.name} {option}"
+        model, checkpoint = load_trunk(path, what=what)
+        data = checkpoint.get("datamodule_hyper_parameters") or {}
+        for key, value in settings.items():
+            if data.get(key) != value:
+                flag = f"--data.{key}={str(value).lower()}"
+                raise UsageError(f"{what} {str(path)!r} was not trained with {flag} (its data has {key}="
+                                 f"{data.get(key)!r}); allowed: a checkpoint of foresight fit {flag}")
+        frozen[option] = model
+    objective.attach(trunk, **frozen)
+    return frozen
+
+
+def attach_stand_ins(objective: Objective, trunk: Trunk, configs: dict | None = None) -> None:
+    """`objective.attach(trunk)` with a fresh model for each frozen model, read from no file, of the shape in
+    `configs` (option -> ModelConfig) or else the trunk's own: for counting parameters and FLOPs (on the meta
+    device), where only shapes matter."""
+    configs = configs or {}
+    objective.attach(trunk, **{option: Trunk(configs.get(option, trunk.config))
+                               for option in objective.frozen_models()})
+
+
 @dataclass
 class Model:
     """A checkpoint's trunk and its objective with the objective's heads: what `suite.decoding.generate` decodes
@@ -93,7 +120,7 @@ def load_model(path: str | Path, what: str = "checkpoint") -> tuple[Model, dict]
         raise UsageError(f"{what} {str(path)!r} was trained with {objective.name}, which has no heads that draft "
                          "tokens; allowed: a checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp")
     trunk = Trunk(resolve(hparams["size"]))
-    objective.attach(trunk)
+    attach(objective, trunk)
     model = Model(trunk, objective)
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("trunk.", "objective."))}
     torch.nn.Module.load_state_dict(torch.nn.ModuleDict({"trunk": trunk, "objective": objective}), state)

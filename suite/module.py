@@ -8,11 +8,13 @@ import dataclasses
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.throughput import measure_flops
+from torch.utils.flop_counter import FlopCounterMode
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 from objectives import NTP, Objective, from_spec
+from objectives.fused import FLOP_FORMULAS
 from objectives.heads import all_heads_at_once, head_scales
+from suite.checkpoints import attach, attach_stand_ins
 from suite.decoding import generate
 from suite.errors import UsageError, check_range
 from suite.model import Trunk
@@ -20,18 +22,21 @@ from suite.sizes import ModelConfig, count_parameters, resolve
 from suite.schedule import WarmupCosine
 
 
-def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple[int, int]) -> int:
+def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple[int, int],
+                   frozen_configs: dict | None = None) -> int:
     """FLOPs of one training step (forward and backward) on a batch of token ids of `batch_shape`, counted by
-    torch's FLOP counter on a meta-device replica (no memory, no compute)."""
+    torch's FLOP counter on a meta-device replica (no memory, no compute; frozen models are stand-ins of the
+    shapes in `frozen_configs`, else of the trunk's)."""
     with torch.device("meta"):
         trunk = Trunk(config)
         replica = from_spec(objective.spec())
-        replica.attach(trunk)
+        attach_stand_ins(replica, trunk, frozen_configs)
         tokens = torch.zeros(batch_shape, dtype=torch.long)
         mask = torch.ones(batch_shape, dtype=torch.bool)  # its values do not change the work, only its presence
-    with all_heads_at_once():
-        return measure_flops(trunk, lambda: replica.loss(trunk, replica.hidden(trunk, tokens, mask), tokens, mask)[0],
-                             loss_fn=lambda loss: loss)
+    counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+    with all_heads_at_once(), counter:
+        replica.loss(trunk, replica.hidden(trunk, tokens, mask), tokens, mask)[0].backward()
+    return counter.get_total_flops()
 
 
 class ObjectiveLM(L.LightningModule):
@@ -57,7 +62,8 @@ class ObjectiveLM(L.LightningModule):
         self.config = resolve(size, **({"vocab_size": vocab_size} if vocab_size else {}))
         self.trunk = Trunk(self.config)
         self.objective = NTP() if objective is None else from_spec(objective)
-        self.objective.attach(self.trunk)
+        frozen = attach(self.objective, self.trunk)  # with the frozen models it reads, loaded from their files
+        self.frozen_configs = {option: model.config for option, model in frozen.items()}
         # What a checkpoint needs to rebuild this module without the SIZES table or the CLI: the resolved config
         # and the objective's spec, never the objective module itself.
         self.save_hyperparameters({
@@ -124,7 +130,8 @@ class ObjectiveLM(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx):
         self.objective.progress = self.global_step / max(self.trainer.estimated_stepping_batches, 1)
         if self.flops_per_batch is None:
-            self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape))
+            self.flops_per_batch = training_flops(self.config, self.objective, tuple(batch["tokens"].shape),
+                                                  self.frozen_configs)
             self.seq_len_seen = batch["tokens"].shape[1]
         if self.global_step == 0 and batch_idx == 0:
             self.log_head_scales(batch)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from suite.errors import UsageError, check_writable, one_line
-from suite.grid import Point, Sweep, grid, load_sweep, parse_shard, shard
+from suite.grid import Point, Sweep, export_wandb_sweep, grid, load_sweep, parse_shard, shard
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_json, read_rows
 
@@ -64,40 +64,36 @@ def run_point(spec: dict, progress=None, task=None) -> int:
 
 
 def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict]:
-    """Each point's parameters, tokens and training FLOPs (analytic), and minutes at `flops_per_s`."""
-    import tempfile
-
+    """Each point's parameters, tokens and training FLOPs (analytic), and minutes at `flops_per_s`; counted on the
+    meta device, with stand-ins for frozen models (a reverse model has the point's size), so nothing is written."""
     import torch
 
     import objectives
     import tasks
-    from suite.checkpoints import save_trunk
+    from suite.checkpoints import attach_stand_ins
     from suite.model import Trunk
     from suite.overhead import analytic_flops_per_token
     from suite.sizes import ModelConfig, count_parameters
 
     budget, rows, built = sweep.budget, [], {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for point in points:
-            key = json.dumps(point.data, sort_keys=True, default=str)
-            if key not in built:
-                built[key] = tasks.build(point.data["task"], **(point.data.get("options") or {}))
-            task = built[key]
-            tokens_per_step = point.data.get("batch_size", 64) * task.seq_len
-            steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
-            seq_len = task.seq_len
-            config = ModelConfig.from_name(point.size, vocab_size=task.vocab_size)
-            options = dict(point.options)
-            with torch.device("meta"):
-                trunk = Trunk(config)
-                if point.objective == "fsp_revlm":  # the reverse model's shape, for the count
-                    options["reverse_lm"] = str(Path(scratch) / f"{point.size}.ckpt")
-                    save_trunk(options["reverse_lm"], Trunk(config), {"reverse": True})
-                objective = objectives.build(point.objective, **options)
-                objective.attach(trunk)
-            flops = analytic_flops_per_token(trunk, objective, seq_len) * steps * tokens_per_step
-            rows.append({"point": point.id, "params": count_parameters(trunk, objective)["total"], "steps": steps,
-                         "tokens": steps * tokens_per_step, "flops": flops, "minutes": flops / flops_per_s / 60})
+    for point in points:
+        key = json.dumps(point.data, sort_keys=True, default=str)
+        if key not in built:
+            built[key] = tasks.build(point.data["task"], **(point.data.get("options") or {}))
+        task = built[key]
+        tokens_per_step = point.data.get("batch_size", 64) * task.seq_len
+        steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
+        config = ModelConfig.from_name(point.size, vocab_size=task.vocab_size)
+        options = dict(point.options)
+        if point.objective == "fsp_revlm":  # trained by the sweep itself, before the point: no file yet
+            options.setdefault("reverse_lm", "(trained by the sweep)")
+        with torch.device("meta"):
+            trunk = Trunk(config)
+            objective = objectives.build(point.objective, **options)
+            attach_stand_ins(objective, trunk)
+        flops = analytic_flops_per_token(trunk, objective, task.seq_len) * steps * tokens_per_step
+        rows.append({"point": point.id, "params": count_parameters(trunk, objective)["total"], "steps": steps,
+                     "tokens": steps * tokens_per_step, "flops": flops, "minutes": flops / flops_per_s / 60})
     return rows
 
 
@@ -131,8 +127,6 @@ def main(argv: list[str]) -> None:
         return print(f"sweep {sweep.name}: shard {index}/{count} has no points (the grid has {len(everything)})")
     runs, results = Path(args.runs) / sweep.name, Path(args.results) / sweep.name
     if args.export_wandb_sweep:
-        from suite.agent import export_wandb_sweep
-
         return print(export_wandb_sweep(sweep, points, Path(args.export_wandb_sweep), args.runs, args.results))
     if args.dry_run:
         return print_dry_run(sweep, points, args.flops_per_s)

@@ -83,17 +83,9 @@ def objectives_at(n: int, reverse_lm: str) -> list[tuple[str, dict]]:
     ]
 
 
-def stand_in_reverse_lm(config, folder: str | Path) -> str:
-    """A reverse model of the trunk's shape, untrained, for FSP-RevLM's cost (not its skill); returns its path."""
-    import torch
-
-    from suite.checkpoints import save_trunk
-    from suite.model import Trunk
-
-    path = Path(folder) / f"reverse-{config.name}-{config.vocab_size}.ckpt"
-    with torch.device("cpu"):
-        save_trunk(path, Trunk(config), {"reverse": True})
-    return str(path)
+STAND_IN = "(an untrained stand-in of the trunk's shape)"
+"""What FSP-RevLM's reverse_lm names in a bench: no file; the bench attaches a fresh model of the trunk's shape
+(`suite.checkpoints.attach_stand_ins`), for FSP-RevLM's cost, not its skill."""
 
 
 def main(argv: list[str]) -> None:

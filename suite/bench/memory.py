@@ -7,10 +7,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-from suite.bench import objectives_at, resolve_device, stand_in_reverse_lm
+from suite.bench import STAND_IN, objectives_at, resolve_device
 from suite.errors import check_range
 
 
@@ -20,6 +19,7 @@ def measure_step(point: dict) -> dict:
     import torch
 
     import objectives
+    from suite.checkpoints import attach_stand_ins
     from suite.model import Trunk
     from suite.overhead import memory_now, peak_memory  # imports Lightning: here, not before the options are checked
     from suite.sizes import ModelConfig
@@ -29,7 +29,7 @@ def measure_step(point: dict) -> dict:
     config = ModelConfig.from_name(point["size"], vocab_size=point["vocab_size"])
     trunk = Trunk(config).to(device)
     objective = objectives.from_spec(point["spec"])
-    objective.attach(trunk)
+    attach_stand_ins(objective, trunk)
     objective.to(device)
     tokens = torch.randint(0, config.vocab_size, (point["batch_size"], point["seq_len"]), device=device)
     cuda = device.type == "cuda"
@@ -90,20 +90,19 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
         check_range(name, value, 1)
     config = ModelConfig.from_name(size, vocab_size=vocab_size)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        objectives_at_n = objectives_at(n, stand_in_reverse_lm(config, scratch))
-        common = {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
-                  "device": device}
-        rows = []
-        for label, spec in objectives_at_n:
-            row = {"objective": label}
-            for mode in ("headwise", "all_at_once") if label != "ntp" else ("headwise",):
-                mode_spec = {**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
-                if label == "ntp":
-                    mode_spec = spec
-                row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec})
-                print(f"  measured {label} {mode}: peak {row[mode]['peak_bytes'] / 2**20:,.0f} MiB", file=sys.stderr)
-            rows.append(row)
+    objectives_at_n = objectives_at(n, STAND_IN)
+    common = {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
+              "device": device}
+    rows = []
+    for label, spec in objectives_at_n:
+        row = {"objective": label}
+        for mode in ("headwise", "all_at_once") if label != "ntp" else ("headwise",):
+            mode_spec = {**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
+            if label == "ntp":
+                mode_spec = spec
+            row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec})
+            print(f"  measured {label} {mode}: peak {row[mode]['peak_bytes'] / 2**20:,.0f} MiB", file=sys.stderr)
+        rows.append(row)
 
     ntp = rows[0]["headwise"]
     for row in rows:

@@ -8,9 +8,8 @@ measurement)."""
 from __future__ import annotations
 
 import sys
-import tempfile
 
-from suite.bench import interleave, median, objectives_at, resolve_device, stand_in_reverse_lm
+from suite.bench import STAND_IN, interleave, median, objectives_at, resolve_device
 from suite.errors import check_choice, check_range
 
 
@@ -50,66 +49,66 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
 
     import objectives
     from suite.bench.memory import _in_fresh_process
+    from suite.checkpoints import attach_stand_ins
     from suite.model import Trunk
     from suite.overhead import analytic_flops_per_token
 
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for size in sizes:
-            config = ModelConfig.from_name(size, vocab_size=vocab_size)
-            reverse_lm = stand_in_reverse_lm(config, scratch)
-            points = {("ntp", 1): {"class_path": "ntp"}}
-            for n in horizons:
-                for label, spec in objectives_at(n, reverse_lm)[1:]:
-                    if label != "fsp_revlm" or n == horizons[0]:
-                        points[(label, 1 if label == "fsp_revlm" else n)] = spec
-            tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
-            steps, flops, peaks, weights = {}, {}, {}, {}
-            for key, spec in points.items():
-                torch.manual_seed(0)
-                trunk = Trunk(config).to(device)
-                objective = objectives.from_spec(spec)
-                objective.attach(trunk)
-                objective.to(device)
-                flops[key] = analytic_flops_per_token(trunk, objective, seq_len)
+    for size in sizes:
+        config = ModelConfig.from_name(size, vocab_size=vocab_size)
+        reverse_lm = STAND_IN
+        points = {("ntp", 1): {"class_path": "ntp"}}
+        for n in horizons:
+            for label, spec in objectives_at(n, reverse_lm)[1:]:
+                if label != "fsp_revlm" or n == horizons[0]:
+                    points[(label, 1 if label == "fsp_revlm" else n)] = spec
+        tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
+        steps, flops, peaks, weights = {}, {}, {}, {}
+        for key, spec in points.items():
+            torch.manual_seed(0)
+            trunk = Trunk(config).to(device)
+            objective = objectives.from_spec(spec)
+            attach_stand_ins(objective, trunk)
+            objective.to(device)
+            flops[key] = analytic_flops_per_token(trunk, objective, seq_len)
 
-                def step(trunk=trunk, objective=objective):
-                    loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
-                    loss.backward()
-                    for p in [*trunk.parameters(), *objective.parameters()]:
-                        p.grad = None
+            def step(trunk=trunk, objective=objective):
+                loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
+                loss.backward()
+                for p in [*trunk.parameters(), *objective.parameters()]:
+                    p.grad = None
 
-                steps[key] = step
-                weights[key] = sum(p.numel() * p.element_size() for p in {*trunk.parameters(),
-                                                                          *objective.parameters()})
-                if memory and device == "cuda":  # in this process: the allocator counts exactly what is live
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    before = torch.cuda.memory_allocated()
-                    step()
-                    peaks[key] = weights[key] + torch.cuda.max_memory_allocated() - before
-            seconds = interleave(steps, rounds, device)
-            del steps
-            base_time, base_flops = median(seconds[("ntp", 1)]), flops[("ntp", 1)]
-            base_memory = None
-            for (label, n), spec in points.items():
-                row = {"size": size, "objective": label, "n": n, "seconds": seconds[(label, n)],
-                       "flops_per_token": flops[(label, n)]}
-                row["time_ratio"] = median(row["seconds"]) / base_time
-                row["flop_ratio"] = row["flops_per_token"] / base_flops
-                row["efficiency"] = row["flop_ratio"] / row["time_ratio"]
-                if memory:  # on CPU resident memory is the whole process's (libraries too): a fresh process
-                    # per step, and what the step adds above its resting memory, plus the weights, as on a GPU
-                    row["peak_bytes"] = peaks.get((label, n)) or weights[(label, n)] + _in_fresh_process(
-                        {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
-                         "device": device, "label": f"{size} {label} n={n}", "spec": spec})["step_bytes"]
-                    base_memory = base_memory or row["peak_bytes"]
-                    row["memory_ratio"] = row["peak_bytes"] / base_memory
-                rows.append(row)
-                print(f"  {size} {label} n={n}: time x{row['time_ratio']:.2f}, FLOPs x{row['flop_ratio']:.2f}, "
-                      f"efficiency {row['efficiency']:.2f}", file=sys.stderr)
-            if device == "cuda":
-                torch.cuda.empty_cache()
+            steps[key] = step
+            weights[key] = sum(p.numel() * p.element_size() for p in {*trunk.parameters(),
+                                                                      *objective.parameters()})
+            if memory and device == "cuda":  # in this process: the allocator counts exactly what is live
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+                step()
+                peaks[key] = weights[key] + torch.cuda.max_memory_allocated() - before
+        seconds = interleave(steps, rounds, device)
+        del steps
+        base_time, base_flops = median(seconds[("ntp", 1)]), flops[("ntp", 1)]
+        base_memory = None
+        for (label, n), spec in points.items():
+            row = {"size": size, "objective": label, "n": n, "seconds": seconds[(label, n)],
+                   "flops_per_token": flops[(label, n)]}
+            row["time_ratio"] = median(row["seconds"]) / base_time
+            row["flop_ratio"] = row["flops_per_token"] / base_flops
+            row["efficiency"] = row["flop_ratio"] / row["time_ratio"]
+            if memory:  # on CPU resident memory is the whole process's (libraries too): a fresh process
+                # per step, and what the step adds above its resting memory, plus the weights, as on a GPU
+                row["peak_bytes"] = peaks.get((label, n)) or weights[(label, n)] + _in_fresh_process(
+                    {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
+                     "device": device, "label": f"{size} {label} n={n}", "spec": spec})["step_bytes"]
+                base_memory = base_memory or row["peak_bytes"]
+                row["memory_ratio"] = row["peak_bytes"] / base_memory
+            rows.append(row)
+            print(f"  {size} {label} n={n}: time x{row['time_ratio']:.2f}, FLOPs x{row['flop_ratio']:.2f}, "
+                  f"efficiency {row['efficiency']:.2f}", file=sys.stderr)
+        if device == "cuda":
+            torch.cuda.empty_cache()
     report = {"config": {"sizes": sizes, "horizons": horizons, "vocab_size": vocab_size, "seq_len": seq_len,
                          "batch_size": batch_size, "rounds": rounds, "device": device,
                          "threads": torch.get_num_threads()},

@@ -90,7 +90,8 @@ CASES = [
     Case(("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={REVERSE}"),
          f"fsp_revlm reverse_lm '{REVERSE}' has vocabulary size 23; allowed: the model's own, 26", {REVERSE: ""}),
     Case(("fit", "--model.objective=FSPRevLM", f"--model.objective.reverse_lm={FSP_BOW}"),
-         f"fsp_revlm reverse_lm '{FSP_BOW}' was not trained on reversed sequences; allowed: a checkpoint of "
+         f"fsp_revlm reverse_lm '{FSP_BOW}' was not trained with --data.reverse=true (its data has reverse=False); "
+         "allowed: a checkpoint of "
          "foresight fit --data.reverse=true", {FSP_BOW: ""}),
     # fit: the checkpoint to resume from, the run's folder
     *unreadable("--ckpt_path", lambda path: ("fit", f"--ckpt_path={path}")),
@@ -99,8 +100,8 @@ CASES = [
          "vocabulary 26", {REVERSE: ""}),
     Case(("fit", "--trainer.default_root_dir=keep.txt/run"), "--trainer.default_root_dir 'keep.txt/run' cannot be "
          "written ('keep.txt' is a file); allowed: a folder you can write"),
-    Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, report, dashboard, "
-         "export, sizes, bench, probe"),
+    Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, lm-eval, report, "
+         "dashboard, export, sizes, bench, probe"),
 
     # sweep
     Case(("sweep", "--config", "missing.yaml"),

@@ -11,6 +11,7 @@ from objectives import IGNORE, NTP, CausalMTP, FSPBoW, FSPRevLM, ParallelMTP, Se
 from suite.errors import UsageError
 from suite.model import Trunk
 from suite.sizes import ModelConfig, count_parameters
+from suite.checkpoints import attach
 
 X = IGNORE
 TOKENS = torch.tensor([[5, 3, 8, 1, 9, 2]])
@@ -20,7 +21,7 @@ MASK = torch.tensor([[False, True, True, False, True, True]])  # 5 and 1 are not
 def build(objective, config, dtype=torch.float32, seed=1):
     torch.manual_seed(seed)
     trunk = Trunk(config)
-    objective.attach(trunk)
+    attach(objective, trunk)
     return trunk.to(dtype), objective.to(dtype)
 
 
@@ -340,7 +341,7 @@ def test_spec_round_trips(name, options):
     (lambda: objectives.build("fsp_bow", weighting="bm25"), "weighting"),
     (lambda: objectives.build("parallel_mtp", n=3, head_weights=[1, 1]), "head_weights has 2 entries"),
     (lambda: objectives.build("sequential_mtp", loss_weight_schedule={0.5: 0.1}), "must start at fraction 0.0"),
-    (lambda: objectives.build("fsp_revlm", reverse_lm="nowhere.ckpt").attach(None),
+    (lambda: attach(objectives.build("fsp_revlm", reverse_lm="nowhere.ckpt"), None),
      "fsp_revlm reverse_lm 'nowhere.ckpt' does not exist"),
 ])
 def test_bad_options_are_one_line_usage_errors(make, message):
@@ -359,17 +360,18 @@ def test_horizon_must_fit_the_sequence():
 
 def test_reverse_lm_of_another_vocabulary_or_direction_is_refused(tiny_config, reverse_lm, tmp_path):
     with pytest.raises(UsageError, match="has vocabulary size 23; allowed: the model's own, 30"):
-        FSPRevLM(str(reverse_lm)).attach(Trunk(tiny_config.replace(vocab_size=30)))
+        attach(FSPRevLM(str(reverse_lm)), Trunk(tiny_config.replace(vocab_size=30)))
     checkpoint = torch.load(reverse_lm, weights_only=False)
     checkpoint["datamodule_hyper_parameters"]["reverse"] = False
     forward = tmp_path / "forward.ckpt"
     torch.save(checkpoint, forward)
-    with pytest.raises(UsageError, match="was not trained on reversed sequences"):
-        FSPRevLM(str(forward)).attach(Trunk(tiny_config))
+    refused = r"not trained with --data.reverse=true \(its data has reverse=False\); allowed: a checkpoint of"
+    with pytest.raises(UsageError, match=refused):
+        attach(FSPRevLM(str(forward)), Trunk(tiny_config))
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(reverse_lm.read_bytes()[:1000])
     with pytest.raises(UsageError, match="cannot be read"):
-        FSPRevLM(str(broken)).attach(Trunk(tiny_config))
+        attach(FSPRevLM(str(broken)), Trunk(tiny_config))
 
 
 def test_head_logits_are_each_heads_prediction_as_trained(tiny_config):

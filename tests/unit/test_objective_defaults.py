@@ -10,6 +10,7 @@ import tasks
 from objectives.heads import head_scales
 from suite.model import Trunk
 from suite.sizes import resolve
+from suite.checkpoints import attach
 from tests.conftest import STAR_17
 
 SCALE = 2.0
@@ -32,7 +33,7 @@ def batch():
 def scales(objective, batch) -> dict[str, dict]:
     torch.manual_seed(0)
     trunk = Trunk(resolve("nano", vocab_size=23))
-    objective.attach(trunk)
+    attach(objective, trunk)
     return head_scales(objective, trunk, *batch)
 
 

@@ -10,6 +10,7 @@ from suite.model import Trunk
 from suite.module import training_flops
 from suite.overhead import analytic_flops_per_token
 from suite.sizes import ModelConfig
+from suite.checkpoints import attach
 
 OPTIONS = {"ntp": {}, "parallel_mtp": {"n": 3}, "causal_mtp": {"n": 3}, "sequential_mtp": {"depth": 2},
            "fsp_bow": {"tau": 4}, "fsp_revlm": {}}
@@ -21,7 +22,7 @@ def test_analytic_flops_per_token_equal_the_counted_ones(name, reverse_lm):
     options = {**OPTIONS[name], **({"reverse_lm": str(reverse_lm)} if name == "fsp_revlm" else {})}
     objective = objectives.build(name, **options)
     trunk = Trunk(config)
-    objective.attach(trunk)
+    attach(objective, trunk)
     batch, seq_len = 3, 32
     counted = training_flops(config, objective, (batch, seq_len))
     assert analytic_flops_per_token(trunk, objective, seq_len) * batch * seq_len == counted
