@@ -1,6 +1,6 @@
 """Sweep points under a wandb sweep agent: `foresight sweep --config X --export-wandb-sweep sweep.yaml` writes the
-grid as a wandb sweep config (method grid over one parameter, the point id), `wandb sweep sweep.yaml` registers it,
-and each `wandb agent ENTITY/PROJECT/SWEEP_ID` runs `foresight agent --config X --point ID` for the points it is
+grid as a wandb sweep config (`suite.grid.export_wandb_sweep`: method grid over one parameter, the point id),
+`wandb sweep sweep.yaml` registers it, and each `wandb agent ENTITY/PROJECT/SWEEP_ID` runs `foresight agent --config X --point ID` for the points it is
 handed, on any number of machines. Every point still lands as one row in results/<sweep>/runs.jsonl (shared
 storage, or one folder per machine merged by concatenation: rows are independent lines).
 
@@ -12,34 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
-
 from suite.errors import UsageError
-
-
-def export_wandb_sweep(sweep, points, path: Path, runs: str, results: str) -> str:
-    """Write the wandb sweep config of `points` to `path`; returns what to run next."""
-    config = {
-        "name": sweep.name, "project": sweep.project, "method": "grid",
-        "description": sweep.description or f"foresight sweep {sweep.name}",
-        "parameters": {"point": {"values": [point.id for point in points]}},
-        "command": ["foresight", "agent", "--config", source(sweep), "--runs", runs,
-                    "--results", results, "${args}"],
-    }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-    except OSError as err:
-        raise UsageError(f"--export-wandb-sweep {str(path)!r} cannot be written ({err.strerror}); allowed: a file "
-                         "in a folder you can write") from None
-    return (f"written: {path} ({len(points)} points)\nnext: wandb sweep {path}   then on each machine: "
-            f"wandb agent ENTITY/{sweep.project}/SWEEP_ID")
-
-
-def source(sweep) -> str:
-    """The sweep file as an agent on another machine or folder finds it: a shipped name, or an absolute path."""
-    path = Path(sweep.source)
-    return str(path.resolve()) if path.is_file() else sweep.source
 
 
 def find_point(sweep, point_id: str):

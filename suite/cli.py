@@ -139,7 +139,7 @@ def sizes_main(argv: list[str]) -> None:
 
     import objectives
     from suite.errors import check_range
-    from suite.sizes import size_table
+    from suite.overhead import size_table
 
     parser = ArgumentParser(prog="foresight sizes", description="Parameter counts of every model size.",
                             exit_on_error=False)

@@ -70,7 +70,7 @@ def parse_options(what: str, cls: type, options: dict) -> dict:
         raise UsageError(f"{what}: {one_line(err, key_prefix='')}") from None
 
 
-def build(kind: str, registry: dict[str, type], name: str, options: dict | None = None):
+def build_registered(kind: str, registry: dict[str, type], name: str, options: dict | None = None):
     """Instantiate registry[name] with `options`, every mistake a one-line UsageError."""
     check_choice(kind, name, registry)
     cls = registry[name]

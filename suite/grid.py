@@ -293,3 +293,28 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not 0 <= index < count:
         raise UsageError(f"--shard {text!r}: index {index} is not in [0, {count - 1}]")
     return index, count
+
+
+def export_wandb_sweep(sweep, points, path: Path, runs: str, results: str) -> str:
+    """Write the wandb sweep config of `points` to `path`; returns what to run next."""
+    config = {
+        "name": sweep.name, "project": sweep.project, "method": "grid",
+        "description": sweep.description or f"foresight sweep {sweep.name}",
+        "parameters": {"point": {"values": [point.id for point in points]}},
+        "command": ["foresight", "agent", "--config", source(sweep), "--runs", runs,
+                    "--results", results, "${args}"],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    except OSError as err:
+        raise UsageError(f"--export-wandb-sweep {str(path)!r} cannot be written ({err.strerror}); allowed: a file "
+                         "in a folder you can write") from None
+    return (f"written: {path} ({len(points)} points)\nnext: wandb sweep {path}   then on each machine: "
+            f"wandb agent ENTITY/{sweep.project}/SWEEP_ID")
+
+
+def source(sweep) -> str:
+    """The sweep file as an agent on another machine or folder finds it: a shipped name, or an absolute path."""
+    path = Path(sweep.source)
+    return str(path.resolve()) if path.is_file() else sweep.source

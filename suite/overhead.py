@@ -136,3 +136,31 @@ class OverheadMonitor(L.Callback):
         if trainer.is_global_zero and self.times:
             path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "overhead.json"
             write_json(path, self.summary(trainer, pl_module))
+
+
+def size_table(vocab_size: int = 32000, objective=None, seq_len: int | None = None) -> list[dict]:
+    """Parameter counts of every size at a vocabulary, built on the meta device so `1b` costs no memory. With
+    `seq_len`, also the training FLOPs per token of `objective` at that context by the usual accounting
+    (`analytic_flops_per_token`) and their ratio to next-token prediction's."""
+    from objectives import NTP, from_spec
+    from suite.checkpoints import attach_stand_ins
+    from suite.sizes import SIZES, ModelConfig, count_parameters
+
+    rows = []
+    for name in SIZES:
+        config = ModelConfig.from_name(name, vocab_size=vocab_size)
+        with torch.device("meta"):
+            trunk = Trunk(config)
+            replica = None
+            if objective is not None:
+                replica = from_spec(objective.spec())
+                attach_stand_ins(replica, trunk)
+        row = {"size": name, "n_layer": config.n_layer, "d_model": config.d_model, "n_head": config.n_head,
+               **count_parameters(trunk, replica)}
+        if seq_len is not None:
+            ntp = analytic_flops_per_token(trunk, NTP(), seq_len)
+            flops = ntp if replica is None else analytic_flops_per_token(trunk, replica, seq_len)
+            row["train FLOP/token"] = flops
+            row["x NTP"] = round(flops / ntp, 3)
+        rows.append(row)
+    return rows

@@ -117,36 +117,3 @@ def count_parameters(trunk, objective=None) -> dict[str, int]:
     }
     counts["total"] = counts["trunk"] + counts["shared"] + counts["objective"]
     return counts
-
-
-def size_table(vocab_size: int = 32000, objective=None, seq_len: int | None = None) -> list[dict]:
-    """Parameter counts of every size at a vocabulary, built on the meta device so `1b` costs no memory. With
-    `seq_len`, also the training FLOPs per token of `objective` at that context by the usual accounting
-    (suite.overhead.analytic_flops_per_token) and their ratio to next-token prediction's."""
-    import torch
-
-    from suite.model import Trunk
-
-    rows = []
-    for name in SIZES:
-        config = ModelConfig.from_name(name, vocab_size=vocab_size)
-        with torch.device("meta"):
-            trunk = Trunk(config)
-            replica = None
-            if objective is not None:
-                from objectives import from_spec
-
-                replica = from_spec(objective.spec())
-                replica.attach(trunk)
-        row = {"size": name, "n_layer": config.n_layer, "d_model": config.d_model, "n_head": config.n_head,
-               **count_parameters(trunk, replica)}
-        if seq_len is not None:
-            from objectives import NTP
-            from suite.overhead import analytic_flops_per_token
-
-            ntp = analytic_flops_per_token(trunk, NTP(), seq_len)
-            flops = ntp if replica is None else analytic_flops_per_token(trunk, replica, seq_len)
-            row["train FLOP/token"] = flops
-            row["x NTP"] = round(flops / ntp, 3)
-        rows.append(row)
-    return rows

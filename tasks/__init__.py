@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from suite import errors
+from suite.errors import build_registered
 from tasks.base import EOS, SPECIAL_TOKENS, SPLITS, Examples, Task, encode_documents
 from tasks.biographies import Biographies
 from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.mix import Mix
 from tasks.python_stdlib import PythonStdlib
+from tasks.registry import COMPONENTS
 from tasks.star_graph import StarGraph
 from tasks.synthetic_code import SyntheticCode
 
-TASKS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib, Mix)}
-"""Registry name -> class. Adding a task family is one file and one entry here."""
+TASKS: dict[str, type[Task]] = {**COMPONENTS, Mix.name: Mix}
+"""Registry name -> class. Adding a task family is one file and one entry in `tasks.registry.COMPONENTS`."""
 
 
 def build(name: str, **options) -> Task:
     """A task by registry name, its options checked against the class signature."""
-    return errors.build("task", TASKS, name, options)
+    return build_registered("task", TASKS, name, options)
 
 
 __all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Countdown", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "SyntheticCode", "Task", "build",

@@ -12,6 +12,7 @@ import random
 
 from suite.errors import UsageError, check_range
 from tasks.base import PackedTask
+from tasks.registry import build_component
 from tasks.tokenizer import byte_level_bpe
 
 DEFAULT_COMPONENTS = {"star_graph": 1.0, "countdown": 1.0, "biographies": 1.0, "synthetic_code": 1.0,
@@ -36,8 +37,6 @@ class Mix(PackedTask):
             tokenizer_chars: Characters of training text per component that the tokenizer is trained on.
             seed: Order and sampling of the training documents.
         """
-        import tasks
-
         components = dict(DEFAULT_COMPONENTS if components is None else components)
         options = dict(options or {})
         unknown = set(options) - set(components)
@@ -50,7 +49,7 @@ class Mix(PackedTask):
         check_range("mix train_tokens", train_tokens, 1)
         check_range("mix seq_len", seq_len, 8)
         self.components = components
-        self.tasks = {name: tasks.build(name, **options.get(name, {})) for name in components}
+        self.tasks = {name: build_component(name, **options.get(name, {})) for name in components}
         for name, task in self.tasks.items():
             if not task.documents("train") and components[name] > 0:
                 raise UsageError(f"mix component {name!r} has no training data; allowed: trainable tasks")

@@ -5,7 +5,8 @@ import pytest
 from objectives import NTP
 from suite.errors import UsageError
 from suite.model import Trunk
-from suite.sizes import SIZES, ModelConfig, count_parameters, size_table
+from suite.overhead import size_table
+from suite.sizes import SIZES, ModelConfig, count_parameters
 
 
 def test_the_contracted_sizes_exist_and_only_override_known_fields():
