@@ -15,21 +15,30 @@ def score_value(entry: dict, kind: str, name: str, metric: str | None) -> tuple[
     return None if interval is None else (interval["mean"], interval["half_width"] or 0.0)
 
 
-def colors(entries: list[dict], by_objective: bool = False) -> dict[str, str]:
-    """One color per objective and n (or per objective), the same in every plot."""
+def line_styles(entries: list[dict], by_objective: bool = False) -> dict[str, dict]:
+    """matplotlib color and linestyle per objective and n (or per objective): ten colors, solid, then dashed,
+    then dotted, so that no two lines of a plot look alike."""
     labels = list(dict.fromkeys(entry["objective"] if by_objective else label(entry["objective"], entry["n"])
                                 for entry in entries))
-    return {name: f"C{index % 10}" for index, name in enumerate(labels)}
+    dashes = ("-", "--", ":", "-.")
+    return {name: {"color": f"C{index % 10}", "linestyle": dashes[index // 10 % len(dashes)]}
+            for index, name in enumerate(labels)}
+
+
+SEED_DASHES = ("-", "--", ":", "-.")
+"""The linestyle of each seed (by its position among an entry's seeds) where seeds are drawn one by one."""
 
 
 def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
-    """Per size and score: one line per objective over n; NTP is the point at n=1 and a dotted level."""
+    """Per size and score: one line per objective over n, with its 95% interval over seeds; NTP is the point at
+    n=1 and a dotted level. A score whose means all lie in [0, 1] is drawn on that range: a wide interval of few
+    seeds runs off it rather than squeezing the means into a corner."""
     from matplotlib.figure import Figure
 
     columns, sizes = table_columns(entries), sorted({entry["size"] for entry in entries}, key=size_order)
     if not any(score_value(entry, *column) for entry in entries for column in columns):
         return False
-    fig = Figure(figsize=(4 * len(columns), 3.2 * len(sizes)), layout="constrained")
+    fig = Figure(figsize=(4 * len(columns) + 2, 3.2 * len(sizes)), layout="constrained")
     for row_axes, size in zip(fig.subplots(len(sizes), len(columns), squeeze=False), sizes):
         for axis, (kind, name, metric) in zip(row_axes, columns):
             by_objective: dict[str, list] = {}
@@ -39,13 +48,17 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
                     by_objective.setdefault(entry["objective"], []).append((entry["n"] or 1, *value))
             for objective, points in by_objective.items():
                 ns, means, errors = zip(*sorted(points))
-                color = colors(entries, by_objective=True)[objective]
-                axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, color=color)
+                style = line_styles(entries, by_objective=True)[objective]
+                axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, **style)
                 if objective == REFERENCE:
                     axis.axhline(means[0], linestyle=":", color="black", linewidth=1)
             axis.set(title=f"{name} ({size})", xlabel="n (prediction horizon; NTP at 1)",
-                     ylabel=metric or "family score")
-            axis.legend(fontsize="small")
+                     ylabel=(metric or "family score") + " (bars: 95% over seeds)")
+            means = [mean for points in by_objective.values() for _, mean, _ in points]
+            if means and all(0.0 <= mean <= 1.0 for mean in means):
+                axis.set_ylim(-0.05, 1.05)
+    handles = {line.get_label(): line for axis in fig.axes for line in axis.containers}
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
     save(fig, path)
     return True
 
@@ -59,7 +72,7 @@ def plot_by_size(entries: list[dict], series: list[tuple[str, callable]], path: 
     if not any(value(entry) is not None for entry in shown for _, value in series):
         return False
     fig = Figure(figsize=(4.5 * len(series), 3.5), layout="constrained")
-    palette = colors(entries)
+    styles = line_styles(entries)
     for axis, (title, value) in zip(fig.subplots(1, len(series), squeeze=False)[0], series):
         lines: dict[str, list] = {}
         for entry in shown:
@@ -68,7 +81,7 @@ def plot_by_size(entries: list[dict], series: list[tuple[str, callable]], path: 
                                                                                    *value(entry)))
         for name, points in lines.items():
             xs, means, errors = zip(*sorted(points))
-            axis.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name, color=palette[name])
+            axis.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name, **styles[name])
         if skip_reference:
             axis.axhline(1.0, linestyle=":", color="black", linewidth=1)
         axis.set_xticks(range(len(sizes)), sizes)
@@ -110,9 +123,17 @@ def validation_panels(entries: list[dict]) -> list[tuple[str, str]]:
     return panels
 
 
+def seed_curves(entry: dict, key: str) -> list[list[tuple[int, float]]]:
+    """An entry's curve of `key` for each seed that logged it."""
+    return [[(int(step), float(value)) for step, value in logged[key]] for logged in entry["curves"]
+            if logged.get(key)]
+
+
 def plot_learning_curves(entries: list[dict], path: Path) -> bool:
     """Per size: the two losses (LOSSES) and each task's validation score against step, one line per objective
-    and n, the mean over the seeds logged at a step; from the rows' curves, so runs.jsonl alone redraws it."""
+    and n, the mean over the seeds logged at a step, and in the validation panels each seed faintly (a mean of a
+    seed that solved the task and two that did not is no seed's curve); from the rows' curves, so runs.jsonl alone
+    redraws it."""
     from matplotlib.figure import Figure
 
     panels = [*LOSSES, *validation_panels(entries)]
@@ -126,19 +147,26 @@ def plot_learning_curves(entries: list[dict], path: Path) -> bool:
         return False
     sizes = sorted({size for size, _ in curves}, key=size_order)
     fig = Figure(figsize=(5.5 * len(panels) + 2, 4 * len(sizes)), layout="constrained")
-    palette = colors(entries)
+    styles = line_styles(entries)
+    by_label = {(entry["size"], label(entry["objective"], entry["n"])): entry for entry in entries}
     for row_axes, size in zip(fig.subplots(len(sizes), len(panels), squeeze=False), sizes):
         for axis, (key, title) in zip(row_axes, panels):
+            loss = key.startswith("train/")
             for name, points in curves.get((size, key), {}).items():
                 steps, values = zip(*points)
-                axis.plot(steps, values, label=name, color=palette[name], marker="." if len(steps) < 30 else None)
-            loss = key.startswith("train/")
-            axis.set(title=f"{title} ({size})", xlabel="step", ylabel=key, yscale="log" if loss else "linear")
+                axis.plot(steps, values, label=name, **styles[name], marker="." if len(steps) < 30 else None)
+                seeds = seed_curves(by_label[(size, name)], key)
+                for seed in (seeds if not loss and len(seeds) > 1 else []):
+                    axis.plot(*zip(*seed), color=styles[name]["color"], linewidth=0.7, alpha=0.35,
+                              label="_seed")  # `_`: no legend entry
+            shown = f"{title} ({size})" + ("" if loss else "\nmean over seeds; faint: each seed")
+            axis.set(title=shown, xlabel="step", ylabel=key, yscale="log" if loss else "linear")
             if loss and axis.get_ylim()[0] < LOSS_FLOOR:  # a solved task's loss near 0 would flatten the rest
                 axis.set_ylim(bottom=LOSS_FLOOR)
                 axis.set_ylabel(f"{key} (from {LOSS_FLOOR:g})")
     # one legend for the figure: every panel has the same lines
-    handles = {line.get_label(): line for axis in fig.axes for line in axis.get_lines()}
+    handles = {line.get_label(): line for axis in fig.axes for line in axis.get_lines()
+               if not line.get_label().startswith("_")}
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
     save(fig, path)
     return True
@@ -150,8 +178,10 @@ LOSS_FLOOR = 1e-3
 
 def plot_head_losses(entries: list[dict], path: Path) -> bool:
     """One panel per multi-head entry: each head's training loss against step (head_1 is the next-token head),
-    and NTP's next-token loss dotted: whether an objective starves its next-token head, and which head learns."""
+    one line per seed (color: the head; line: the seed), and NTP's next-token loss (its mean over seeds) dotted:
+    whether an objective starves its next-token head, and which head learns, seed by seed."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     reference = {entry["size"]: mean_curve(entry, "train/loss/head_1") for entry in entries
                  if entry["objective"] == REFERENCE}
@@ -167,15 +197,25 @@ def plot_head_losses(entries: list[dict], path: Path) -> bool:
     rows = -(-len(shown) // columns)
     fig = Figure(figsize=(4.5 * columns, 3.5 * rows), layout="constrained")
     for axis, (entry, heads) in zip(fig.subplots(rows, columns, squeeze=False).flat, shown):
+        legend = []
         for index, key in enumerate(heads):
-            steps, values = zip(*mean_curve(entry, key))
-            axis.plot(steps, values, label=key.removeprefix("train/loss/"), color=f"C{index % 10}")
+            color = f"C{index % 10}"
+            for position, logged in enumerate(entry["curves"]):
+                if logged.get(key):
+                    steps, values = zip(*logged[key])
+                    axis.plot(steps, values, color=color, linewidth=1,
+                              linestyle=SEED_DASHES[position % len(SEED_DASHES)])
+            legend.append(Line2D([], [], color=color, label=key.removeprefix("train/loss/")))
         if reference.get(entry["size"]):
             steps, values = zip(*reference[entry["size"]])
-            axis.plot(steps, values, ":", color="black", label=f"{REFERENCE} head_1")
+            axis.plot(steps, values, ":", color="black", linewidth=1.5)
+            legend.append(Line2D([], [], color="black", linestyle=":", label=f"{REFERENCE} head_1"))
+        if len(entry["curves"]) > 1:
+            legend += [Line2D([], [], color="gray", linestyle=SEED_DASHES[position % len(SEED_DASHES)],
+                              label=f"seed {seed}") for position, seed in enumerate(entry["seeds"])]
         axis.set(title=f"{label(entry['objective'], entry['n'])} ({entry['size']})", xlabel="step",
                  ylabel="training loss", yscale="log")
-        axis.legend(fontsize="x-small")
+        axis.legend(handles=legend, fontsize="x-small", ncol=2)
     for axis in list(fig.axes)[len(shown):]:
         axis.set_visible(False)
     save(fig, path)
