@@ -1,7 +1,7 @@
 """Sweep points under a wandb sweep agent: `foresight sweep --config X --export-wandb-sweep sweep.yaml` writes the
 grid as a wandb sweep config (`suite.grid.export_wandb_sweep`: method grid over one parameter, the point id),
-`wandb sweep sweep.yaml` registers it, and each `wandb agent ENTITY/PROJECT/SWEEP_ID` runs `foresight agent --config X --point ID` for the points it is
-handed, on any number of machines. Every point still lands as one row in results/<sweep>/runs.jsonl (shared
+`wandb sweep sweep.yaml` registers it, and each `wandb agent ENTITY/PROJECT/SWEEP_ID` runs `foresight agent --config
+X --point ID` for the points it is handed, on any number of machines. Every point still lands as one row in results/<sweep>/runs.jsonl (shared
 storage, or one folder per machine merged by concatenation: rows are independent lines).
 
 `foresight agent --config X --point ID` is also how a single point is rerun by hand: it is the `command` each row

@@ -148,6 +148,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting."""
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
+    confined = code_confinement(names)
     data = checkpoints.read(checkpoint) if checkpoint else None
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative)
@@ -159,11 +160,27 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
               "families": family_scores(results["results"]), "results": results["results"],
               "n_samples": results.get("n-samples"), "configs": results.get("configs"),
               "versions": results.get("versions")}
+    if confined is not None:
+        report["sandbox"] = confined
     if answer is None:
         report["decoding"] = {"speculative": speculative, **model.decode_stats.as_dict()}
     if items:
         report["items"] = item_scores(results.get("samples"))
     return report
+
+
+def code_confinement(names: list[str]) -> dict | None:
+    """What the programs of the code tasks among `names` can read (`suite.sandbox.confinement`), said in one line
+    on stderr before any runs where reads are not confined; None when no code task is asked for."""
+    if not any(task_kind(name)[0] == "code" for name in names):
+        return None
+    from suite.sandbox import confinement
+
+    confined = confinement()
+    if confined["reads"] != "confined":
+        print(f"foresight: warning: model-written programs' reads are not confined here ({confined['how']})",
+              file=sys.stderr)
+    return confined
 
 
 def check_names(names: list[str]) -> None:

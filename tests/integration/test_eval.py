@@ -210,3 +210,18 @@ def test_lm_eval_arguments_are_read_and_rewritten_as_lm_eval_reads_them(star_che
     assert prepared_argv(["--tasks", "arc_easy"], tmp_path / "none") == ["--tasks", "arc_easy"]  # nothing to add
     with pytest.raises(UsageError, match="--include_path 'nowhere' is not a folder"):
         prepared_argv(["--tasks", "star_graph", "--include_path", "nowhere"], tmp_path / "bad")
+
+
+def test_an_evaluation_of_code_says_whether_programs_reads_are_confined(monkeypatch, capsys):
+    from suite import sandbox
+    from suite.evaluate import code_confinement
+
+    assert code_confinement(["star_graph", "countdown"]) is None  # no program runs
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)  # as a user without root and without bubblewrap
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
+    found = code_confinement(["star_graph", "humaneval"])
+    assert found["reads"] == "not confined"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"foresight: warning: model-written programs' reads are not confined here ({found['how']})"]
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    assert code_confinement(["synthetic_code"])["reads"] == "confined" and capsys.readouterr().err == ""

