@@ -80,7 +80,33 @@ def objectives_at(n: int, reverse_lm: str) -> list[tuple[str, dict]]:
         ("sequential_mtp", {"class_path": "sequential_mtp", "init_args": {"depth": n - 1}}),
         ("fsp_bow", {"class_path": "fsp_bow", "init_args": {"tau": n}}),
         ("fsp_revlm", {"class_path": "fsp_revlm", "init_args": {"reverse_lm": reverse_lm}}),
+        ("teacherless", {"class_path": "teacherless"}),
     ]
+
+
+NO_HORIZON = ("fsp_revlm", "teacherless")
+"""The objectives of `objectives_at` that are the same at every n: a bench measures them once, at n = 1."""
+
+
+def answer_mask(objective, tokens):
+    """None, or for an objective that needs prompts (teacherless) a loss mask whose last quarter of each row is the
+    answer: the benches' random rows have no prompt of their own."""
+    if not objective.needs_prompts:
+        return None
+    import torch
+
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    mask[:, tokens.shape[1] - max(tokens.shape[1] // 4, 1):] = True
+    return mask
+
+
+def has_headwise(spec: dict) -> bool:
+    """Whether the objective of `spec` has a `headwise` option (a choice of one graph or one head at a time)."""
+    import inspect
+
+    import objectives
+
+    return "headwise" in inspect.signature(type(objectives.from_spec(spec)).__init__).parameters
 
 
 STAND_IN = "(an untrained stand-in of the trunk's shape)"

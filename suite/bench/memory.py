@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from suite.bench import STAND_IN, objectives_at, resolve_device
+from suite.bench import STAND_IN, answer_mask, has_headwise, objectives_at, resolve_device
 from suite.errors import check_range
 
 
@@ -32,13 +32,14 @@ def measure_step(point: dict) -> dict:
     attach_stand_ins(objective, trunk)
     objective.to(device)
     tokens = torch.randint(0, config.vocab_size, (point["batch_size"], point["seq_len"]), device=device)
+    mask = answer_mask(objective, tokens)
     cuda = device.type == "cuda"
 
     def step() -> float:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
+        loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
         loss.backward()
         if cuda:
             torch.cuda.synchronize()
@@ -96,9 +97,10 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
     rows = []
     for label, spec in objectives_at_n:
         row = {"objective": label}
-        for mode in ("headwise", "all_at_once") if label != "ntp" else ("headwise",):
+        choice = label != "ntp" and has_headwise(spec)  # NTP's one head: headwise and all at once are the same
+        for mode in ("headwise", "all_at_once") if choice else ("headwise",):
             mode_spec = {**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
-            if label == "ntp":
+            if not choice:
                 mode_spec = spec
             row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec})
             print(f"  measured {label} {mode}: peak {row[mode]['peak_bytes'] / 2**20:,.0f} MiB", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from suite.bench import STAND_IN, interleave, median, objectives_at, resolve_device
+from suite.bench import NO_HORIZON, STAND_IN, answer_mask, interleave, median, objectives_at, resolve_device
 from suite.errors import check_choice, check_range
 
 
@@ -60,8 +60,8 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
         points = {("ntp", 1): {"class_path": "ntp"}}
         for n in horizons:
             for label, spec in objectives_at(n, reverse_lm)[1:]:
-                if label != "fsp_revlm" or n == horizons[0]:
-                    points[(label, 1 if label == "fsp_revlm" else n)] = spec
+                if label not in NO_HORIZON or n == horizons[0]:
+                    points[(label, 1 if label in NO_HORIZON else n)] = spec
         tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
         steps, flops, peaks, weights = {}, {}, {}, {}
         for key, spec in points.items():
@@ -72,8 +72,8 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
             objective.to(device)
             flops[key] = analytic_flops_per_token(trunk, objective, seq_len)
 
-            def step(trunk=trunk, objective=objective):
-                loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
+            def step(trunk=trunk, objective=objective, mask=answer_mask(objective, tokens)):
+                loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
                 loss.backward()
                 for p in [*trunk.parameters(), *objective.parameters()]:
                     p.grad = None

@@ -24,12 +24,12 @@ def test_memory_bench_quick_writes_its_table_and_json(tmp_path):
     assert report["commit"] and report["versions"]["torch"]
     assert [row["objective"] for row in report["rows"]] == list(objectives.OBJECTIVES)
     for row in report["rows"]:
-        modes = ("headwise",) if row["objective"] == "ntp" else ("headwise", "all_at_once")
+        modes = ("headwise",) if row["objective"] in ("ntp", "teacherless") else ("headwise", "all_at_once")
         for mode in modes:
             assert row[mode]["peak_bytes"] > row[mode]["resting_bytes"] > 0
     table = result.stdout.strip().splitlines()
-    assert table[-8].startswith("| objective | peak MiB") and table[-7].startswith("| --- |")
-    assert [line.split("|")[1].strip() for line in table[-6:]] == list(objectives.OBJECTIVES)
+    assert table[-9].startswith("| objective | peak MiB") and table[-8].startswith("| --- |")
+    assert [line.split("|")[1].strip() for line in table[-7:]] == list(objectives.OBJECTIVES)
 
 
 def bench_quick(name: str, tmp_path) -> tuple[dict, list[str]]:
@@ -70,12 +70,13 @@ def test_overhead_bench_quick_sets_time_beside_flops(tmp_path):
     report, lines = bench_quick("overhead", tmp_path)
     rows = report["rows"]
     assert [(row["objective"], row["n"]) for row in rows] == [
-        ("ntp", 1), ("parallel_mtp", 2), ("causal_mtp", 2), ("sequential_mtp", 2), ("fsp_bow", 2), ("fsp_revlm", 1)]
+        ("ntp", 1), ("parallel_mtp", 2), ("causal_mtp", 2), ("sequential_mtp", 2), ("fsp_bow", 2), ("fsp_revlm", 1),
+        ("teacherless", 1)]
     ntp = rows[0]
     assert ntp["time_ratio"] == ntp["flop_ratio"] == ntp["efficiency"] == ntp["memory_ratio"] == 1.0
     for row in rows:
         assert row["efficiency"] == pytest.approx(row["flop_ratio"] / row["time_ratio"])
         assert row["peak_bytes"] > 0
     assert rows[1]["flop_ratio"] > 1.5  # a second head at nano, vocabulary 4096: its unembedding dominates
-    assert lines[-8].startswith("| size | objective | n | time x NTP") and lines[-7].startswith("| --- |")
-    assert [line.split("|")[2].strip() for line in lines[-6:]] == [row["objective"] for row in rows]
+    assert lines[-9].startswith("| size | objective | n | time x NTP") and lines[-8].startswith("| --- |")
+    assert [line.split("|")[2].strip() for line in lines[-7:]] == [row["objective"] for row in rows]
