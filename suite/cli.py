@@ -50,6 +50,9 @@ def _cli_class():
     from suite.tracking import Checkpoint
 
     class ForesightCLI(LightningCLI):
+        trained_data: dict = {}
+        """The data settings of the checkpoint that validate/test score (`checkpoint_data`)."""
+
         @staticmethod
         def subcommands():
             return {name: spec for name, spec in LightningCLI.subcommands().items() if name != "predict"}
@@ -58,6 +61,9 @@ def _cli_class():
             parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
             # Checkpoints live at a fixed place under the run's root, so `--ckpt_path=last` finds last.ckpt.
             parser.add_lightning_class_args(Checkpoint, "checkpoint")
+            parser.add_argument("--overwrite", type=bool, default=False,
+                                help="fit: start afresh in a --trainer.default_root_dir that already holds a run "
+                                     "(its checkpoints are removed); without it such a folder is refused")
             parser.set_defaults({"checkpoint.save_last": True, "checkpoint.every_n_train_steps": 500})
             parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
                                   compute_fn=lambda root: os.path.join(root, "checkpoints"))
@@ -71,6 +77,13 @@ def _cli_class():
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if ckpt_path is not None and ckpt_path not in CKPT_NAMES:
                 read(ckpt_path, "--ckpt_path", mmap=True)
+            data = self.config[subcommand].get("data") or {} if subcommand else {}
+            differs = {key: (value, data.get(key)) for key, value in self.trained_data.items()
+                       if data.get(key) != value}
+            if differs:
+                said = ", ".join(f"{key} {given!r} (trained: {value!r})" for key, (value, given) in differs.items())
+                print(f"foresight: warning: {subcommand} scores the checkpoint on other data than it was trained on: "
+                      f"{said}", file=sys.stderr)
 
         def instantiate_trainer(self, **kwargs):
             # before the trainer prints or writes anything, so a mistake is the only line on stderr
@@ -89,12 +102,47 @@ def _cli_class():
                     os.path.join(root, "checkpoints", "last.ckpt")) else None
             if ckpt_path is not None and ckpt_path not in CKPT_NAMES:  # `last` is a file or None by now
                 check_resumes(ckpt_path, self.model)
+            if self.subcommand == "fit" and config.get("ckpt_path") is None:
+                fresh_run_folder(root, bool(config.get("overwrite")))
             try:
-                return super().instantiate_trainer(**kwargs)
+                return super().instantiate_trainer(**{**validation_schedule(config.trainer), **kwargs})
             except MisconfigurationException as err:  # Lightning's checks of the trainer's own options
                 raise UsageError(f"--trainer: {err}") from None
 
     return ForesightCLI
+
+
+VALIDATIONS = 10
+"""How many times a run with a step budget validates by default, evenly spaced."""
+
+
+def validation_schedule(trainer) -> dict:
+    """Trainer options that validate every max_steps / VALIDATIONS steps when the run has a step budget and the
+    user left the schedule at Lightning's once-an-epoch default (a short run would validate never, a long one
+    rarely); empty otherwise."""
+    max_steps = trainer.get("max_steps") or -1
+    if max_steps <= 0 or trainer.get("val_check_interval") not in (None, 1.0) or \
+            trainer.get("check_val_every_n_epoch") != 1:
+        return {}
+    return {"val_check_interval": max(1, max_steps // VALIDATIONS), "check_val_every_n_epoch": None}
+
+
+def fresh_run_folder(root: str, overwrite: bool) -> None:
+    """A fresh `fit` (no --ckpt_path) into a folder that holds a run's checkpoints is refused: Lightning would write
+    last-v1.ckpt beside the old last.ckpt, and every command that reads checkpoints/last.ckpt would read the old
+    model. With --overwrite the old checkpoints are removed first."""
+    import shutil
+
+    from suite.errors import UsageError
+
+    folder = os.path.join(root, "checkpoints")
+    if not os.path.isdir(folder) or not any(name.endswith(".ckpt") for name in os.listdir(folder)):
+        return
+    if not overwrite:
+        raise UsageError(f"--trainer.default_root_dir {root!r} already holds a run ({folder}/last.ckpt); allowed: "
+                         "--ckpt_path=last to resume it, --overwrite=true to start afresh there, or another "
+                         "--trainer.default_root_dir")
+    shutil.rmtree(folder)
 
 
 def check_config_files(argv: list[str]) -> None:
@@ -118,18 +166,73 @@ def check_config_files(argv: list[str]) -> None:
             raise UsageError(f"--config {value!r} is not valid YAML ({one_line(err)})") from None
 
 
+def checkpoint_data(argv: list[str]) -> dict:
+    """For `validate`/`test` of a checkpoint file: the data settings it was trained with (task, options, reverse)."""
+    if argv[0] not in ("validate", "test"):
+        return {}
+    values = [value for option, value in zip(argv, argv[1:]) if option == "--ckpt_path"]
+    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
+    if not values or values[-1] in CKPT_NAMES or not os.path.isfile(values[-1]):
+        return {}
+    from suite.checkpoints import read
+
+    data = read(values[-1], "--ckpt_path", mmap=True).get("datamodule_hyper_parameters") or {}
+    return {key: data[key] for key in ("task", "options", "reverse") if key in data}
+
+
 def lightning_main(argv: list[str]):
-    """`foresight fit|validate|test ARGS`; returns the LightningCLI (its trainer, model and data) after the run."""
+    """`foresight fit|validate|test ARGS`; returns the LightningCLI (its trainer, model and data) after the run.
+    `validate` and `test` of a checkpoint read the data it was trained with unless data flags say otherwise (then a
+    warning names what differs): a model is never scored on another task's split without a word."""
     check_config_files(argv)
+    trained = checkpoint_data(argv)
+    if trained:  # before the user's flags, which override them
+        import json
+
+        flags = [f"--data.{key}={value if isinstance(value, str) else json.dumps(value)}"
+                 for key, value in trained.items()]
+        argv = [argv[0], *flags, *argv[1:]]
     from suite.data import TaskData
     from suite.module import ObjectiveLM
 
-    return _cli_class()(
+    cli_class = _cli_class()
+    cli_class.trained_data = trained
+    return cli_class(
         ObjectiveLM, TaskData, args=argv, seed_everything_default=0,
         trainer_defaults={"default_root_dir": "runs/default", "log_every_n_steps": 10, "gradient_clip_val": 1.0},
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"exit_on_error": False},
     )
+
+
+def check_fit_config(config: dict, what: str) -> None:
+    """Parse a `foresight fit` configuration as `fit --config FILE` would, through the same LightningCLI parser,
+    without building a model or data or training: a UsageError names `what` and the option it does not accept."""
+    import tempfile
+
+    import yaml
+    from jsonargparse import ArgumentError
+
+    from suite.data import TaskData
+    from suite.errors import UsageError, one_line
+    from suite.module import ObjectiveLM
+
+    class ParseOnly(_cli_class()):
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            pass
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        yaml.safe_dump(config, file, sort_keys=False)
+        file.flush()
+        try:
+            ParseOnly(ObjectiveLM, TaskData, args=["fit", "--config", file.name], parser_kwargs={"exit_on_error": False},
+                      save_config_callback=None)
+        except (ArgumentError, UsageError) as err:
+            message = one_line(err).replace(f"{file.name}", "its fit config")
+            raise UsageError(f"{what}: {message}") from None
 
 
 def sizes_main(argv: list[str]) -> None:

@@ -133,9 +133,26 @@ def main(argv: list[str]) -> None:
     run_sweep(sweep, points, runs, results, args.retry_failed)
 
 
+def check_points(sweep: Sweep, points: list[Point]) -> None:
+    """Each point's whole `fit` configuration through the parser `fit` uses (one point per setting: seeds and
+    folders do not change which options are accepted), so a dry run catches what every real point would fail on."""
+    from suite.cli import check_fit_config
+    from suite.point import fit_config, max_steps
+
+    seen = set()
+    for point in points:
+        key = json.dumps([point.role, point.objective, point.options, point.data, point.size], sort_keys=True,
+                         default=str)
+        if key not in seen:
+            seen.add(key)
+            spec = point_spec(sweep, point, Path("runs") / sweep.name, Path("results") / sweep.name)
+            check_fit_config(fit_config(spec, max_steps(spec)), f"sweep {sweep.name!r} point {point.id}")
+
+
 def print_dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None) -> None:
     import torch
 
+    check_points(sweep, points)
     speed = flops_per_s or (1e14 if torch.cuda.is_available() else 5e10)
     rows = estimate(sweep, points, speed)
     print(f"sweep {sweep.name}: {len(points)} points ({sweep.source})\n")
@@ -170,6 +187,13 @@ def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retr
             progress.advance(overall)
             progress.console.print(f"{point.id}: {said}")
     finish(sweep, rows_file, runs)
+    rows = latest_rows(read_rows(rows_file))
+    failed = [p.id for p in points if rows.get(p.id, {}).get("status") != "ok"]
+    if failed:  # the report is written; the exit status says the sweep did not finish
+        print(f"foresight: error: {len(failed)} of {len(points)} points did not finish ({', '.join(failed[:3])}"
+              f"{', ...' if len(failed) > 3 else ''}; the report's Failed points say why); rerun with "
+              "--retry-failed once fixed", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def execute(sweep: Sweep, point: Point, runs: Path, results: Path, progress=None, task=None) -> tuple[dict | None, str]:

@@ -43,6 +43,61 @@ def test_fit_writes_a_checkpoint_and_resumes_from_last(tmp_path):
     assert len(logs) == 2  # each run keeps its resolved config
 
 
+def test_a_second_fresh_fit_into_a_run_folder_is_refused_unless_told_to_overwrite(tmp_path):
+    """Lightning would write last-v1.ckpt beside the first run's last.ckpt, and every command reading
+    checkpoints/last.ckpt would silently read the old model."""
+    root = tmp_path / "run"
+    common = ["--model.size=nano", "--data.task=star_graph", *SMALL_DATA, f"--trainer.default_root_dir={root}",
+              "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0"]
+    assert foresight("fit", *common, "--trainer.max_steps=5", cwd=tmp_path).returncode == 0
+    last = root / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    again = foresight("fit", *common, "--trainer.max_steps=7", cwd=tmp_path)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1, again.stderr[-2000:]
+    assert f"--trainer.default_root_dir '{root}' already holds a run" in lines[0] and "--overwrite=true" in lines[0]
+    assert last.read_bytes() == before and sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    fresh = foresight("fit", *common, "--trainer.max_steps=7", "--overwrite=true", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no last-v1.ckpt
+    assert torch.load(last, weights_only=False)["global_step"] == 7
+
+
+def test_test_and_validate_score_a_checkpoint_on_the_data_it_was_trained_on(tmp_path):
+    root = tmp_path / "run"
+    data = ["--data.options.degree=3", "--data.options.num_train=300", "--data.options.num_val=30",
+            "--data.options.num_test=30"]
+    trained = foresight("fit", "--model.size=nano", "--data.task=star_graph", *data, "--trainer.max_steps=3",
+                        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+                        "--trainer.limit_val_batches=0", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    last = str(root / "checkpoints" / "last.ckpt")
+    plain = foresight("test", f"--ckpt_path={last}", f"--trainer.default_root_dir={tmp_path / 'scored'}",
+                      "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "random_arm_acc" in plain.stdout and "0.3333" in plain.stdout  # 1/degree of the degree-3 graphs
+    assert "warning" not in plain.stderr
+    other = foresight("test", f"--ckpt_path={last}", "--data.options.degree=2", "--data.options.num_nodes=30",
+                      f"--trainer.default_root_dir={tmp_path / 'other'}", "--trainer.enable_progress_bar=false",
+                      cwd=tmp_path)
+    warned = [line for line in other.stderr.splitlines() if line.startswith("foresight: warning:")]
+    assert warned and "other data than it was trained on: options" in warned[0]
+    assert "'degree': '2'" in warned[0].split("(trained:")[0] and "'degree': '3'" in warned[0].split("(trained:")[1]
+
+
+def test_a_run_with_a_step_budget_validates_during_training_by_default(tmp_path):
+    root = tmp_path / "run"
+    result = foresight("fit", "--model.size=nano", "--data.task=star_graph", "--data.options.num_train=640",
+                       "--data.options.num_val=16", "--data.options.num_test=16", "--trainer.max_steps=20",
+                       f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import csv
+
+    (metrics,) = root.glob("lightning_logs/version_0/metrics.csv")
+    steps = sorted({int(row["step"]) for row in csv.DictReader(metrics.open()) if row.get("val/loss")})
+    assert steps == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]  # every 20 // 10 = 2 steps (Lightning logs step - 1)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_parse(config, tmp_path):
     result = foresight("fit", "--config", str(config), "--print_config", cwd=tmp_path)

@@ -107,7 +107,9 @@ def test_a_point_whose_loss_diverges_is_recorded_as_failed_and_the_sweep_goes_on
     config = write_sweep(tmp_path, objectives=["ntp", "fsp_revlm"], model={"lr": 1.0e+30, "warmup_steps": 0},
                          budget={"steps": 3}, eval={})
     result = foresight("sweep", "--config", str(config), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # every point ran (or was said not to), the report is written, and the exit status says the sweep failed
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "foresight: error: 3 of 3 points did not finish" in result.stderr.strip().splitlines()[-1]
     rows = {row["point"].split("-")[0]: row for row in read_rows(tmp_path / "results/toy/runs.jsonl")}
     assert set(rows) == {"reverse", "ntp", "fsp_revlm"}
     for name in ("reverse", "ntp"):
@@ -279,3 +281,19 @@ def test_labelled_entries_get_their_own_data_horizons_and_ids(tmp_path):
     assert by_label["ntp"].data == DATA
     assert by_label["ntp_reverse"].id.startswith("ntp_reverse-nano-s0-") and by_label["ntp_reverse"].id[-8:] != \
         by_label["ntp"].id[-8:]
+
+
+@pytest.mark.parametrize("settings, option", [
+    ({"model": {"warmup": 5}}, "point ntp-nano-s0-"),
+    ({"trainer": {"max_step": 3}}, "point ntp-nano-s0-"),
+    ({"data": {**DATA, "batch": 8}}, "point ntp-nano-s0-"),
+], ids=["model option", "trainer option", "data option"])
+def test_a_dry_run_parses_every_points_fit_config_and_refuses_what_fit_would(tmp_path, settings, option):
+    """What every real point would fail on (and the sweep record as failed) is a one-line error before anything
+    runs, naming the point and the option."""
+    config = write_sweep(tmp_path, **settings)
+    result = foresight("sweep", "--config", str(config), "--dry-run", cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"foresight: error: sweep 'toy' {option}") and "does not accept option" in lines[0]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()

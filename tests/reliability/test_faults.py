@@ -199,7 +199,9 @@ def test_a_truncated_checkpoint_fails_its_point_with_the_path_named_and_is_left_
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     before = {path: path.read_bytes() for path in (checkpoint, tmp_path / "results/toy/runs.jsonl")}
     result = sweep(tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]  # the sweep goes on past a failed point
+    # the sweep goes on past a failed point, writes its report, and exits non-zero saying how many failed
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "foresight: error: 1 of 2 points did not finish" in result.stderr
     assert checkpoint.read_bytes() == before[checkpoint]
     rows_file = tmp_path / "results/toy/runs.jsonl"
     assert rows_file.read_bytes().startswith(before[rows_file])  # the finished row is untouched
