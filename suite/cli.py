@@ -236,6 +236,8 @@ def check_fit_config(config: dict, what: str) -> None:
 
 
 def sizes_main(argv: list[str]) -> None:
+    from typing import Any, Dict
+
     from jsonargparse import ArgumentParser
     from rich.console import Console
     from rich.table import Table
@@ -249,7 +251,7 @@ def sizes_main(argv: list[str]) -> None:
     parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary to count embeddings at")
     parser.add_argument("--objective", type=str, default="ntp", help="registry name of the objective whose "
                         f"heads to count: {', '.join(objectives.OBJECTIVES)}")
-    parser.add_argument("--options", type=dict, default={}, help="the objective's options, e.g. '{n: 4}'")
+    parser.add_argument("--options", type=Dict[str, Any], default={}, help="the objective's options, e.g. '{n: 4}'")
     parser.add_argument("--seq_len", type=int, default=2048, help="context for the training FLOPs per token "
                         "(analytic: 6 per trained weight, 4 * T * d per attention layer, each head's unembedding)")
     args = parser.parse_args(argv)

@@ -219,7 +219,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--speculative", action=ActionYesNo, default=False,
                         help="decode greedy generations self-speculatively with the objective's heads (same text)")
     parser.add_argument("--selfcheck", action=ActionYesNo, default=False,
-                        help="score every task's gold answers (must be 100%%) and empty answers (must be 0%%)")
+                        help="score every task's gold answers (must be 100 percent) and empty answers (must be 0)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     if not names:

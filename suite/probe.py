@@ -317,6 +317,10 @@ def main(argv: list[str]) -> None:
 
     from suite.provenance import provenance
 
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: foresight probe KIND [options]; KIND: {', '.join(KINDS)}; `foresight probe KIND --help` lists "
+              "its options")
+        return
     if not argv or argv[0] not in KINDS:
         raise UsageError(f"unknown probe {argv[0] if argv else ''!r}; known: {', '.join(KINDS)}")
     if argv[0] == "compare":

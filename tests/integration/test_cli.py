@@ -161,3 +161,21 @@ def test_multi_token_objective_options_from_the_command_line(tmp_path):
         "init_args": {"n": 4, "head_layers": 2, "loss_reduction": "sum", "head_weights": None, "match_params": False,
                       "headwise": None, "layout": "stacked"}}
     assert sum(key.startswith("objective.heads.") for key in saved["state_dict"]) == 3 * 2 * 6
+
+
+HELPS = [["sweep"], ["agent"], ["eval"], ["report"], ["dashboard"], ["export"],
+         ["sizes"], ["bench"], ["bench", "memory"], ["bench", "decode"], ["bench", "throughput"],
+         ["bench", "overhead"], ["probe"], ["probe", "attention"], ["probe", "compare"]]
+
+
+@pytest.mark.parametrize("command", HELPS, ids=" ".join)
+def test_every_commands_help_exits_0_and_reads_clean(command, capsys):
+    """`--help` of every command and subcommand (fit/validate/test are LightningCLI's own, whose class-named
+    groups are still to be fixed): status 0, and none of the artifacts a reader trips on."""
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+        raise SystemExit(0)  # a command that prints its help and returns
+    shown = capsys.readouterr()
+    assert exit.value.code in (0, None), shown.err[-1000:]
+    text = shown.out
+    assert "usage:" in text.lower() and "%%" not in text and "<class " not in text and "unknown" not in text, text
