@@ -145,15 +145,24 @@ def fresh_run_folder(root: str, overwrite: bool) -> None:
     shutil.rmtree(folder)
 
 
+def option_values(argv: list[str], *names: str) -> list[str]:
+    """The values given to any of `names` in argv, as `--name VALUE` or `--name=VALUE`, in the order given."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
 def check_config_files(argv: list[str]) -> None:
     """Each `--config FILE` read as YAML before Lightning parses it, so a missing or malformed file is named."""
     import yaml
 
     from suite.errors import UsageError, one_line
 
-    values = [value for option, value in zip(argv, argv[1:]) if option in ("-c", "--config")]
-    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    for value in values:
+    for value in option_values(argv, "-c", "--config"):
         if not os.path.isfile(value):
             if value.endswith((".yaml", ".yml", ".json")):  # not a file, not inline YAML
                 raise UsageError(f"--config {value!r} does not exist; allowed: a YAML file of options, e.g. "
@@ -170,8 +179,7 @@ def checkpoint_data(argv: list[str]) -> dict:
     """For `validate`/`test` of a checkpoint file: the data settings it was trained with (task, options, reverse)."""
     if argv[0] not in ("validate", "test"):
         return {}
-    values = [value for option, value in zip(argv, argv[1:]) if option == "--ckpt_path"]
-    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--ckpt_path=")]
+    values = option_values(argv, "--ckpt_path")
     if not values or values[-1] in CKPT_NAMES or not os.path.isfile(values[-1]):
         return {}
     from suite.checkpoints import read
