@@ -20,13 +20,13 @@ def line_styles(entries: list[dict], by_objective: bool = False) -> dict[str, di
     then dotted, so that no two lines of a plot look alike."""
     labels = list(dict.fromkeys(entry["objective"] if by_objective else label(entry["objective"], entry["n"])
                                 for entry in entries))
-    dashes = ("-", "--", ":", "-.")
-    return {name: {"color": f"C{index % 10}", "linestyle": dashes[index // 10 % len(dashes)]}
+    return {name: {"color": f"C{index % 10}", "linestyle": DASHES[index // 10 % len(DASHES)]}
             for index, name in enumerate(labels)}
 
 
-SEED_DASHES = ("-", "--", ":", "-.")
-"""The linestyle of each seed (by its position among an entry's seeds) where seeds are drawn one by one."""
+DASHES = ("-", "--", ":", "-.")
+"""Linestyles in order: for the eleventh line on (`line_styles`), and for each seed where seeds are drawn one by
+one (by its position among an entry's seeds)."""
 
 
 def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
@@ -39,6 +39,7 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
     if not any(score_value(entry, *column) for entry in entries for column in columns):
         return False
     fig = Figure(figsize=(4 * len(columns) + 2, 3.2 * len(sizes)), layout="constrained")
+    styles = line_styles(entries, by_objective=True)
     for row_axes, size in zip(fig.subplots(len(sizes), len(columns), squeeze=False), sizes):
         for axis, (kind, name, metric) in zip(row_axes, columns):
             by_objective: dict[str, list] = {}
@@ -48,8 +49,7 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
                     by_objective.setdefault(entry["objective"], []).append((entry["n"] or 1, *value))
             for objective, points in by_objective.items():
                 ns, means, errors = zip(*sorted(points))
-                style = line_styles(entries, by_objective=True)[objective]
-                axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, **style)
+                axis.errorbar(ns, means, yerr=errors, marker="o", capsize=3, label=objective, **styles[objective])
                 if objective == REFERENCE:
                     axis.axhline(means[0], linestyle=":", color="black", linewidth=1)
             axis.set(title=f"{name} ({size})", xlabel="n (prediction horizon; NTP at 1)",
@@ -204,14 +204,14 @@ def plot_head_losses(entries: list[dict], path: Path) -> bool:
                 if logged.get(key):
                     steps, values = zip(*logged[key])
                     axis.plot(steps, values, color=color, linewidth=1,
-                              linestyle=SEED_DASHES[position % len(SEED_DASHES)])
+                              linestyle=DASHES[position % len(DASHES)])
             legend.append(Line2D([], [], color=color, label=key.removeprefix("train/loss/")))
         if reference.get(entry["size"]):
             steps, values = zip(*reference[entry["size"]])
             axis.plot(steps, values, ":", color="black", linewidth=1.5)
             legend.append(Line2D([], [], color="black", linestyle=":", label=f"{REFERENCE} head_1"))
         if len(entry["curves"]) > 1:
-            legend += [Line2D([], [], color="gray", linestyle=SEED_DASHES[position % len(SEED_DASHES)],
+            legend += [Line2D([], [], color="gray", linestyle=DASHES[position % len(DASHES)],
                               label=f"seed {seed}") for position, seed in enumerate(entry["seeds"])]
         axis.set(title=f"{label(entry['objective'], entry['n'])} ({entry['size']})", xlabel="step",
                  ylabel="training loss", yscale="log")
