@@ -99,9 +99,8 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
         row = {"objective": label}
         choice = label != "ntp" and has_headwise(spec)  # NTP's one head: headwise and all at once are the same
         for mode in ("headwise", "all_at_once") if choice else ("headwise",):
-            mode_spec = {**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
-            if not choice:
-                mode_spec = spec
+            mode_spec = ({**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
+                         if choice else spec)
             row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec})
             print(f"  measured {label} {mode}: peak {row[mode]['peak_bytes'] / 2**20:,.0f} MiB", file=sys.stderr)
         rows.append(row)

@@ -56,10 +56,9 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
     rows = []
     for size in sizes:
         config = ModelConfig.from_name(size, vocab_size=vocab_size)
-        reverse_lm = STAND_IN
         points = {("ntp", 1): {"class_path": "ntp"}}
         for n in horizons:
-            for label, spec in objectives_at(n, reverse_lm)[1:]:
+            for label, spec in objectives_at(n, STAND_IN)[1:]:
                 if label not in NO_HORIZON or n == horizons[0]:
                     points[(label, 1 if label in NO_HORIZON else n)] = spec
         tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
