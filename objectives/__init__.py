@@ -12,16 +12,27 @@ from objectives.ntp import NTP
 from objectives.parallel_mtp import ParallelMTP
 from objectives.sequential_mtp import SequentialMTP
 from objectives.teacherless import Teacherless
-from suite.errors import UsageError, build_registered
+from suite.errors import UsageError, build_registered, nearest
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless)}
 """Registry name -> class. Adding an objective is one file and one entry here."""
 
 
+def resolve(name: str) -> str:
+    """The registry name of an objective named either way, `parallel_mtp` or `ParallelMTP` (the class, as
+    `fit --model.objective` takes it): every command takes both spellings."""
+    for key, cls in OBJECTIVES.items():
+        if name in (key, cls.__name__, f"objectives.{cls.__name__}", f"{cls.__module__}.{cls.__qualname__}"):
+            return key
+    known = ", ".join(f"{key} ({cls.__name__})" for key, cls in OBJECTIVES.items())
+    spellings = [spelling for key, cls in OBJECTIVES.items() for spelling in (key, cls.__name__)]
+    raise UsageError(f"unknown objective {name!r}; known: {known}{nearest(name, spellings)}")
+
+
 def build(name: str, **options) -> Objective:
-    """An objective by registry name, its options checked against the class signature."""
-    return build_registered("objective", OBJECTIVES, name, options)
+    """An objective by registry or class name, its options checked against the class signature."""
+    return build_registered("objective", OBJECTIVES, resolve(name), options)
 
 
 def from_spec(spec: dict | str | Objective) -> Objective:
@@ -32,14 +43,9 @@ def from_spec(spec: dict | str | Objective) -> Objective:
         return spec
     if isinstance(spec, str):
         spec = {"class_path": spec}
-    path = spec.get("class_path", "")
-    for name, cls in OBJECTIVES.items():
-        if path in (name, cls.__name__, f"{cls.__module__}.{cls.__qualname__}"):
-            return build(name, **spec.get("init_args", {}))
-    known = ", ".join(f"{cls.__name__} ({name})" for name, cls in OBJECTIVES.items())
-    raise UsageError(f"unknown objective {path!r}; known: {known}")
+    return build(spec.get("class_path", ""), **spec.get("init_args", {}))
 
 
 __all__ = ["IGNORE", "NTP", "OBJECTIVES", "CausalMTP", "FSPBoW", "FSPRevLM", "Head", "Objective", "ParallelMTP",
-           "SequentialMTP", "Teacherless", "build", "from_spec", "future_targets", "head_losses",
+           "SequentialMTP", "Teacherless", "build", "from_spec", "resolve", "future_targets", "head_losses",
            "linear_cross_entropy", "token_loss"]

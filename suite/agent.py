@@ -28,13 +28,13 @@ def find_point(sweep, point_id: str):
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+    from suite.parsing import Parser
 
     from suite.sweep import execute, load_sweep
     from suite.results import latest_rows, read_rows
 
-    parser = ArgumentParser(prog="foresight agent", exit_on_error=False,
-                            description="Run one point of a sweep (for a wandb agent, or to rerun a point by hand).")
+    parser = Parser(prog="foresight agent",
+                    description="Run one point of a sweep (for a wandb agent, or to rerun a point by hand).")
     parser.add_argument("--config", type=str, required=True, help="the sweep file")
     parser.add_argument("--point", type=str, required=True, help="the point's id (see --dry-run of the sweep)")
     parser.add_argument("--runs", type=str, default="runs", help="folder of run folders")

@@ -24,6 +24,8 @@ commands:
   report     tables with confidence intervals and significance, and plots, of a sweep's results
   dashboard  a wandb report comparing a sweep's runs (--entity E --project P)
   export     write a checkpoint as a Hugging Face Llama directory (--checkpoint PATH --out DIR)
+  tasks      every task family with its options, defaults and docs (`foresight tasks star_graph`)
+  objectives every objective with its options, defaults and docs (`foresight objectives parallel_mtp`)
   sizes      parameter counts of every model size, with an objective's heads
   bench      measurements against next-token prediction: `foresight bench memory|decode|throughput|overhead`
   probe      what a trained model attends to: `foresight probe attention --checkpoint PATH` (star graph),
@@ -45,13 +47,20 @@ CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
 def _cli_class():
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from suite.parsing import Exact
     from suite.tracking import Checkpoint
+
+    class Parser(Exact, LightningArgumentParser):
+        """Exact option names only, the nearest known ones suggested for an unknown one."""
 
     class ForesightCLI(LightningCLI):
         trained_data: dict = {}
         """The data settings of the checkpoint that validate/test score (`checkpoint_data`)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, parser_class=Parser, **kwargs)
 
         @staticmethod
         def subcommands():
@@ -156,23 +165,41 @@ def option_values(argv: list[str], *names: str) -> list[str]:
     return values
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Each `--config FILE` read as YAML before Lightning parses it, so a missing or malformed file is named."""
+CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
+"""The shipped `fit` configs, which `--config NAME` finds by name from any folder."""
+
+
+def check_config_files(argv: list[str]) -> list[str]:
+    """argv with each `--config NAME` of a shipped config written as its path; each `--config FILE` read as YAML
+    before Lightning parses it, so a missing or malformed file is named."""
     import yaml
 
-    from suite.errors import UsageError, one_line
+    from suite.errors import UsageError, nearest, one_line
 
-    for value in option_values(argv, "-c", "--config"):
+    shipped = sorted(name[:-5] for name in os.listdir(CONFIGS) if name.endswith(".yaml"))
+    out = list(argv)
+    for i, arg in enumerate(argv):
+        key, is_pair, value = arg.partition("=")
+        if key not in ("-c", "--config"):
+            continue
+        if not is_pair:
+            if i + 1 >= len(argv):
+                continue
+            i, value = i + 1, argv[i + 1]
+        if not os.path.isfile(value) and value in shipped:
+            value = os.path.join(CONFIGS, f"{value}.yaml")
+            out[i] = value if not is_pair else f"{key}={value}"
         if not os.path.isfile(value):
-            if value.endswith((".yaml", ".yml", ".json")):  # not a file, not inline YAML
-                raise UsageError(f"--config {value!r} does not exist; allowed: a YAML file of options, e.g. "
-                                 "suite/configs/star_graph.yaml")
+            if value.endswith((".yaml", ".yml", ".json")) or re.fullmatch(r"[\w.-]+", value):  # not inline YAML
+                raise UsageError(f"--config {value!r} does not exist; allowed: a YAML file of options or a shipped "
+                                 f"config by name: {', '.join(shipped)}{nearest(value, shipped)}")
             continue
         try:
             with open(value) as file:
                 yaml.safe_load(file)
         except yaml.YAMLError as err:
             raise UsageError(f"--config {value!r} is not valid YAML ({one_line(err)})") from None
+    return out
 
 
 def checkpoint_data(argv: list[str]) -> dict:
@@ -188,11 +215,30 @@ def checkpoint_data(argv: list[str]) -> dict:
     return {key: data[key] for key in ("task", "options", "reverse") if key in data}
 
 
+def class_named_objectives(argv: list[str]) -> list[str]:
+    """argv with `--model.objective=parallel_mtp` (the registry name `sweep` and `sizes` take) written as the class
+    name LightningCLI resolves (`ParallelMTP`); any other value is left for the parser to judge."""
+    import objectives
+
+    names = ("--model.objective", "--model.objective.class_path")
+    out = list(argv)
+    for i, arg in enumerate(argv):
+        key, is_pair, value = arg.partition("=")
+        if key in names and not is_pair and i + 1 < len(argv):
+            key, value, i = None, argv[i + 1], i + 1
+        elif key not in names or not is_pair:
+            continue
+        cls = objectives.OBJECTIVES.get(value)
+        if cls is not None:
+            out[i] = cls.__name__ if key is None else f"{key}={cls.__name__}"
+    return out
+
+
 def lightning_main(argv: list[str]):
     """`foresight fit|validate|test ARGS`; returns the LightningCLI (its trainer, model and data) after the run.
     `validate` and `test` of a checkpoint read the data it was trained with unless data flags say otherwise (then a
     warning names what differs): a model is never scored on another task's split without a word."""
-    check_config_files(argv)
+    argv = class_named_objectives(check_config_files(argv))
     trained = checkpoint_data(argv)
     if trained:  # before the user's flags, which override them
         import json
@@ -246,7 +292,7 @@ def check_fit_config(config: dict, what: str) -> None:
 def sizes_main(argv: list[str]) -> None:
     from typing import Any, Dict
 
-    from jsonargparse import ArgumentParser
+    from suite.parsing import Parser
     from rich.console import Console
     from rich.table import Table
 
@@ -254,8 +300,7 @@ def sizes_main(argv: list[str]) -> None:
     from suite.errors import check_range
     from suite.overhead import size_table
 
-    parser = ArgumentParser(prog="foresight sizes", description="Parameter counts of every model size.",
-                            exit_on_error=False)
+    parser = Parser(prog="foresight sizes", description="Parameter counts of every model size.")
     parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary to count embeddings at")
     parser.add_argument("--objective", type=str, default="ntp", help="registry name of the objective whose "
                         f"heads to count: {', '.join(objectives.OBJECTIVES)}")
@@ -292,18 +337,33 @@ COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning
             "sweep": module_main("sweep"), "agent": module_main("agent"), "eval": module_main("evaluate"),
             "lm-eval": module_main("lm_eval_cli"),
             "report": module_main("report"), "dashboard": module_main("dashboard"), "export": module_main("export"),
-            "sizes": sizes_main, "bench": module_main("bench"), "probe": module_main("probe")}
+            "sizes": sizes_main, "bench": module_main("bench"), "probe": module_main("probe"),
+            "tasks": lambda argv: catalog("task", argv), "objectives": lambda argv: catalog("objective", argv)}
+
+
+def catalog(kind: str, argv: list[str]) -> None:
+    from suite.catalog import main
+
+    main(kind, argv)
 
 
 def _explain(message: str, argv: list[str]) -> str:
-    """An unresolvable objective class, said the way every other unknown name is said: with the known ones; an
-    unknown option, with where the known ones are listed."""
-    unknown = re.match(r"--model\.objective: Expected a dot import path string: (\S+)", message)
-    if unknown:
-        from objectives import OBJECTIVES
+    """Parser messages said the way foresight says every mistake: an unresolvable objective class with the known
+    ones, an objective's unknown option with the accepted ones and the nearest, an unknown option with where the
+    known ones are listed."""
+    import objectives
+    from suite.errors import UsageError, parse_options
 
-        known = ", ".join(cls.__name__ for cls in OBJECTIVES.values())
-        return f"unknown objective {unknown.group(1)!r} for --model.objective; known: {known}"
+    unknown = re.match(r"--model\.objective: Expected a dot import path string: (\S+)", message)
+    option = re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", message)
+    try:
+        if unknown:
+            objectives.resolve(unknown.group(1))
+        if option:
+            name = objectives.resolve(option.group(1))
+            parse_options(f"objective {name}", objectives.OBJECTIVES[name], {option.group(2): None})
+    except UsageError as err:
+        return str(err).replace("; known:", " for --model.objective; known:", 1) if unknown else str(err)
     if message.startswith("unrecognized arguments:"):
         command = argv[:2] if argv[0] == "bench" and len(argv) > 1 and not argv[1].startswith("-") else argv[:1]
         return f"{message}; allowed: the options `foresight {' '.join(command)} --help` lists"

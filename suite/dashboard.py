@@ -101,10 +101,11 @@ def sweep_tasks(results: str | None) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionYesNo
+    from suite.parsing import Parser
 
-    parser = ArgumentParser(prog="foresight dashboard", exit_on_error=False,
-                            description="A wandb report comparing a sweep's runs (needs the network and a login).")
+    parser = Parser(prog="foresight dashboard",
+                    description="A wandb report comparing a sweep's runs (needs the network and a login).")
     parser.add_argument("--entity", type=str, required=True, help="the wandb entity (user or team)")
     parser.add_argument("--project", type=str, required=True, help="the wandb project the sweep logged to")
     parser.add_argument("--sweep", type=str, help="only this sweep's runs (its name); default: every run")

@@ -12,10 +12,19 @@ class UsageError(ValueError):
     """A bad value from the user: the message names the value and what is allowed."""
 
 
+def nearest(word: str, choices, prefix: str = "") -> str:
+    """"; did you mean 'x'?" for the choices closest to a mistyped `word` (difflib's ratio), each written after
+    `prefix` (e.g. "--"), or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(prefix + choice) for choice in close)}?" if close else ""
+
+
 def check_choice(what: str, value, allowed) -> None:
     """Raise a UsageError unless `value` is one of `allowed`."""
     if value not in allowed:
-        raise UsageError(f"unknown {what} {value!r}; known: {', '.join(map(str, allowed))}")
+        raise UsageError(f"unknown {what} {value!r}; known: {', '.join(map(str, allowed))}{nearest(value, allowed)}")
 
 
 def check_range(what: str, value, low=None, high=None) -> None:
@@ -64,6 +73,11 @@ def parse_options(what: str, cls: type, options: dict) -> dict:
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, fail_untyped=False)
+    accepted = [action.dest for action in parser._actions if action.dest not in ("help", "config")]
+    for key in options:
+        if key not in accepted:
+            raise UsageError(f"{what}: unknown option {key!r}; allowed: {', '.join(accepted) or 'none'}"
+                             f"{nearest(key, accepted)}")
     try:
         return parser.parse_object(dict(options)).as_dict()
     except Exception as err:  # jsonargparse raises its ArgumentError; the message is what the user needs

@@ -204,10 +204,11 @@ def check_device(device: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionYesNo
+    from suite.parsing import Parser
 
-    parser = ArgumentParser(prog="foresight eval", exit_on_error=False,
-                            description="Score a checkpoint on task families through lm-eval, offline.")
+    parser = Parser(prog="foresight eval",
+                    description="Score a checkpoint on task families through lm-eval, offline.")
     parser.add_argument("--checkpoint", type=str, help="a checkpoint written by foresight fit")
     parser.add_argument("--tasks", type=str, required=True, help=f"comma-separated: {', '.join(foresight_tasks())}, "
                         f"or lm-eval's {', '.join(EXTERNAL)} where their data is on the machine")

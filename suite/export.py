@@ -145,10 +145,11 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
 def main(argv: list[str]) -> None:
     """`foresight export --checkpoint PATH --out DIR [--overwrite]`: write the checkpoint's next-token model as a
     Hugging Face Llama directory and print the directory."""
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionYesNo
+    from suite.parsing import Parser
 
-    parser = ArgumentParser(prog="foresight export", exit_on_error=False,
-                            description="Write a checkpoint's next-token model as a Hugging Face Llama directory.")
+    parser = Parser(prog="foresight export",
+                    description="Write a checkpoint's next-token model as a Hugging Face Llama directory.")
     parser.add_function_arguments(export_hf, skip={"overwrite"})
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="write into a folder that is not empty (files of the same names are replaced)")

@@ -167,7 +167,6 @@ def entries(sweep: Sweep) -> list[Entry]:
     """The sweep's objective entries: `name`, `{name: {options}}`, or `{objective: name, label: ..., options:
     {...}, data: {...}, n: [...]}`."""
     import objectives
-    from suite.errors import check_choice
 
     found = []
     for raw in sweep.objectives:
@@ -176,14 +175,13 @@ def entries(sweep: Sweep) -> list[Entry]:
             if unknown:
                 raise UsageError(f"sweep objective {raw!r} has unknown keys {unknown}; allowed: "
                                  f"{', '.join(sorted(ENTRY_KEYS))}")
-            name, options = raw["objective"], raw.get("options") or {}
+            name, options = objectives.resolve(raw["objective"]), raw.get("options") or {}
             label, data, n, control = raw.get("label", name), raw.get("data") or {}, raw.get("n"), raw.get("control")
             if not isinstance(control, (bool, type(None))):
                 raise UsageError(f"sweep objective {label!r} control={control!r}; allowed: true or false")
         else:
             (name, options), data, n, control = objective_entry(raw), {}, None, None
-            label = name
-        check_choice("objective", name, objectives.OBJECTIVES)
+            name = label = objectives.resolve(name)
         if not isinstance(options, dict) or not isinstance(data, dict):
             raise UsageError(f"sweep objective {raw!r}: options and data must be mappings")
         if not plain_name(label):

@@ -46,7 +46,10 @@ class ObjectiveLM(L.LightningModule):
         """
         Args:
             size: A name from `suite.sizes.SIZES` (nano, micro, tiny, small, base, large, 1b) or a full model config.
-            objective: The training objective, e.g. NTP (the default when None).
+            objective: The training objective, by class or registry name: NTP (ntp, the default when None),
+                ParallelMTP (parallel_mtp), CausalMTP (causal_mtp), SequentialMTP (sequential_mtp), FSPBoW (fsp_bow),
+                FSPRevLM (fsp_revlm), Teacherless (teacherless); options as --model.objective.n=4 (`foresight
+                objectives` lists each one's).
             vocab_size: Vocabulary size; the CLI sets it from the data's tokenizer.
             lr: Peak AdamW learning rate.
             weight_decay: AdamW weight decay on matrices (norm gains are not decayed).

@@ -313,7 +313,7 @@ def compare(folders: list[str], out: str | None = None) -> str:
 def main(argv: list[str]) -> None:
     """`foresight probe attention --checkpoint PATH [--limit N] [--example I] [--out DIR] [--device D]`, or
     `foresight probe compare DIR... [--out FILE]`."""
-    from jsonargparse import ArgumentParser
+    from suite.parsing import Parser
 
     from suite.provenance import provenance
 
@@ -324,14 +324,13 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] not in KINDS:
         raise UsageError(f"unknown probe {argv[0] if argv else ''!r}; known: {', '.join(KINDS)}")
     if argv[0] == "compare":
-        parser = ArgumentParser(prog="foresight probe compare", exit_on_error=False,
-                                description="Several attention probes side by side.")
+        parser = Parser(prog="foresight probe compare", description="Several attention probes side by side.")
         parser.add_argument("folders", nargs="*", type=str, help="folders written by `foresight probe attention`")
         parser.add_argument("--out", type=str, help="also write the table to this file")
         args = parser.parse_args(argv[1:])  # a bad option: jsonargparse's ArgumentError, one line from suite.cli
         compare(args.folders, args.out)
         return
-    parser = ArgumentParser(prog="foresight probe attention", exit_on_error=False,
-                            description="Attention of a star-graph model to the goal and to the path's edges.")
+    parser = Parser(prog="foresight probe attention",
+                    description="Attention of a star-graph model to the goal and to the path's edges.")
     parser.add_function_arguments(probe_attention, skip={"origin"})
     probe_attention(**parser.parse_args(argv[1:]).as_dict(), origin=provenance(["probe", *argv]))

@@ -364,13 +364,13 @@ def report_with_entries(folder: Path, alpha: float = 0.05) -> tuple[Path, list[d
 
 def main(argv: list[str]) -> None:
     """`foresight report FOLDER [--alpha 0.05]`: write FOLDER/report.md and FOLDER/plots/, print the table last."""
-    from jsonargparse import ArgumentParser
+    from suite.parsing import Parser
 
     from suite.errors import one_line
 
-    parser = ArgumentParser(prog="foresight report", exit_on_error=False,
-                            description="A sweep's comparison table against next-token prediction (means over seeds "
-                                        "with 95% confidence intervals, paired tests, cost ratios) and plots.")
+    parser = Parser(prog="foresight report",
+                    description="A sweep's comparison table against next-token prediction (means over seeds "
+                                "with 95% confidence intervals, paired tests, cost ratios) and plots.")
     parser.add_argument("folder", type=str, help="the sweep's results folder, holding runs.jsonl")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests")
     if not [arg for arg in argv if not arg.startswith("-")] and not {"-h", "--help"} & set(argv):

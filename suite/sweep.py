@@ -98,10 +98,11 @@ def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict
 
 
 def main(argv: list[str]) -> None:
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionYesNo
+    from suite.parsing import Parser
 
-    parser = ArgumentParser(prog="foresight sweep", exit_on_error=False,
-                            description="Train, score and cost a grid of objectives x n x sizes x seeds.")
+    parser = Parser(prog="foresight sweep",
+                    description="Train, score and cost a grid of objectives x n x sizes x seeds.")
     parser.add_argument("--config", type=str, required=True, help="a sweep YAML, or a shipped sweep's name")
     parser.add_argument("--shard", type=str, help="i/N: run shard i of N (SLURM job arrays, several machines)")
     parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action=ActionYesNo, default=False,

@@ -117,14 +117,15 @@ STAND_IN = "(an untrained stand-in of the trunk's shape)"
 def main(argv: list[str]) -> None:
     """`foresight bench NAME [--quick] [--out FOLDER] [options]`: run the bench, write its JSON (with provenance)
     to FOLDER/NAME-DEVICE[-quick].json, print its table last."""
-    from jsonargparse import ActionYesNo, ArgumentParser
+    from jsonargparse import ActionYesNo
+    from suite.parsing import Parser
 
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: foresight bench NAME [options]; NAME: {', '.join(BENCHES)}; "
               "`foresight bench NAME --help` lists its options")
         return
     bench = bench_function(argv[0])
-    parser = ArgumentParser(prog=f"foresight bench {argv[0]}", description=bench.__doc__, exit_on_error=False)
+    parser = Parser(prog=f"foresight bench {argv[0]}", description=bench.__doc__)
     parser.add_function_arguments(bench, skip={"quick"})
     parser.add_argument("--quick", action=ActionYesNo, default=False,
                         help="seconds on a tiny config: checks the bench, measures nothing worth keeping")

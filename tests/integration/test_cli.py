@@ -105,6 +105,50 @@ def test_shipped_configs_parse(config, tmp_path):
     assert "star_graph" in result.stdout and "class_path: objectives.NTP" in result.stdout
 
 
+def test_a_shipped_config_by_name_and_an_objective_by_registry_name_from_any_folder(tmp_path):
+    """`--config star_graph` finds the shipped file from outside the checkout; `--model.objective=parallel_mtp` (the
+    registry name sweeps and `sizes` take) is the same objective as `ParallelMTP`."""
+    result = foresight("fit", "--config", "star_graph", "--model.objective=parallel_mtp", "--model.objective.n=3",
+                       "--print_config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "class_path: objectives.ParallelMTP" in result.stdout and "n: 3" in result.stdout
+    assert "degree: 2" in result.stdout  # from the shipped config, not a default
+
+
+def test_tasks_and_objectives_list_every_option_with_its_default(capsys):
+    import inspect
+
+    import objectives
+    import tasks
+
+    for kind, registry, flag in (("tasks", tasks.TASKS, "--data.options."),
+                                 ("objectives", objectives.OBJECTIVES, "--model.objective.")):
+        main([kind])
+        text = capsys.readouterr().out
+        for name, cls in registry.items():
+            assert f"{name} ({cls.__name__}): " in text
+            for option in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+                if option.kind in (option.VAR_POSITIONAL, option.VAR_KEYWORD):  # nn.Module's, for NTP
+                    continue
+                assert f"{flag}{option.name}={option.default!r}  " in text, (name, option.name)
+    main(["objectives", "FSPBoW"])  # either spelling
+    assert capsys.readouterr().out.startswith("fsp_bow (FSPBoW): Future summary prediction")
+
+
+def test_fit_help_names_every_task_and_objective(capsys):
+    import objectives
+    import tasks
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in tasks.TASKS:
+        assert name in text.split("--data.task TASK A registered", 1)[1].split("--data.options", 1)[0], name
+    objective_help = text.split("--model.objective OBJECTIVE The training", 1)[1].split("--model.lr", 1)[0]
+    for name, cls in objectives.OBJECTIVES.items():
+        assert f"{cls.__name__} ({name}" in objective_help, name
+
+
 FIT_CASES = [case for case in CASES if case.args[0] in ("fit", "train") and not case.files]
 
 
@@ -165,7 +209,7 @@ def test_multi_token_objective_options_from_the_command_line(tmp_path):
 
 HELPS = [["sweep"], ["agent"], ["eval"], ["report"], ["dashboard"], ["export"],
          ["sizes"], ["bench"], ["bench", "memory"], ["bench", "decode"], ["bench", "throughput"],
-         ["bench", "overhead"], ["probe"], ["probe", "attention"], ["probe", "compare"]]
+         ["bench", "overhead"], ["probe"], ["probe", "attention"], ["probe", "compare"], ["tasks"], ["objectives"]]
 
 
 @pytest.mark.parametrize("command", HELPS, ids=" ".join)

@@ -62,7 +62,20 @@ CASES = [
     # fit: unknown names, out-of-range numbers, wrong types
     Case(("fit", "--model.size=giant"), f"unknown size 'giant'; known: {KNOWN_SIZES}"),
     Case(("fit", "--model.objective=Medusa"), "unknown objective 'Medusa' for --model.objective; known: "
-         "NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless"),
+         "ntp (NTP), parallel_mtp (ParallelMTP), causal_mtp (CausalMTP), sequential_mtp (SequentialMTP), "
+         "fsp_bow (FSPBoW), fsp_revlm (FSPRevLM), teacherless (Teacherless)"),
+    Case(("fit", "--model.objective=parallel_mpt"), "unknown objective 'parallel_mpt' for --model.objective; known: "
+         "ntp (NTP)"),
+    Case(("fit", "--model.objective=fsp_bow", "--model.objective.tao=4"),
+         "objective fsp_bow: unknown option 'tao'; allowed: tau, weighting, loss_weight, head_layers, headwise; did "
+         "you mean 'tau'?"),
+    Case(("fit", "--trainer.max_step=3"),  # an abbreviation is a typo, not max_steps
+         "unrecognized arguments: --trainer.max_step=3; did you mean '--trainer.max_steps'"),
+    Case(("fit", "--data.options.bogus=3"), "task star_graph: unknown option 'bogus'; allowed: degree, path_length, "
+         "num_nodes, num_train, num_val, num_test, seed, loss_on, answer_order"),
+    Case(("fit", "--data.options.degre=3"), "task star_graph: unknown option 'degre'; allowed: degree, "),
+    Case(("fit", "--config", "star_grap"), "--config 'star_grap' does not exist; allowed: a YAML file of options or "
+         "a shipped config by name: star_graph; did you mean 'star_graph'?"),
     Case(("fit", "--model.objective=ParallelMTP", "--model.objective.n=0"),
          "parallel_mtp n=0 is out of range; allowed: >= 1"),
     Case(("fit", "--model.objective=CausalMTP", "--model.objective.n=26"),
@@ -81,7 +94,7 @@ CASES = [
          "steps). You passed in -5."),
     # fit: config files
     Case(("fit", "--config", "missing.yaml"), "--config 'missing.yaml' does not exist; allowed: a YAML file of "
-         "options, e.g. suite/configs/star_graph.yaml"),
+         "options or a shipped config by name: star_graph"),
     Case(("fit", "--config", "bad.yaml"), "--config 'bad.yaml' is not valid YAML (while parsing a flow sequence",
          {"bad.yaml": BAD_YAML}),
     # fit: the reverse model of FSP-RevLM
@@ -101,7 +114,7 @@ CASES = [
     Case(("fit", "--trainer.default_root_dir=keep.txt/run"), "--trainer.default_root_dir 'keep.txt/run' cannot be "
          "written ('keep.txt' is a file); allowed: a folder you can write"),
     Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, lm-eval, report, "
-         "dashboard, export, sizes, bench, probe"),
+         "dashboard, export, sizes, bench, probe, tasks, objectives"),
 
     # sweep
     Case(("sweep", "--config", "missing.yaml"),
@@ -110,8 +123,8 @@ CASES = [
          {"bad.yaml": BAD_YAML}),
     Case(("sweep", "--config", "sweep.yaml"), f"unknown size 'giant' in the sweep; known: {KNOWN_SIZES}",
          {"sweep.yaml": SWEEP + "sizes: [giant]\n"}),
-    Case(("sweep", "--config", "sweep.yaml"), "unknown objective 'medusa'; known: ntp, parallel_mtp, "
-         "causal_mtp, sequential_mtp, fsp_bow, fsp_revlm, teacherless",
+    Case(("sweep", "--config", "sweep.yaml"), "unknown objective 'medusa'; known: ntp (NTP), parallel_mtp "
+         "(ParallelMTP), causal_mtp (CausalMTP), sequential_mtp (SequentialMTP), fsp_bow (FSPBoW)",
          {"sweep.yaml": SWEEP + "objectives: [ntp, medusa]\n"}),
     Case(("sweep", "--config", "sweep.yaml"), "sweep n=0 is not a horizon; allowed: integers >= 1",
          {"sweep.yaml": SWEEP + "n: [0]\n"}),
@@ -119,6 +132,11 @@ CASES = [
          {"sweep.yaml": SWEEP.replace("steps: 1", "steps: many")}),
     Case(("sweep", "--config", "sweep.yaml"), "unknown task 'chess' for --tasks; known: star_graph, countdown",
          {"sweep.yaml": SWEEP + "eval: {tasks: [chess]}\n"}),
+    Case(("sweep", "--config", "sweep.yaml"), "objective fsp_bow: unknown option 'tao'; allowed: tau, weighting, "
+         "loss_weight, head_layers, headwise; did you mean 'tau'?", {"sweep.yaml": SWEEP + "objectives: [{fsp_bow: "
+                                                                     "{tao: 4}}]\n"}),
+    Case(("sweep", "--config", "sweep.yaml", "--dryrun"),
+         "unrecognized arguments: --dryrun; did you mean '--dry-run'", {"sweep.yaml": SWEEP}),
     Case(("sweep", "--config", "sweep.yaml", "--shard", "2/2"), "--shard '2/2': index 2 is not in [0, 1]",
          {"sweep.yaml": SWEEP}),
     Case(("sweep", "--config", "sweep.yaml", "--shard", "x"),
@@ -136,6 +154,8 @@ CASES = [
     # eval
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph,chess"), "unknown task 'chess' for --tasks; "
          "known: star_graph, countdown, biographies", {REVERSE: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--task", "star_graph"),  # an abbreviation is a typo
+         "unrecognized arguments: --task star_graph; did you mean '--tasks'?", {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--limit", "0"),
          "--limit=0 is out of range; allowed: >= 1", {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--limit", "all"),
@@ -166,6 +186,11 @@ CASES = [
     Case(("export", "--checkpoint", REVERSE), "missing required options: --out", {REVERSE: ""}),
     Case(("export", "--checkpoint", REVERSE, "--out", "hf", "--dtype", "fp16"), "unrecognized arguments: --dtype "
          "fp16; allowed: the options `foresight export --help` lists", {REVERSE: ""}),
+
+    # tasks, objectives
+    Case(("tasks", "star_grap"), "unknown task 'star_grap'; known: star_graph, countdown, biographies, "
+         "synthetic_code, humaneval, python_stdlib, mix; did you mean 'star_graph'?"),
+    Case(("objectives", "Medusa"), "unknown objective 'Medusa'; known: ntp (NTP)"),
 
     # report
     Case(("report",), "FOLDER is missing; allowed: `foresight report results/<sweep> [--alpha 0.05]`"),

@@ -89,14 +89,17 @@ def test_registry_builds_by_name_and_rebuilds_from_spec():
     assert isinstance(objectives.build("ntp"), NTP)
     spec = NTP().spec()
     assert spec == {"class_path": "objectives.ntp.NTP", "init_args": {}}
-    for ref in (spec, "ntp", "NTP", "objectives.ntp.NTP"):
+    for ref in (spec, "ntp", "NTP", "objectives.NTP", "objectives.ntp.NTP"):
         assert isinstance(objectives.from_spec(ref), NTP)
 
 
 @pytest.mark.parametrize("call, message", [
     (lambda: objectives.build("mtp9"), "unknown objective 'mtp9'; known: ntp"),
-    (lambda: objectives.build("ntp", n=2), "objective ntp: Option 'n' is not accepted"),
-    (lambda: objectives.from_spec({"class_path": "os.system"}), "unknown objective 'os.system'; known: NTP"),
+    (lambda: objectives.build("ntp", n=2), "objective ntp: unknown option 'n'; allowed: none"),
+    (lambda: objectives.build("fsp_bow", tao=2), "objective fsp_bow: unknown option 'tao'; allowed: tau, weighting, "
+                                                 r"loss_weight, head_layers, headwise; did you mean 'tau'\?"),
+    (lambda: objectives.build("PrallelMTP"), "unknown objective 'PrallelMTP'; known: .* did you mean 'ParallelMTP'"),
+    (lambda: objectives.from_spec({"class_path": "os.system"}), r"unknown objective 'os.system'; known: ntp \(NTP\)"),
 ])
 def test_registry_errors_name_the_value(call, message):
     with pytest.raises(UsageError, match=message):
