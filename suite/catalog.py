@@ -17,14 +17,19 @@ def summary(cls: type) -> str:
     return doc if end is None else doc[:end.start() + 1]
 
 
+REQUIRED = object()
+"""The default of an option that has none."""
+
+
 def options(cls: type) -> list[tuple[str, object, str]]:
-    """(name, default, help) of each option `cls` takes, as `suite.errors.parse_options` accepts them."""
+    """(name, default or REQUIRED, help) of each option `cls` takes, as `suite.errors.parse_options` accepts
+    them."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser()
     parser.add_class_arguments(cls, fail_untyped=False)
-    return [(action.dest, action.default, " ".join((action.help or "").split())) for action in parser._actions
-            if action.dest not in ("help", "config")]
+    return [(action.dest, REQUIRED if action.required else action.default, " ".join((action.help or "").split()))
+            for action in parser._actions if action.dest not in ("help", "config")]
 
 
 def listing(kind: str, registry: dict[str, type], names: list[str], flag: str) -> str:
@@ -39,7 +44,8 @@ def listing(kind: str, registry: dict[str, type], names: list[str], flag: str) -
         cls = registry[name]
         lines += textwrap.wrap(f"{name} ({cls.__name__}): {summary(cls)}", width, subsequent_indent="    ")
         for option, default, text in options(cls):
-            lines += textwrap.wrap(f"{flag}{option}={default!r}  {text}", width, initial_indent="  ",
+            given = " (required)" if default is REQUIRED else f"={default!r}"
+            lines += textwrap.wrap(f"{flag}{option}{given}  {text}", width, initial_indent="  ",
                                    subsequent_indent="      ")
         lines.append("")
     return "\n".join(lines).rstrip()

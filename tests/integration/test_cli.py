@@ -130,7 +130,8 @@ def test_tasks_and_objectives_list_every_option_with_its_default(capsys):
             for option in list(inspect.signature(cls.__init__).parameters.values())[1:]:
                 if option.kind in (option.VAR_POSITIONAL, option.VAR_KEYWORD):  # nn.Module's, for NTP
                     continue
-                assert f"{flag}{option.name}={option.default!r}  " in text, (name, option.name)
+                given = " (required)" if option.default is option.empty else f"={option.default!r}"
+                assert f"{flag}{option.name}{given}  " in text, (name, option.name)
     main(["objectives", "FSPBoW"])  # either spelling
     assert capsys.readouterr().out.startswith("fsp_bow (FSPBoW): Future summary prediction")
 
