@@ -73,6 +73,21 @@ def item_scores(samples: dict) -> dict[str, list[float]]:
     return items
 
 
+def trained_on(checkpoint: dict | None) -> list[str]:
+    """The foresight tasks a checkpoint was trained on: its task, or the components of its mix."""
+    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    if data.get("task") == "mix":
+        return list(((data.get("options") or {}).get("components") or {}))
+    return [data["task"]] if data.get("task") else []
+
+
+def untrained(checkpoint: dict | None, names: list[str]) -> list[str]:
+    """The foresight tasks among `names` whose family the checkpoint never trained on: scored with the task's
+    default options, which is rarely what a user means, so `foresight eval` says so."""
+    seen = trained_on(checkpoint)
+    return [name for name in names if name in foresight_tasks() and foresight_tasks()[name] not in seen]
+
+
 def task_options(checkpoint: dict | None, name: str) -> dict:
     """The options `name` was trained with: the checkpoint's own task, or its component in a mix; else none."""
     data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
@@ -154,12 +169,19 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative)
     else:
         model = models.OracleLM(answer)
+    unseen = untrained(data, names) if data is not None else []
+    if unseen:
+        print(f"foresight: warning: the model was never trained on {', '.join(unseen)} (trained on: "
+              f"{', '.join(trained_on(data)) or 'nothing recorded'}): scored on the default options' test split",
+              file=sys.stderr)
     write_tasks([n for n in names if n in foresight_tasks()], data, out / "tasks")
     results = run_lm_eval(model, names, out / "tasks", limit, seed, log_samples=items)
     report = {"checkpoint": checkpoint, "tasks": names, "limit": limit,
               "families": family_scores(results["results"]), "results": results["results"],
               "n_samples": results.get("n-samples"), "configs": results.get("configs"),
               "versions": results.get("versions")}
+    if data is not None:
+        report["trained_on"], report["untrained_tasks"] = trained_on(data), unseen
     if confined is not None:
         report["sandbox"] = confined
     if answer is None:
@@ -267,6 +289,10 @@ def results_table(report: dict) -> str:
                 lines.append(f"| {task} | {key.split(',')[0]} | {value:.4f} |")
     for family, value in report["families"].items():
         lines.append(f"| **{family}** | family score | {value:.4f} |")
+    if report.get("untrained_tasks"):
+        lines.append(f"\nnot trained on: {', '.join(report['untrained_tasks'])} (the model was trained on "
+                     f"{', '.join(report['trained_on']) or 'nothing recorded'}; these are scored with their default "
+                     "options)")
     decoding = report.get("decoding") or {}
     if decoding.get("speculative"):
         rates = ", ".join(f"head {k} {rate:.2f}" for k, rate in enumerate(decoding["acceptance"], start=2))

@@ -103,13 +103,17 @@ def test_corrupt_checkpoint_and_mismatched_tokenizer_are_refused(star_checkpoint
 def test_the_installed_command_writes_results_and_prints_the_table(star_checkpoint, tmp_path):
     path, _ = star_checkpoint
     result = subprocess.run([sys.executable, "-m", "suite.cli", "eval", "--checkpoint", str(path), "--tasks",
-                             "star_graph", "--limit", "8", "--out", str(tmp_path)], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)
+                             "star_graph,countdown", "--limit", "8", "--out", str(tmp_path)], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(next(tmp_path.glob("results_*.json")).read_text())
     assert report["limit"] == 8 and report["n_samples"]["star_graph"]["effective"] == 8
     assert report["command"].startswith("foresight eval --checkpoint") and "star_graph" in report["results"]
     assert "| **reasoning** | family score |" in result.stdout
+    # countdown was never trained on: said on stderr, under the table and in the results file
+    assert report["trained_on"] == ["star_graph"] and report["untrained_tasks"] == ["countdown"]
+    assert "foresight: warning: the model was never trained on countdown (trained on: star_graph)" in result.stderr
+    assert "not trained on: countdown (the model was trained on star_graph;" in result.stdout
 
 
 def test_lm_eval_from_the_shell_scores_what_foresight_eval_scores(star_checkpoint, tmp_path):
