@@ -39,6 +39,7 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
     r".*LightningCLI's args parameter is intended.*",
     r".*`tensorboardX` has been removed.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
+    r".*Checkpoint directory .* exists and is not empty.*",  # resuming: a fresh fit there is refused (fresh_run_folder)
 )
 
 

@@ -108,30 +108,41 @@ class EpochSampler(Sampler[int]):
 
 
 class ResumableLoader(DataLoader):
-    """The training loader, resumable mid-epoch. It counts the batches it has handed to the trainer in the current
-    epoch; Lightning stores that count in every checkpoint (a loader with `state_dict`/`load_state_dict`), and a
-    run resumed from one skips the batches it had already trained on. With `EpochSampler`'s order this makes a
-    killed-and-resumed run take exactly the steps of an uninterrupted one."""
+    """The training loader: one stream of batches over the run, epoch after epoch of `EpochSampler`'s order, that
+    a resumed run continues where it stopped. The loader counts the batches it has handed out in the run (its
+    `position`); Lightning stores the count in every checkpoint (a loader with `state_dict`/`load_state_dict`), and
+    each epoch Lightning asks for, the loader serves from its position to the end of that data epoch.
+
+    So a killed-and-resumed run takes exactly the steps of an uninterrupted one, and so does a run that stopped at
+    its max_steps and is extended (`--ckpt_path=last` with a larger max_steps), although Lightning then counts the
+    unfinished epoch as done and shortens the next one: the examples come in the order of a run that never
+    stopped, whatever Lightning numbers its epochs."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._epoch, self._served, self._resume = None, 0, None
+        self._position, self._resume = 0, None
 
     def __iter__(self):
         return self._counted(super().__iter__())
 
     def _counted(self, batches):
-        # runs at the first batch, after Lightning has set the sampler's epoch (it creates the iterator earlier)
-        self._epoch, self._served = getattr(self.sampler, "epoch", 0), 0
+        # runs at the first batch, after Lightning has set the sampler's epoch and before the sampler draws its
+        # permutation (Lightning creates the iterator earlier); the data epoch is the loader's, not Lightning's
         resume, self._resume = self._resume, None
-        if resume is not None and resume["epoch"] == self._epoch:
-            self._served = len(list(itertools.islice(batches, resume["batches"])))
+        if resume is not None:  # checkpoints before "position" held the epoch and the batches served in it
+            self._position = resume.get("position", resume["epoch"] * len(self) + resume["batches"])
+        epoch, start = divmod(self._position, len(self))
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        for _ in itertools.islice(batches, start):  # this epoch's batches the run has already trained on
+            pass
         for batch in batches:
-            self._served += 1
+            self._position += 1
             yield batch
 
     def state_dict(self) -> dict:
-        return {"epoch": self._epoch, "batches": self._served}
+        epoch, batches = divmod(self._position, len(self))
+        return {"position": self._position, "epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = state

@@ -63,6 +63,28 @@ def test_a_second_fresh_fit_into_a_run_folder_is_refused_unless_told_to_overwrit
     assert torch.load(last, weights_only=False)["global_step"] == 7
 
 
+def test_extending_a_finished_run_continues_the_order_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """10 batches an epoch: stopped at 7 (mid-epoch) and at 10 (an epoch's end), then extended twice with larger
+    max_steps: the batches, in order, are those of one 25-step run (before, the extension started a new epoch)."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--data.options.num_train=640", "--data.options.num_val=8", "--data.options.num_test=8",
+              "--data.batch_size=64", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+              "--trainer.limit_val_batches=0", "--trainer.callbacks+=tests.integration.batch_log.BatchLog"]
+
+    def fit(root: str, steps: int, *extra: str) -> list[str]:
+        main(["fit", *common, f"--trainer.callbacks.path={tmp_path / root}.log", f"--trainer.max_steps={steps}",
+              f"--trainer.default_root_dir={tmp_path / root}", *extra])
+        return (tmp_path / f"{root}.log").read_text().split()
+
+    whole = fit("whole", 25)
+    assert len(whole) == len(set(whole)) == 25
+    for stops in ([7, 13], [10]):
+        root = f"stopped_at_{stops[0]}"
+        for steps in stops:
+            fit(root, steps, *(["--ckpt_path=last"] if steps != stops[0] else []))
+        assert fit(root, 25, "--ckpt_path=last") == whole, stops
+
+
 def test_test_and_validate_score_a_checkpoint_on_the_data_it_was_trained_on(tmp_path):
     root = tmp_path / "run"
     data = ["--data.options.degree=3", "--data.options.num_train=300", "--data.options.num_val=30",
