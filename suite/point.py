@@ -207,7 +207,10 @@ def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None,
             "params": trained["params"],
             "train": {key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
             "curves": trained.get("curves") or {},
-            "eval_seconds": scores.get("seconds"), "seconds": seconds}
+            "eval_seconds": scores.get("seconds"), "seconds": seconds,
+            # from the sweep's launch of the point's process (import, data, training, evaluation): calibrates
+            # `foresight sweep --dry-run` (suite.estimate); None when run without a launch time
+            "wall_seconds": time.time() - spec["launched_at"] if spec.get("launched_at") else None}
 
 
 def wandb_summary(row: dict) -> dict:

@@ -9,7 +9,6 @@ resumes from its last checkpoint, a failed one is recorded and the sweep goes on
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ def run_point(spec: dict, progress=None, task=None) -> int:
     run folder; a progress bar follows its steps. Returns the process's exit status."""
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "launched_at": time.time()}  # the point's row records its wall time from here (wall_seconds)
     (run_dir / "point.json").write_text(json.dumps(spec, indent=2) + "\n")
     with open(run_dir / "log.txt", "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "suite.point", str(run_dir / "point.json")],
@@ -63,40 +63,6 @@ def run_point(spec: dict, progress=None, task=None) -> int:
     return child.returncode
 
 
-def estimate(sweep: Sweep, points: list[Point], flops_per_s: float) -> list[dict]:
-    """Each point's parameters, tokens and training FLOPs (analytic), and minutes at `flops_per_s`; counted on the
-    meta device, with stand-ins for frozen models (a reverse model has the point's size), so nothing is written."""
-    import torch
-
-    import objectives
-    import tasks
-    from suite.checkpoints import attach_stand_ins
-    from suite.model import Trunk
-    from suite.overhead import analytic_flops_per_token
-    from suite.sizes import ModelConfig, count_parameters
-
-    budget, rows, built = sweep.budget, [], {}
-    for point in points:
-        key = json.dumps(point.data, sort_keys=True, default=str)
-        if key not in built:
-            built[key] = tasks.build(point.data["task"], **(point.data.get("options") or {}))
-        task = built[key]
-        tokens_per_step = point.data.get("batch_size", 64) * task.seq_len
-        steps = budget.get("steps") or math.ceil(budget["tokens"] / tokens_per_step)
-        config = ModelConfig.from_name(point.size, vocab_size=task.vocab_size)
-        options = dict(point.options)
-        if point.objective == "fsp_revlm":  # trained by the sweep itself, before the point: no file yet
-            options.setdefault("reverse_lm", "(trained by the sweep)")
-        with torch.device("meta"):
-            trunk = Trunk(config)
-            objective = objectives.build(point.objective, **options)
-            attach_stand_ins(objective, trunk)
-        flops = analytic_flops_per_token(trunk, objective, task.seq_len) * steps * tokens_per_step
-        rows.append({"point": point.id, "params": count_parameters(trunk, objective)["total"], "steps": steps,
-                     "tokens": steps * tokens_per_step, "flops": flops, "minutes": flops / flops_per_s / 60})
-    return rows
-
-
 def main(argv: list[str]) -> None:
     from jsonargparse import ActionYesNo
     from suite.parsing import Parser
@@ -111,8 +77,9 @@ def main(argv: list[str]) -> None:
                         help="run points again whose last row says failed")
     parser.add_argument("--runs", type=str, default="runs", help="folder of run folders (checkpoints, logs, wandb)")
     parser.add_argument("--results", type=str, default="results", help="folder of results/<sweep>/runs.jsonl")
-    parser.add_argument("--flops_per_s", type=float, help="for --dry-run: the speed to assume (default: 5e10 on "
-                        "a CPU, 1e14 on a GPU)")
+    parser.add_argument("--flops_per_s", type=float, help="for --dry-run: the training speed to assume (default: "
+                        "what finished points under --results reached on this machine, else 5e10 on a CPU, 1e14 "
+                        "on a GPU)")
     parser.add_argument("--export-wandb-sweep", "--export_wandb_sweep", dest="export_wandb_sweep", type=str,
                         help="write the grid as a wandb sweep config to this file (for `wandb sweep` and "
                         "`foresight agent`), train nothing")
@@ -130,7 +97,7 @@ def main(argv: list[str]) -> None:
     if args.export_wandb_sweep:
         return print(export_wandb_sweep(sweep, points, Path(args.export_wandb_sweep), args.runs, args.results))
     if args.dry_run:
-        return print_dry_run(sweep, points, args.flops_per_s)
+        return dry_run(sweep, points, args.flops_per_s, Path(args.results))
     run_sweep(sweep, points, runs, results, args.retry_failed)
 
 
@@ -150,21 +117,12 @@ def check_points(sweep: Sweep, points: list[Point]) -> None:
             check_fit_config(fit_config(spec, max_steps(spec)), f"sweep {sweep.name!r} point {point.id}")
 
 
-def print_dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None) -> None:
-    import torch
+def dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None, results: Path) -> None:
+    """Every point's fit configuration checked, then the grid and its cost (`suite.estimate`)."""
+    from suite.estimate import print_dry_run
 
     check_points(sweep, points)
-    speed = flops_per_s or (1e14 if torch.cuda.is_available() else 5e10)
-    rows = estimate(sweep, points, speed)
-    print(f"sweep {sweep.name}: {len(points)} points ({sweep.source})\n")
-    print("| point | role | parameters | steps | tokens | training PFLOP | est. minutes |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for point, row in zip(points, rows):
-        print(f"| {point.id} | {point.role} | {row['params']:,} | {row['steps']:,} | {row['tokens']:,} | "
-              f"{row['flops'] / 1e15:.3f} | {row['minutes']:.1f} |")
-    total = sum(r["minutes"] for r in rows)
-    print(f"\ntotal: {sum(r['flops'] for r in rows) / 1e15:.3f} PFLOP, about {total:.0f} minutes of training at "
-          f"{speed:.1e} FLOP/s, plus about half a minute per point to start, evaluate and record")
+    print_dry_run(sweep, points, flops_per_s, results)
 
 
 def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool) -> None:

@@ -102,6 +102,17 @@ def test_a_two_point_sweep_writes_run_folders_rows_and_offline_wandb_runs_and_re
     assert "2 points, 2 already finished" in again.stdout
     assert (tmp_path / "results/toy/runs.jsonl").read_bytes() == before
 
+    # the dry run's estimate is now calibrated against the two finished points of this machine
+    assert all(row["wall_seconds"] > row["train"]["seconds"] > 0 for row in rows)
+    from suite.estimate import si
+
+    speed = sum(row["overhead"]["flops_per_token_analytic"] * row["train"]["tokens"] for row in rows) / sum(
+        row["train"]["seconds"] for row in rows)
+    dry = foresight("sweep", "--config", str(config), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert f"the speed 2 finished points under results reached on this machine (nano {si(speed, 'FLOP/s')})" \
+        in dry.stdout and "start, evaluate and record (measured)" in dry.stdout and "GFLOP |" in dry.stdout
+
 
 def test_a_point_whose_loss_diverges_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
     config = write_sweep(tmp_path, objectives=["ntp", "fsp_revlm"], model={"lr": 1.0e+30, "warmup_steps": 0},

@@ -96,7 +96,7 @@ def test_the_cycle_finder_finds_a_circle_it_is_shown():
 
 def test_the_import_reader_sees_function_local_imports():
     assert "suite.errors" in GRAPH["objectives"]  # `from suite.errors import ...` at the top
-    assert "suite.overhead" in GRAPH["suite.sweep"]  # imported inside estimate()
+    assert "suite.overhead" in GRAPH["suite.estimate"]  # imported inside estimate()
 
 
 def test_no_import_circle():
