@@ -21,7 +21,7 @@ def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
     interval = entry["families"].get(name) if kind == "family" else (entry["scores"].get(name) or {}).get(metric)
     if interval is None:
         return "—"
-    cell = interval_text(interval, one_seed=" (1 seed, no CI)")
+    cell = interval_text(interval)
     if entry["objective"] == REFERENCE:
         return cell
     test = (entry["family_tests"] if kind == "family" else entry["tests"]).get(name)
@@ -32,10 +32,10 @@ def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
     return f"{cell} (p={test['p']:.2g}{'' if test['significant'] else ', n.s.'})"
 
 
-def interval_text(interval: dict, one_seed: str = "") -> str:
-    """A mean ± the half-width of its 95% interval; with one seed (no interval), the mean and `one_seed`."""
+def interval_text(interval: dict) -> str:
+    """A mean ± the half-width of its 95% interval; with one seed (no interval), the mean (the caption says why)."""
     if interval["half_width"] is None:
-        return f"{interval['mean']:.3f}{one_seed}"
+        return f"{interval['mean']:.3f}"
     return f"{interval['mean']:.3f} ± {interval['half_width']:.3f}"
 
 
@@ -111,8 +111,8 @@ def legend(alpha: float) -> str:
     return (
         "Family columns are the mean of the family's primary metrics (`foresight eval`); task columns are each "
         "task's primary metric. A cell is the mean over training seeds ± the half-width of its 95% confidence "
-        "interval (Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); with one seed there is no interval "
-        "(`1 seed, no CI`). "
+        "interval (Student t: t.ppf(0.975, k-1) · sd / √k over k seeds); a setting with one seed (the seeds "
+        "column) has a bare mean: one seed gives no interval. "
         f"p is two-sided and seed-level: a paired t-test of the per-seed scores against {REFERENCE} of the same size "
         "and seed (Welch's t-test where the seeds differ); the seed, not the test document, is the unit of "
         f"replication. `n.s.`: p ≥ {alpha:g}, not significant; `too few seeds`: fewer than {MIN_SEEDS} seeds, no "
@@ -262,6 +262,11 @@ def failure_lines(failed: list[dict]) -> list[str]:
     return lines
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 reverse language model', '2 reverse language models'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, notes: list[str],
              plots: list[str]) -> str:
     groups, failed = split_rows(rows)
@@ -273,7 +278,7 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     parts = [f"# Sweep `{sweep}`", "",
              f"{len(compared)} points compared ({len(entries)} settings of objective × n × size; sizes "
              f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed)} failed; "
-             f"{reverse} reverse language models (for fsp_revlm) not compared.", "",
+             f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), ""]
     controls = control_lines(entries, alpha)
     if controls:

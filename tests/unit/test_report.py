@@ -220,7 +220,7 @@ def test_report_table_cells_legend_and_failures(tmp_path):
     text = write_report(folder).read_text()
     assert text.startswith("# Sweep `toy`")
     assert f"Produced by `{COMMAND}` at commit `abc123`." in text
-    assert "9 points compared" in text and "1 failed" in text and "1 reverse language models" in text
+    assert "9 points compared" in text and "1 failed" in text and "1 reverse language model (for fsp_revlm)" in text
     table = first_table(text)
     assert table[0] == ("| objective | n | seeds | reasoning | python_stdlib bits_per_byte | star_graph path_acc | "
                         "step time / NTP | memory / NTP |")
@@ -233,7 +233,8 @@ def test_report_table_cells_legend_and_failures(tmp_path):
     assert mtp2[6:] == ["1.58×", "1.60× |"]
     # two seeds (0.5, 0.7): sd 0.1414, t.ppf(0.975, 1) = 12.706: an interval of ± 1.271, and no p-value
     assert table[4].split(" | ")[5] == "0.600 ± 1.271 (too few seeds)"
-    assert table[5].split(" | ")[5] == "0.600 (1 seed, no CI)"
+    assert table[5].split(" | ")[5] == "0.600"  # one seed: a bare mean, the caption says why
+    assert "a setting with one seed (the seeds column) has a bare mean" in text and "no CI" not in text
     assert "paired t-test of the per-seed scores" in text and "`n.s.`: p ≥ 0.05" in text
     differences = text.split("## Differences from ntp")[1].split("##")[0]
     assert "McNemar" in differences and "Wilcoxon" in differences
