@@ -98,6 +98,7 @@ def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = 
                  "control": any(row["axes"].get("control") for row in ordered), "n": n, "size": size,
                  "seeds": seeds, "points": [row["point"] for row in ordered],
                  "run_dirs": [row.get("run_dir") for row in ordered],
+                 "data": (ordered[0].get("config") or {}).get("data"),
                  "curves": [row.get("curves") or {} for row in ordered],
                  "scores": task_intervals(ordered), "families": family_intervals(ordered),
                  "overhead": overhead_ratios(by_seed, reference), "tests": {}, "family_tests": {}}

@@ -268,7 +268,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, notes: list[str],
-             plots: list[str]) -> str:
+             plots: list[str], missing: dict[str, str] | None = None) -> str:
     groups, failed = split_rows(rows)
     newest = list(latest_rows(rows).values())
     compared = [row for seeds in groups.values() for row in seeds.values()]
@@ -297,8 +297,9 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
                   "confidence interval (no interval with one seed); tests are for the primary metrics above.", "",
                   *metrics[:-1]]
     parts += ["", "## Failed points", "", *failure_lines(failed)]
-    if plots:
-        parts += ["", "## Plots", "", *[f"- [{Path(plot).stem}]({plot})" for plot in plots]]
+    if plots or missing:
+        parts += ["", "## Plots", "", *[f"- [{Path(plot).stem}]({plot})" for plot in plots],
+                  *[f"- {Path(name).stem} is not drawn: {why}." for name, why in (missing or {}).items()]]
     if notes:
         parts += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(parts) + "\n"
@@ -360,10 +361,10 @@ def report_with_entries(folder: Path, alpha: float = 0.05) -> tuple[Path, list[d
     check_alpha(alpha)
     rows, notes = load_rows(folder)
     entries = comparison(rows, alpha, notes)
-    plots = write_plots(folder, entries)
+    plots, missing = write_plots(folder, entries)
     sweep = next((str(row["sweep"]) for row in rows if row.get("sweep")), folder.resolve().name)
     path = folder / "report.md"
-    path.write_text(markdown(rows, entries, sweep, alpha, notes, plots))
+    path.write_text(markdown(rows, entries, sweep, alpha, notes, plots, missing))
     return path, entries
 
 

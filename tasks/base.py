@@ -57,6 +57,12 @@ class Task:
     """Generate and score answers during training-time validation (for tasks whose answers are short); others are
     scored by `foresight eval` only. `score` must then judge a document from its prompt and answer alone."""
 
+    @classmethod
+    def chance(cls, metric: str, options: dict) -> tuple[float, str] | None:
+        """(score, what it is) of a model that guesses, on `metric` with these options (the defaults filled in),
+        without building the task: the report's plots draw it as a reference line; None where there is none."""
+        return None
+
     tokenizer = None
     loss_on = "answer"
     _documents_cache: dict[str, list[dict]] | None = None

@@ -90,6 +90,14 @@ class StarGraph(Task):
         """Where in the answer the source's successor is: the first step, the one that needs planning forward."""
         return 1 if self.answer_order == "forward" else self.path_length - 2
 
+    @classmethod
+    def chance(cls, metric: str, options: dict) -> tuple[float, str] | None:
+        """path_acc and arm_acc: 1/degree, what a model scores that follows edges but picks the first arm at random
+        (the plateau next-token prediction is known to stop at)."""
+        if metric in ("path_acc", "arm_acc"):
+            return 1.0 / options["degree"], f"1/degree = 1/{options['degree']}"
+        return None
+
     @property
     def random_arm_accuracy(self) -> float:
         """Full-path accuracy of a model that follows edges perfectly but picks the first arm at random."""

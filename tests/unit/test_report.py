@@ -271,7 +271,9 @@ def test_several_sizes_get_a_size_column_and_a_size_plot(tmp_path):
     rows = [row("ntp", None, 0, NTP_ITEMS[0], size=size) for size in ("micro", "nano")]
     rows += [row("parallel_mtp", 2, 0, MTP2_ITEMS[0], size=size, step_time=0.3) for size in ("micro", "nano")]
     folder = write_rows(tmp_path / "sizes", rows)
-    table = first_table(write_report(folder).read_text())
+    text = write_report(folder).read_text()
+    table = first_table(text)
+    assert "- learning_curves is not drawn: no row has training curves; rows written before" in text
     assert table[0].startswith("| size | objective | n |")
     assert [line.split(" | ")[:2] for line in table[2:]] == [["| nano", "ntp"], ["| nano", "parallel_mtp"],
                                                              ["| micro", "ntp"], ["| micro", "parallel_mtp"]]
