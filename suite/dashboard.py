@@ -21,12 +21,15 @@ def runset(wr, entity: str, project: str, sweep: str | None, groupby: list[str],
     return wr.Runset(entity=entity, project=project, name=name, filters=filters, groupby=groupby)
 
 
-def build(entity: str, project: str, sweep: str | None = None, tasks: dict[str, str] | None = None):
-    """The report object (nothing is sent). `tasks`: {task: primary metric} to plot beside the family scores."""
+def build(entity: str, project: str, sweep: str | None = None, tasks: dict[str, str] | None = None,
+          families: list[str] | None = None):
+    """The report object (nothing is sent). `tasks`: {task: primary metric} to plot beside the family scores;
+    `families`: the families to plot (those the sweep's rows have; all of FAMILIES when unknown)."""
     import wandb_workspaces.reports.v2 as wr
 
     where = f"sweep `{sweep}`" if sweep else f"every sweep in {project}"
-    score_metrics = [f"family/{family}" for family in FAMILIES]
+    families = list(FAMILIES if families is None else families)
+    score_metrics = [f"family/{family}" for family in families]
     score_metrics += [f"eval/{task}/{metric}" for task, metric in sorted((tasks or {}).items())]
     by_objective_n = runset(wr, entity, project, sweep, ["config.objective_name", "config.n"], "objective × n")
     by_size = runset(wr, entity, project, sweep, ["config.size_name", "config.objective_name"], "size × objective")
@@ -40,7 +43,7 @@ def build(entity: str, project: str, sweep: str | None = None, tasks: dict[str, 
             *[wr.BarPlot(title=metric, metrics=[metric], groupby_aggfunc="mean", groupby_rangefunc="stderr")
               for metric in score_metrics],
             *[wr.ScatterPlot(title=f"{metric} against n", x=wr.Config("n"), y=wr.SummaryMetric(metric))
-              for metric in score_metrics[:len(FAMILIES)]],
+              for metric in score_metrics[:len(families)]],
         ]),
         wr.H2("Overhead by size"),
         wr.PanelGrid(runsets=[by_size], panels=[
@@ -82,22 +85,24 @@ def outline(report) -> list[str]:
     return lines
 
 
-def sweep_tasks(results: str | None) -> dict[str, str]:
-    """{task: primary metric} of a sweep's results folder (its runs.jsonl), or none without one."""
+def sweep_scores(results: str | None) -> tuple[dict[str, str], list[str] | None]:
+    """({task: primary metric}, [family]) of a sweep's results folder (its runs.jsonl): the panels worth drawing;
+    ({}, None) without one (then every family gets a panel)."""
     if not results:
-        return {}
+        return {}, None
     from pathlib import Path
 
     from suite.comparison import primary_metric
     from suite.results import read_rows
 
-    found = {}
+    found, families = {}, set()
     for row in read_rows(Path(results) / "runs.jsonl"):
+        families |= set(row.get("families") or {})
         for task, metrics in (row.get("scores") or {}).items():
             metric = primary_metric(task, metrics)
             if metric:
                 found[task] = metric
-    return found
+    return found, [family for family in FAMILIES if family in families]
 
 
 def main(argv: list[str]) -> None:
@@ -120,7 +125,7 @@ def main(argv: list[str]) -> None:
                                else None)
     if args.results and not (Path(args.results) / "runs.jsonl").is_file():
         raise UsageError(f"--results {args.results!r} has no runs.jsonl; allowed: a folder `foresight sweep` wrote")
-    report = build(args.entity, args.project, args.sweep, sweep_tasks(results))
+    report = build(args.entity, args.project, args.sweep, *sweep_scores(results))
     if args.dry_run:
         return print("\n".join(outline(report)))
     try:

@@ -61,3 +61,17 @@ def test_without_a_sweep_every_run_of_the_project_is_compared():
     assert all(rs.filters in (None, "") for block in report.blocks if isinstance(block, wr.PanelGrid)
                for rs in block.runsets)
     assert dashboard.outline(report)[0] == "report 'foresight: foresight' (me/foresight)"
+
+
+def test_a_reasoning_only_sweep_gets_no_empty_knowledge_or_code_panels(tmp_path):
+    import json
+
+    row = {**ROW, "schema": 1, "point": "p", "families": {"reasoning": 0.5}}
+    (tmp_path / "runs.jsonl").write_text(json.dumps(row) + "\n")
+    tasks, families = dashboard.sweep_scores(str(tmp_path))
+    assert tasks == {"star_graph": "path_acc"} and families == ["reasoning"]
+    shown = [panel.title for _, panel in panels(dashboard.build("me", "foresight", "toy", tasks, families))]
+    assert "family/reasoning" in shown and "eval/star_graph/path_acc" in shown
+    assert not [title for title in shown if "knowledge" in title or "code" in title]
+    everything = [panel.title for _, panel in panels(dashboard.build("me", "foresight", "toy"))]
+    assert "family/knowledge" in everything  # without the sweep's rows, every family
