@@ -58,7 +58,14 @@ def _cli_class():
         """The data settings of the checkpoint that validate/test score (`checkpoint_data`)."""
 
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, parser_class=Parser, **kwargs)
+            # the module's configure_optimizers owns the optimizer and schedule (--model.lr, --model.warmup_steps):
+            # no --optimizer/--lr_scheduler groups that would silently replace them
+            super().__init__(*args, parser_class=Parser, auto_configure_optimizers=False, **kwargs)
+
+        def _add_subcommands(self, parser, **kwargs) -> None:
+            super()._add_subcommands(parser, **kwargs)
+            for name, subparser in parser._subcommands_action._name_parser_map.items():
+                subparser.prog = f"foresight {name}"  # not jsonargparse's `foresight [options] fit`
 
         @staticmethod
         def subcommands():

@@ -16,6 +16,8 @@ from tasks import Examples
 
 
 class TaskData(L.LightningDataModule):
+    """The data: a registered task's splits, batched the same way for every objective."""
+
     def __init__(self, task: str = "star_graph", options: dict | None = None, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, reverse: bool = False):
         """

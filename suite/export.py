@@ -103,7 +103,9 @@ def trained_tasks(checkpoint: dict) -> list[str]:
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a foresight checkpoint's next-token model as a Hugging Face Llama directory and return it, with an
+    """The checkpoint and the folder to write the Hugging Face Llama directory to.
+
+    Writes a foresight checkpoint's next-token model as a Hugging Face Llama directory and returns it, with an
     lm-eval task folder (`lm_eval_tasks/`, the test documents of the tasks it was trained on) for
     `lm_eval --model hf --model_args pretrained=DIR --include_path DIR/lm_eval_tasks`.
 

@@ -40,6 +40,8 @@ def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple
 
 
 class ObjectiveLM(L.LightningModule):
+    """The model: a trunk of a named size and the objective it trains with."""
+
     def __init__(self, size: str | ModelConfig = "nano", objective: Objective | None = None,
                  vocab_size: int | None = None, lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1):

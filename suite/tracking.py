@@ -109,8 +109,10 @@ class SafeWandbLogger(WandbLogger):
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, and last.ckpt also holds the final step: Lightning's writes it every
-    `every_n_train_steps` only, so a run of 200 steps saved every 7 would end with step 196 in last.ckpt."""
+    """Checkpoints of the run under <default_root_dir>/checkpoints, last.ckpt always the final step.
+
+    Lightning's ModelCheckpoint writes last.ckpt every `every_n_train_steps` only, so a run of 200 steps saved
+    every 7 would end with step 196 in last.ckpt; this one also writes it when training ends."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
