@@ -40,7 +40,26 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
     r".*`tensorboardX` has been removed.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
     r".*Checkpoint directory .* exists and is not empty.*",  # resuming: a fresh fit there is refused (fresh_run_folder)
+    r".*The dirpath has changed from.*",  # testing or resuming a checkpoint of another run folder: nothing to reload
 )
+
+
+ADVERTS = ("💡 Tip:",)
+"""Lightning's log lines that sell a product (litlogger, litmodels) rather than say something about the run."""
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(ADVERTS)
+
+
+def quiet() -> None:
+    """Lightning's advice that does not apply (QUIET), its adverts, and the seed line, off for this process."""
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
+    # The seed is in every run's config.yaml; saying it on stderr would bury a one-line error after it.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
 
 def _cli_class():
@@ -276,10 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[0] not in COMMANDS:
         fail(f"unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}")
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
-    # The seed is in every run's config.yaml; saying it on stderr would bury a one-line error after it.
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    quiet()
     from jsonargparse import ArgumentError
 
     from suite.errors import UsageError, one_line

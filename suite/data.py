@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import Union
 
 import lightning as L
 import torch
@@ -15,10 +16,15 @@ from suite.errors import check_range
 from tasks import Examples
 
 
+OptionValue = Union[bool, int, float, str, list, dict, None]
+"""A task option's value as the command line gives it: `--data.options.degree=3` is the int 3 (in config.yaml
+too), `true` a bool, `[1, 4]` a list, anything else a string; the task's signature checks it (parse_options)."""
+
+
 class TaskData(L.LightningDataModule):
     """The data: a registered task's splits, batched the same way for every objective."""
 
-    def __init__(self, task: str = "star_graph", options: dict | None = None, batch_size: int = 64,
+    def __init__(self, task: str = "star_graph", options: dict[str, OptionValue] | None = None, batch_size: int = 64,
                  eval_batch_size: int | None = None, num_workers: int = 0, reverse: bool = False):
         """
         Args:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import lm_eval.evaluator
 import lm_eval.models  # noqa: F401  lm-eval fills its model registry only while it is empty: fill it before ours
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,18 @@ from tqdm import tqdm
 from suite import checkpoints
 from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError, check_range
+from suite.provenance import git_commit
 from tasks.base import truncate
+
+
+def _foresight_commit() -> str | None:
+    """The commit of the foresight code that scored the results, for lm-eval's `git_hash`: lm-eval runs `git
+    describe` in the working folder instead, which records whatever repository the user stands in and prints
+    `fatal: not a git repository` outside one."""
+    return git_commit()["commit"]
+
+
+lm_eval.evaluator.get_git_commit_hash = _foresight_commit
 
 
 def usable_device(device: str | None) -> str:

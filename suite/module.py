@@ -124,6 +124,8 @@ class ObjectiveLM(L.LightningModule):
             raise UsageError(f"{self.objective.name} needs examples with a prompt that is not a prediction target, "
                              f"and every token of {datamodule.task.name}'s training examples is one; allowed: a task "
                              "of prompts and answers (star_graph, countdown, ...) with loss_on=answer")
+        # one sequence of the data's length: Lightning's model summary counts the forward pass's FLOPs on it
+        self.example_input_array = torch.zeros(1, datamodule.seq_len, dtype=torch.long)
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self.trunk, self.objective)

@@ -280,12 +280,9 @@ def run(spec: dict) -> int:
 
 def main(argv: list[str]) -> int:
     _die_with_parent()
-    import warnings
+    from suite.cli import quiet
 
-    from suite.cli import QUIET
-
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
+    quiet()
     return run(json.loads(Path(argv[0]).read_text()))
 
 

@@ -1,0 +1,70 @@
+"""The README's "Using it" commands, run in order in a fresh folder the way a newcomer runs them (with a hundredth
+of their steps), give what the README says they give: the runs and checkpoints it names, an extension that
+continues the run, a test of the checkpoint on the data it was trained on (random_arm_acc = 1/degree), and the
+listings. `.ci/run` runs the README's two main commands the same way, verbatim."""
+
+import csv
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from suite.cli import main
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+FEWER = 100  # a hundredth of each fit's steps; a fit without max_steps (the config's 2,000) gets 20
+# 200 batches an epoch: the shipped config validates every 200 steps, which Lightning refuses past an epoch
+SMALL = ["--data.options.num_train=12800", "--data.options.num_val=64", "--data.options.num_test=64",
+         "--trainer.enable_progress_bar=false"]
+
+
+def readme_commands(marker: str) -> list[list[str]]:
+    """The commands of the fenced bash block after `<!-- ci:MARKER -->`, continuation lines joined, comments cut."""
+    block = README.read_text().split(f"<!-- ci:{marker} -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def fewer_steps(argv: list[str]) -> list[str]:
+    if argv[0] != "fit":
+        return argv
+    steps = [re.fullmatch(r"--trainer\.max_steps=(\d+)", arg) for arg in argv]
+    shortened = [f"--trainer.max_steps={int(m.group(1)) // FEWER}" if m else arg for arg, m in zip(argv, steps)]
+    return [*shortened, *SMALL, *([] if any(steps) else ["--trainer.max_steps=20"])]
+
+
+def val_logged(root: Path, key: str) -> list[float]:
+    values = []
+    for metrics in sorted(root.glob("lightning_logs/version_*/metrics.csv")):
+        values += [float(row[key]) for row in csv.DictReader(metrics.open()) if row.get(key)]
+    return values
+
+
+def test_the_using_it_commands_run_in_order_and_give_what_the_readme_says(tmp_path, monkeypatch, capsys):
+    commands = readme_commands("using")
+    assert [argv[:2] for argv in commands] == [
+        ["foresight", "fit"], ["foresight", "fit"], ["foresight", "test"], ["foresight", "fit"],
+        ["foresight", "fit"], ["foresight", "tasks"], ["foresight", "objectives"], ["foresight", "sizes"]]
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for argv in commands:
+        capsys.readouterr()
+        main(fewer_steps(argv[1:]))
+        outputs.append(capsys.readouterr().out)
+
+    star = tmp_path / "runs/star_graph/checkpoints/last.ckpt"
+    assert torch.load(star, weights_only=False)["global_step"] == 3000 // FEWER  # extended from 20 to 30
+    tested = outputs[2]
+    assert re.search(r"test/star_graph/random_arm_acc\W+0\.5\W", tested), tested  # degree 2: 1/degree
+    mtp = torch.load(tmp_path / "runs/parallel_mtp/checkpoints/last.ckpt", weights_only=False)
+    assert mtp["hyper_parameters"]["objective"]["class_path"].endswith("ParallelMTP")
+    assert mtp["hyper_parameters"]["objective"]["init_args"]["n"] == 4
+    micro = tmp_path / "runs/micro_degree3"
+    assert torch.load(micro / "checkpoints/last.ckpt", weights_only=False)["hyper_parameters"]["size"]["name"] == \
+        "micro"
+    # a step budget without a schedule of its own validates ten times, every max_steps / 10 steps
+    assert val_logged(micro, "val/star_graph/random_arm_acc") == pytest.approx([1 / 3] * 10)
+    assert outputs[5].startswith("star_graph (StarGraph): ") and "--data.options.degree=2" in outputs[5]
+    assert outputs[6].startswith("parallel_mtp (ParallelMTP): ") and "--model.objective.n=2" in outputs[6]
+    assert " 1b " in outputs[7] and "32000" in outputs[7].replace(",", "")
