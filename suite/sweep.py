@@ -199,7 +199,7 @@ def log_comparison(sweep: Sweep, entries: list[dict], runs: Path) -> None:
     try:
         import wandb
 
-        from suite.report import table
+        from suite.report_tables import table
         from suite.tracking import SafeWandbLogger
 
         header, cells = table(entries)

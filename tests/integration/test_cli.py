@@ -25,6 +25,9 @@ def test_fit_writes_a_checkpoint_and_resumes_from_last(tmp_path):
               f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"]
     first = foresight("fit", *common, "--trainer.max_steps=30", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    said = first.stdout + first.stderr
+    assert "Total FLOPs: 0" not in said and "Total FLOPs: " in said  # the summary counts one sequence's forward
+    assert "litlogger" not in said  # Lightning's advert
     last = root / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["global_step"] == 30
@@ -104,7 +107,7 @@ def test_test_and_validate_score_a_checkpoint_on_the_data_it_was_trained_on(tmp_
                       cwd=tmp_path)
     warned = [line for line in other.stderr.splitlines() if line.startswith("foresight: warning:")]
     assert warned and "other data than it was trained on: options" in warned[0]
-    assert "'degree': '2'" in warned[0].split("(trained:")[0] and "'degree': '3'" in warned[0].split("(trained:")[1]
+    assert "'degree': 2" in warned[0].split("(trained:")[0] and "'degree': 3" in warned[0].split("(trained:")[1]
 
 
 def test_a_run_with_a_step_budget_validates_during_training_by_default(tmp_path):
@@ -135,6 +138,16 @@ def test_a_shipped_config_by_name_and_an_objective_by_registry_name_from_any_fol
     assert result.returncode == 0, result.stderr
     assert "class_path: objectives.ParallelMTP" in result.stdout and "n: 3" in result.stdout
     assert "degree: 2" in result.stdout  # from the shipped config, not a default
+
+
+def test_task_options_from_the_command_line_keep_their_types_in_the_resolved_config(tmp_path, capsys):
+    import yaml
+
+    with pytest.raises(SystemExit):  # --print_config prints and exits
+        main(["fit", "--data.options.degree=3", "--data.options.loss_on=all", "--data.options.num_train=64",
+              f"--trainer.default_root_dir={tmp_path}", "--print_config"])
+    options = yaml.safe_load(capsys.readouterr().out)["data"]["options"]
+    assert options == {"degree": 3, "loss_on": "all", "num_train": 64}  # before: degree '3', num_train '64'
 
 
 def test_tasks_and_objectives_list_every_option_with_its_default(capsys):

@@ -114,6 +114,16 @@ def test_the_installed_command_writes_results_and_prints_the_table(star_checkpoi
     assert report["trained_on"] == ["star_graph"] and report["untrained_tasks"] == ["countdown"]
     assert "foresight: warning: the model was never trained on countdown (trained on: star_graph)" in result.stderr
     assert "not trained on: countdown (the model was trained on star_graph;" in result.stdout
+    assert "fatal: not a git repository" not in result.stderr  # lm-eval's git_hash is foresight's commit
+
+
+def test_lm_evals_git_hash_is_the_commit_of_foresights_code():
+    import lm_eval.evaluator
+
+    import suite.lm_eval_model  # noqa: F401  registers the models, and the commit lookup
+    from suite.provenance import git_commit
+
+    assert lm_eval.evaluator.get_git_commit_hash() == git_commit()["commit"]
 
 
 def test_lm_eval_from_the_shell_scores_what_foresight_eval_scores(star_checkpoint, tmp_path):

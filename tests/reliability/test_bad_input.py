@@ -289,10 +289,10 @@ def outcomes(request, checkpoint_files, tmp_path_factory) -> dict[int, tuple]:
 
 
 @pytest.mark.parametrize("number", [
-    # fit imports Lightning (seconds each): in the slow set; tests/integration/test_cli.py runs the fit cases without
-    # input files in one process, fast
+    # fit imports Lightning (seconds each): the fit cases with input files are in the slow set; those without are
+    # tests/integration/test_cli.py's, in one process (the same message, the folder left as it was), fast
     pytest.param(i, marks=[pytest.mark.slow] if case.args[0] == "fit" else [], id=f"{i}-{case.id}")
-    for i, case in enumerate(CASES)])
+    for i, case in enumerate(CASES) if case.args[0] != "fit" or case.files])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(number, outcomes):
     case, (result, before, folder) = CASES[number], outcomes[number]
     lines = result.stderr.strip().splitlines()

@@ -124,7 +124,7 @@ def test_evaluate_scores_oracle_and_wrong_answers(task):
     (dict(num_nodes=7, degree=2, path_length=4, num_val=2000, num_test=2000), "allow 5040 distinct graphs"),
     (dict(num_test=0), "star_graph num_test=0 is out of range"),
     (dict(loss_on="prompt"), "loss_on"),
-    (dict(colour="red"), "Option 'colour' is not accepted"),
+    (dict(colour="red"), "task star_graph: unknown option 'colour'; allowed: degree, path_length, num_nodes, "),
 ])
 def test_bad_options_are_one_line_usage_errors(options, message):
     with pytest.raises(UsageError, match=message) as err:
