@@ -16,6 +16,7 @@ commands:
   fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
   validate   score a checkpoint on the validation split (--ckpt_path=PATH)
   test       score a checkpoint on the test split (--ckpt_path=PATH)
+  prepare    your documents as a tokenized, streamable dataset folder (SOURCE... --out DIR; litdata chunks)
   sweep      train, score and cost a grid of objectives x n x sizes x seeds (--config FILE [--shard i/N])
   agent      run sweep points for a wandb sweep agent
   eval       score a checkpoint on task families through lm-eval (--checkpoint PATH --tasks a,b)
@@ -248,7 +249,7 @@ def module_main(module: str):
 
 COMMANDS = {"fit": lightning_main, "validate": lightning_main, "test": lightning_main,
             "sweep": module_main("sweep"), "agent": module_main("agent"), "eval": module_main("evaluate"),
-            "lm-eval": module_main("lm_eval_cli"),
+            "lm-eval": module_main("lm_eval_cli"), "prepare": module_main("prepare"),
             "report": module_main("report"), "dashboard": module_main("dashboard"), "export": module_main("export"),
             "sizes": sizes_main, "bench": module_main("bench"), "probe": module_main("probe"),
             "tasks": lambda argv: catalog("task", argv), "objectives": lambda argv: catalog("objective", argv)}
