@@ -177,7 +177,7 @@ def encode_range(item: tuple[str, int, int], tokenizer_file: str, eos_id: int, d
 def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str,
                 workers: int) -> dict:
     """One split through litdata.optimize; its documents, tokens and bytes from litdata's index.json."""
-    import litdata
+    litdata = require_litdata()
     from litdata.streaming.item_loader import TokensLoader
 
     saved = work / folder.name
@@ -191,6 +191,15 @@ def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: i
     chunks = json.loads((folder / "index.json").read_text())["chunks"]
     return {"documents": sum(c["chunk_size"] for c in chunks), "tokens": sum(c["dim"] for c in chunks),
             "bytes": sum(c["chunk_bytes"] for c in chunks)}
+
+
+def require_litdata():
+    try:
+        import litdata
+    except ImportError:
+        raise UsageError("litdata is not installed; allowed: pip install 'foresight-bench[corpus]' (with the "
+                         "torchvision that matches your torch)") from None
+    return litdata
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -218,6 +227,7 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
 
         check_range("--vocab_size", vocab_size, MIN_BPE_VOCAB, 2 ** 32 - 1)
     check_out(out, overwrite)
+    require_litdata()
     started = time.perf_counter()
     corpus, records, skipped = read_sources(sources, field, bad)
     names = corpus.map(lambda batch: {"split": [split_of(text, val_fraction, test_fraction)

@@ -46,22 +46,24 @@ def test_fit_writes_a_checkpoint_and_resumes_from_last(tmp_path):
     assert len(logs) == 2  # each run keeps its resolved config
 
 
-def test_a_second_fresh_fit_into_a_run_folder_is_refused_unless_told_to_overwrite(tmp_path):
+def test_a_second_fresh_fit_into_a_run_folder_is_refused_unless_told_to_overwrite(tmp_path, capfd, monkeypatch):
     """Lightning would write last-v1.ckpt beside the first run's last.ckpt, and every command reading
     checkpoints/last.ckpt would silently read the old model."""
+    monkeypatch.chdir(tmp_path)
     root = tmp_path / "run"
-    common = ["--model.size=nano", "--data.task=star_graph", *SMALL_DATA, f"--trainer.default_root_dir={root}",
-              "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0"]
-    assert foresight("fit", *common, "--trainer.max_steps=5", cwd=tmp_path).returncode == 0
+    common = ["fit", "--model.size=nano", "--data.task=star_graph", *SMALL_DATA, f"--trainer.default_root_dir={root}",
+              "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0", "--trainer.logger=false"]
+    main([*common, "--trainer.max_steps=5"])
     last = root / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    again = foresight("fit", *common, "--trainer.max_steps=7", cwd=tmp_path)
-    lines = again.stderr.strip().splitlines()
-    assert again.returncode == 2 and len(lines) == 1, again.stderr[-2000:]
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([*common, "--trainer.max_steps=7"])
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(lines) == 1, lines
     assert f"--trainer.default_root_dir '{root}' already holds a run" in lines[0] and "--overwrite=true" in lines[0]
     assert last.read_bytes() == before and sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
-    fresh = foresight("fit", *common, "--trainer.max_steps=7", "--overwrite=true", cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    main([*common, "--trainer.max_steps=7", "--overwrite=true"])
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no last-v1.ckpt
     assert torch.load(last, weights_only=False)["global_step"] == 7
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import suite.prepare as prepare_module
-from suite.cli import main
-from suite.errors import UsageError
-from suite.prepare import prepare, read_manifest
+pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
+
+import suite.prepare as prepare_module  # noqa: E402
+from suite.cli import main  # noqa: E402
+from suite.errors import UsageError  # noqa: E402
+from suite.prepare import prepare, read_manifest  # noqa: E402
 
 STDLIB_JSON = Path(json.__file__).parent  # __init__, decoder, encoder, scanner, tool: five documents
 
