@@ -31,15 +31,22 @@ HEADWISE_VOCAB_RATIO = 8
 """`headwise=None` runs heads one at a time when vocab_size >= this x d_model (see `Objective.use_headwise`)."""
 
 
-def future_targets(tokens: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def future_targets(tokens: torch.Tensor, k: int, mask: torch.Tensor | None = None,
+                   separator: int | None = None) -> torch.Tensor:
     """Targets for predicting x_{t+k} at position t: `tokens` shifted left by k, IGNORE where t+k runs past the
-    end of the sequence or where `mask[t+k]` says that token is not a prediction target."""
+    end of the sequence or where `mask[t+k]` says that token is not a prediction target; and, in rows packed with
+    several documents that each end with the `separator` token, where x_{t+k} lies in another document than x_t
+    (the separator belongs to the document it ends; the token after it starts the next)."""
     assert k >= 1, k
     targets = torch.full_like(tokens, IGNORE)
     if k < tokens.shape[1]:
         future = tokens[:, k:]
         if mask is not None:
             future = future.masked_fill(~mask[:, k:], IGNORE)
+        if separator is not None:
+            ends = tokens == separator
+            document = ends.cumsum(1) - ends.long()  # how many documents ended before each position
+            future = future.masked_fill(document[:, k:] != document[:, :-k], IGNORE)
         targets[:, :-k] = future
     return targets
 
@@ -71,6 +78,13 @@ class Objective(nn.Module):
     """How many future tokens a position predicts: x_{t+1} .. x_{t+n}."""
     progress: float = 0.0
     """Fraction of training done, set by ObjectiveLM before each step (for loss-weight schedules)."""
+    separator: int | None = None
+    """The token that ends each document of rows packed with several (the data's `Task.document_separator`, set by
+    ObjectiveLM): no target crosses it (`future`). None: each row is one document."""
+
+    def future(self, tokens: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`future_targets` of the batch with this objective's document separator: every head's targets."""
+        return future_targets(tokens, k, mask, self.separator)
 
     @classmethod
     def horizon_options(cls, n: int) -> dict | None:

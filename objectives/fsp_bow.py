@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from objectives.base import IGNORE, Metrics, future_targets
+from objectives.base import IGNORE, Metrics
 from objectives.fused import fused_linear_loss
 from objectives.summary import FutureSummary
 from suite.errors import check_range
@@ -58,7 +58,7 @@ class FSPBoW(FutureSummary):
         """The window x_{t+2} .. x_{t+tau} as ids [B, T, tau-1] with IGNORE where a slot runs past the end, is not
         a target under `mask`, or repeats an earlier token of the same window; and the positions [B, T] (bool)
         whose window holds at least one token."""
-        window = torch.stack([future_targets(tokens, k, mask) for k in range(2, self.tau + 1)], dim=-1)
+        window = torch.stack([self.future(tokens, k, mask) for k in range(2, self.tau + 1)], dim=-1)
         ordered, _ = window.sort(dim=-1)
         repeat = torch.zeros_like(ordered, dtype=torch.bool)
         repeat[..., 1:] = ordered[..., 1:] == ordered[..., :-1]

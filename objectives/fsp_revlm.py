@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import Metrics, future_targets
+from objectives.base import Metrics
 from objectives.summary import FutureSummary
 from suite.errors import UsageError
 
@@ -70,7 +70,7 @@ class FSPRevLM(FutureSummary):
         valid = torch.zeros_like(tokens, dtype=torch.bool)
         valid[:, :-2] = True
         if mask is not None:
-            valid &= future_targets(tokens, 1, mask) >= 0
+            valid &= self.future(tokens, 1, mask) >= 0
         return targets, valid
 
     def summary_loss(self, trunk, tokens, mask):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from objectives.base import Objective, future_targets
+from objectives.base import Objective
 from objectives.heads import head_losses, token_head
 
 
@@ -17,7 +17,7 @@ class NTP(Objective):
     name = "ntp"
 
     def loss(self, trunk, hidden, tokens, mask=None):
-        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1")]
+        heads = [token_head(trunk, self.future(tokens, 1, mask), 1.0, "head_1")]
         return head_losses(hidden, heads, self.head_params(trunk))
 
     def draft_logits(self, trunk, input_ids: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from objectives.base import Objective, future_targets
+from objectives.base import Objective
 from objectives.heads import Head, head_losses, run_blocks, token_head
 from suite.errors import UsageError, check_choice, check_range
 
@@ -109,7 +109,7 @@ class ParallelMTP(Objective):
 
     def targets(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Head k's targets [B, T]: x_{t+k}, IGNORE past the end or where the mask rules the token out."""
-        return [future_targets(tokens, k, mask) for k in range(1, self.n + 1)]
+        return [self.future(tokens, k, mask) for k in range(1, self.n + 1)]
 
     def _heads(self, trunk, tokens, mask) -> list[Head]:
         return [token_head(trunk, targets, weight, f"head_{k}", self._first(trunk) if k == 1 else self._step(trunk, k))

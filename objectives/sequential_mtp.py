@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.base import Objective, future_targets
+from objectives.base import Objective
 from objectives.heads import embed, head_losses, run_blocks, token_head
 from suite.errors import UsageError, check_range
 
@@ -89,7 +89,7 @@ class SequentialMTP(Objective):
 
     def targets(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Targets [B, T] of the next-token head, then of module k: x_{t+k+1}, IGNORE in the last k+1 positions."""
-        return [future_targets(tokens, k, mask) for k in range(1, self.depth + 2)]
+        return [self.future(tokens, k, mask) for k in range(1, self.depth + 2)]
 
     def loss(self, trunk, hidden, tokens, mask=None):
         weight = self.current_loss_weight / max(self.depth, 1)

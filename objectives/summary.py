@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from objectives.base import Metrics, Objective, future_targets
+from objectives.base import Metrics, Objective
 from objectives.heads import Head, head_losses, run_blocks, token_head
 from suite.errors import check_range
 
@@ -44,5 +44,5 @@ class FutureSummary(Objective):
     def loss(self, trunk, hidden, tokens, mask=None):
         summary = Head(self.summary_loss(trunk, tokens, mask),
                        lambda state, previous: run_blocks(trunk, self.head, state), "fsp")
-        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1"), summary]
+        heads = [token_head(trunk, self.future(tokens, 1, mask), 1.0, "head_1"), summary]
         return head_losses(hidden, heads, self.head_params(trunk), headwise=self.use_headwise(trunk))

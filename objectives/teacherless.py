@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from objectives.base import Objective, future_targets
+from objectives.base import Objective
 from objectives.heads import head_losses, token_head
 from suite.errors import UsageError, check_range
 
@@ -44,7 +44,7 @@ class Teacherless(Objective):
         if mask is None:
             raise UsageError(f"{self.name} needs a loss mask that marks the answer; allowed: batches of a task with "
                              "prompts and answers (TaskData gives one)")
-        heads = [token_head(trunk, future_targets(tokens, 1, mask), 1.0, "head_1")]
+        heads = [token_head(trunk, self.future(tokens, 1, mask), 1.0, "head_1")]
         return head_losses(hidden, heads, self.head_params(trunk))
 
     def one_pass_logits(self, trunk, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:

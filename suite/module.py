@@ -120,6 +120,7 @@ class ObjectiveLM(L.LightningModule):
             raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)
+        self.objective.separator = datamodule.task.document_separator  # no target crosses a document's end
         if self.objective.needs_prompts and not datamodule.has_prompts:
             raise UsageError(f"{self.objective.name} needs examples with a prompt that is not a prediction target, "
                              f"and every token of {datamodule.task.name}'s training examples is one; allowed: a task "

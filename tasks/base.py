@@ -63,6 +63,10 @@ class Task:
         without building the task: the report's plots draw it as a reference line; None where there is none."""
         return None
 
+    document_separator: int | None = None
+    """The token id that ends each document where rows are packed with several documents whose targets must not
+    cross from one into the next (`objectives.base.future_targets`); None where each row is one document."""
+
     tokenizer = None
     loss_on = "answer"
     _documents_cache: dict[str, list[dict]] | None = None

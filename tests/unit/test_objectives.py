@@ -26,6 +26,31 @@ def test_future_targets_respect_the_mask_of_the_target_token():
     assert future_targets(TOKENS, 2, mask).tolist() == [[X, 1, 9, 2, X, X]]
 
 
+PACKED = torch.tensor([[5, 3, 0, 8, 1, 0, 9]])  # three documents ended by the separator 0: [5 3 0] [8 1 0] [9 ...
+E = 0
+
+
+def test_no_target_crosses_a_documents_end_in_a_packed_row():
+    # x_{t+k} is a target at t only within t's document; the separator is its document's last token
+    assert future_targets(PACKED, 1, separator=E).tolist() == [[3, E, X, 1, E, X, X]]
+    assert future_targets(PACKED, 2, separator=E).tolist() == [[E, X, X, E, X, X, X]]
+    assert future_targets(PACKED, 3, separator=E).tolist() == [[X, X, X, X, X, X, X]]
+    assert future_targets(PACKED, 1).tolist() == [[3, E, 8, 1, E, 9, X]]  # without one: straight across
+
+
+def test_every_objective_takes_the_datas_separator_for_every_head():
+    """Parallel MTP's heads and FSP-BoW's window follow the separator the objective was given."""
+    mtp = objectives.build("parallel_mtp", n=3)
+    mtp.separator = E
+    assert [targets.tolist() for targets in mtp.targets(PACKED)] == [
+        [[3, E, X, 1, E, X, X]], [[E, X, X, E, X, X, X]], [[X] * 7]]
+    bow = objectives.build("fsp_bow", tau=3)
+    bow.separator = E
+    window, _ = bow.bag(PACKED)
+    assert sorted(t for t in window[0, 0].tolist() if t != X) == [E]  # x_2 only: x_3 is the next document's
+    assert all(t == X for t in window[0, 2].tolist())  # after a separator: nothing of the next document
+
+
 def test_token_loss_is_cross_entropy_over_valid_targets():
     logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0]]])
     targets = torch.tensor([[0, X, 2]])
