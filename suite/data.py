@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 import tasks
-from suite.errors import check_range
+from suite.errors import UsageError, check_range
 from tasks import Examples
 
 
@@ -29,7 +29,8 @@ class TaskData(L.LightningDataModule):
         """
         Args:
             task: A registered task family: star_graph, countdown, biographies, synthetic_code, humaneval,
-                python_stdlib or mix (`foresight tasks` lists each one's options).
+                python_stdlib, mix, or corpus (your documents, from `foresight prepare`); `foresight tasks` lists
+                each one's options.
             options: The task's own options, e.g. {degree: 3, path_length: 5}; on the command line also
                 one at a time, --data.options.degree=3.
             batch_size: Training sequences per step (per device).
@@ -43,6 +44,8 @@ class TaskData(L.LightningDataModule):
         check_range("num_workers", num_workers, 0)
         self.save_hyperparameters()
         self.task = tasks.build(task, **(options or {}))
+        if reverse and getattr(self.task, "streaming", False):
+            raise UsageError(f"reverse=True is for tasks held in memory; allowed: reverse=False with {task}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.reverse = num_workers, reverse
 
@@ -62,9 +65,16 @@ class TaskData(L.LightningDataModule):
         return self.task.seq_len
 
     @property
+    def streaming(self) -> bool:
+        """The task streams its rows from disk (`corpus`) instead of holding its splits in memory."""
+        return bool(getattr(self.task, "streaming", False))
+
+    @property
     def has_prompts(self) -> bool:
         """Some training token other than padding (id 0) is not a prediction target: the examples have prompts
         (what teacherless needs)."""
+        if self.streaming:
+            return False
         examples = self._examples("train")
         return bool((~examples.loss_mask & (examples.tokens != 0)).any())
 
@@ -79,6 +89,8 @@ class TaskData(L.LightningDataModule):
         return examples
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:  # litdata's loader: sharded over ranks, its position in the checkpoint (resumable)
+            return self._stream_loader("train", self.batch_size, shuffle=True)
         examples = self._examples("train")
         # the order is a function of the run's seed (Lightning's seed_everything) and the epoch alone
         sampler = EpochSampler(len(examples), seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
@@ -91,9 +103,25 @@ class TaskData(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
+    def _stream_loader(self, split: str, batch_size: int, shuffle: bool):
+        from litdata import StreamingDataLoader
+
+        stream = self.task.stream(split, shuffle=shuffle, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        return StreamingDataLoader(stream, batch_size=batch_size, num_workers=self.num_workers,
+                                   collate_fn=packed_rows, drop_last=shuffle)
+
     def _eval_loader(self, split: str) -> DataLoader:
+        if self.streaming:
+            return self._stream_loader(split, self.eval_batch_size, shuffle=False)
         return DataLoader(self._examples(split), batch_size=self.eval_batch_size, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+
+def packed_rows(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch of streamed rows of token ids, as every task's batches are: every token a target, no prompts."""
+    tokens = torch.stack(rows).long()
+    return {"tokens": tokens, "loss_mask": torch.ones_like(tokens, dtype=torch.bool),
+            "prompt_len": torch.zeros(len(rows), dtype=torch.long)}
 
 
 class EpochSampler(Sampler[int]):

@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from suite.errors import UsageError, check_range, check_writable
+from tasks.corpus import FORMAT, MANIFEST
 
-MANIFEST = "foresight.json"
-FORMAT = 1
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 SPLITS = ("train", "val", "test")
 
@@ -274,18 +273,6 @@ def replace(partial: Path, out: Path) -> None:
         out.rename(old)
     partial.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def read_manifest(folder: str | Path, what: str = "--data.options.path") -> dict:
-    """A prepared folder's manifest; a UsageError when the folder is not a finished `foresight prepare` output."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise UsageError(f"{what} '{folder}' has no {MANIFEST} (not a finished `foresight prepare` folder); allowed: "
-                         "a folder `foresight prepare` wrote to the end")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise UsageError(f"{what} '{folder}' has manifest format {manifest.get('format')!r}; allowed: {FORMAT}")
-    return manifest
 
 
 def main(argv: list[str]) -> None:

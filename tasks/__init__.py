@@ -5,6 +5,7 @@ from __future__ import annotations
 from suite.errors import build_registered
 from tasks.base import EOS, SPECIAL_TOKENS, SPLITS, Examples, Task, encode_documents
 from tasks.biographies import Biographies
+from tasks.corpus import Corpus
 from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.mix import Mix
@@ -13,7 +14,7 @@ from tasks.registry import COMPONENTS
 from tasks.star_graph import StarGraph
 from tasks.synthetic_code import SyntheticCode
 
-TASKS: dict[str, type[Task]] = {**COMPONENTS, Mix.name: Mix}
+TASKS: dict[str, type[Task]] = {**COMPONENTS, Mix.name: Mix, Corpus.name: Corpus}
 """Registry name -> class. Adding a task family is one file and one entry in `tasks.registry.COMPONENTS`."""
 
 
@@ -22,5 +23,5 @@ def build(name: str, **options) -> Task:
     return build_registered("task", TASKS, name, options)
 
 
-__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Countdown", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "SyntheticCode", "Task", "build",
+__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Corpus", "Countdown", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "SyntheticCode", "Task", "build",
            "encode_documents"]

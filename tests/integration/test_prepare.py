@@ -15,7 +15,8 @@ pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpu
 import suite.prepare as prepare_module  # noqa: E402
 from suite.cli import main  # noqa: E402
 from suite.errors import UsageError  # noqa: E402
-from suite.prepare import prepare, read_manifest  # noqa: E402
+from suite.prepare import prepare  # noqa: E402
+from tasks.corpus import read_manifest  # noqa: E402
 
 STDLIB_JSON = Path(json.__file__).parent  # __init__, decoder, encoder, scanner, tool: five documents
 

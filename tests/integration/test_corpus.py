@@ -1,0 +1,78 @@
+"""The `corpus` task on a folder `foresight prepare` wrote from real files: any objective trains on it through the
+CLI, streamed by litdata; the separator of its documents reaches the objective; a stopped run continues with the
+rows an uninterrupted one would have taken; bad folders are one line."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
+
+import torch  # noqa: E402
+
+from suite.cli import main  # noqa: E402
+from suite.errors import UsageError  # noqa: E402
+from suite.prepare import prepare  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """The stdlib's json package and 60 JSONL notes, prepared with a 300-token BPE."""
+    folder = tmp_path_factory.mktemp("corpus")
+    shutil.copytree(Path(json.__file__).parent, folder / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(folder / "notes.jsonl", "w") as file:
+        for i in range(60):
+            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
+    out = folder / "ds"
+    prepare([str(folder / "json"), str(folder / "notes.jsonl")], out, vocab_size=300, val_fraction=0.2,
+            test_fraction=0.1, workers=1)
+    return out
+
+
+def fit(prepared: Path, root: Path, steps: int, *extra: str) -> list[str]:
+    log = root.with_suffix(".log")
+    main(["fit", "--data.task=corpus", f"--data.options.path={prepared}", "--data.options.seq_len=32",
+          "--data.batch_size=4", "--model.objective=parallel_mtp", "--model.objective.n=2",
+          f"--trainer.max_steps={steps}", f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+          "--trainer.logger=false", "--trainer.callbacks+=tests.integration.batch_log.BatchLog",
+          f"--trainer.callbacks.path={log}", *extra])
+    return log.read_text().split()
+
+
+def test_an_objective_trains_on_the_corpus_and_a_stopped_run_continues_with_the_uninterrupted_rows(prepared,
+                                                                                                    tmp_path):
+    whole = fit(prepared, tmp_path / "whole", 12)
+    assert len(whole) == 12 and len(set(whole)) == 12
+    fit(prepared, tmp_path / "split", 5)
+    assert fit(prepared, tmp_path / "split", 12, "--ckpt_path=last") == whole
+    checkpoint = torch.load(tmp_path / "whole/checkpoints/last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 12 and checkpoint["datamodule_hyper_parameters"]["task"] == "corpus"
+
+
+def test_the_documents_separator_reaches_the_objective(prepared):
+    from suite import ObjectiveLM, TaskData
+
+    data = TaskData(task="corpus", options={"path": str(prepared), "seq_len": 32}, batch_size=4)
+    model = ObjectiveLM("nano", objective=__import__("objectives").build("parallel_mtp", n=2),
+                        vocab_size=data.vocab_size)
+    model.check_data(data)
+    eos = json.loads((prepared / "foresight.json").read_text())["tokenizer"]["eos_id"]
+    assert model.objective.separator == eos == data.task.tokenizer.token_to_id("<eos>")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["tokens"].shape == (4, 32) and batch["tokens"].dtype == torch.long and batch["loss_mask"].all()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "corpus path is missing; allowed: --data.options.path=DIR of `foresight prepare`"),
+    ({"path": "nowhere"}, "--data.options.path 'nowhere' has no foresight.json (not a finished `foresight prepare` "
+                          "folder)"),
+    ({"seq_len": 10 ** 7}, "corpus seq_len=10000000 is longer than the "),
+])
+def test_bad_corpus_options_are_one_line(options, message, prepared):
+    import tasks
+
+    options = {"path": str(prepared), **options} if "path" not in options and options else options
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tasks.build("corpus", **options)
