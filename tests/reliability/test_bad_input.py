@@ -113,8 +113,8 @@ CASES = [
          "vocabulary 26", {REVERSE: ""}),
     Case(("fit", "--trainer.default_root_dir=keep.txt/run"), "--trainer.default_root_dir 'keep.txt/run' cannot be "
          "written ('keep.txt' is a file); allowed: a folder you can write"),
-    Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, lm-eval, report, "
-         "dashboard, export, sizes, bench, probe, tasks, objectives"),
+    Case(("train",), "unknown command 'train'; known: fit, validate, test, sweep, agent, eval, lm-eval, prepare, "
+         "report, dashboard, export, sizes, bench, probe, tasks, objectives"),
 
     # sweep
     Case(("sweep", "--config", "missing.yaml"),
