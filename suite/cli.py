@@ -42,7 +42,8 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
     r".*Checkpoint directory .* exists and is not empty.*",  # resuming: a fresh fit there is refused (fresh_run_folder)
     r".*The dirpath has changed from.*",
-    r".*Your `IterableDataset` has `__len__` defined.*",  # litdata's: it shards ranks and workers itself  # testing or resuming a checkpoint of another run folder: nothing to reload
+    r".*Your `IterableDataset` has `__len__` defined.*",  # litdata's: it shards ranks and workers itself
+    r".*The given buffer is not writable.*",  # litdata's TokensLoader reads its chunks read-only, and copies  # testing or resuming a checkpoint of another run folder: nothing to reload
 )
 
 
