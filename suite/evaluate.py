@@ -11,6 +11,7 @@ import datetime
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -61,13 +62,23 @@ def task_kind(task: str) -> tuple[str | None, str | None]:
     return EXTERNAL.get(task, (None, None))
 
 
+def document_value(metric: str, value):
+    """One document's value of `metric` from lm-eval's logged sample: the number itself, or for bits per byte
+    (logged as the pair (log-likelihood, bytes) that lm-eval aggregates over documents) the document's own
+    -log-likelihood / bytes / ln 2."""
+    if metric == "bits_per_byte" and isinstance(value, (list, tuple)) and len(value) == 2 and value[1]:
+        return -float(value[0]) / float(value[1]) / math.log(2)
+    return value
+
+
 def item_scores(samples: dict) -> dict[str, list[float]]:
     """{task: the primary metric of each test document, in document order} from lm-eval's logged samples: what the
-    report pairs against NTP. Tasks whose per-document value is not a number (bits per byte) are left out."""
+    report pairs against NTP (bits per byte: each document's own). Tasks whose per-document value is no number are
+    left out."""
     items = {}
     for task, logged in (samples or {}).items():
         primary = task_kind(task)[1]
-        values = sorted((sample["doc_id"], sample.get(primary)) for sample in logged)
+        values = sorted((sample["doc_id"], document_value(primary, sample.get(primary))) for sample in logged)
         if primary and values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in values):
             items[task] = [float(v) for _, v in values]
     return items

@@ -7,7 +7,8 @@ added), is encoded with a byte-level BPE trained on the training documents with 
 `tokenizer.json`), ends with the end-of-document token, and is written with `litdata.optimize` into chunks of token
 ids (uint16 where the vocabulary allows) that `litdata.StreamingDataset` reads, locally or from object storage.
 
-DIR holds `tokenizer.json`, `train/`, `val/`, `test/` (litdata's chunks and index.json) and `foresight.json`, the
+DIR holds `tokenizer.json`, `train/`, `val/`, `test/` (litdata's chunks and index.json), the held-out documents'
+text as `val.jsonl` and `test.jsonl` (what `foresight eval --tasks corpus` scores) and `foresight.json`, the
 manifest: sources with sizes and hashes, the tokenizer, documents and tokens per split, the command and commit.
 Everything is written into a sibling folder first and renamed to DIR once the manifest is in it, so a prepare that
 is killed leaves no folder that reads as a finished dataset, and an --overwrite keeps the old dataset until the
@@ -29,6 +30,7 @@ from tasks.corpus import FORMAT, MANIFEST
 
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 SPLITS = ("train", "val", "test")
+HELD_OUT = ("val", "test")
 
 
 def split_of(text: str, val_fraction: float, test_fraction: float) -> str:
@@ -248,6 +250,8 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
         work = partial / "work"
         counts = {name: write_split(split, partial / name, work, partial / "tokenizer.json", eos_id, dtype,
                                     workers or os.cpu_count() or 1) for name, split in splits.items()}
+        for name in HELD_OUT:  # their text too: lm-eval scores documents, not token ids
+            splits[name].to_json(str(partial / f"{name}.jsonl"), lines=True, force_ascii=False)
         shutil.rmtree(work)
         manifest = {"format": FORMAT, "sources": records, "skipped_files": skipped,
                     "tokenizer": {"file": "tokenizer.json", "vocab_size": tokens.get_vocab_size(), "eos_id": eos_id,

@@ -31,7 +31,8 @@ def read_manifest(folder: str | Path, what: str = "--data.options.path") -> dict
 class Corpus(Task):
     name = "corpus"
     family = None
-    primary = None
+    primary = "bits_per_byte"
+    """Scored by lm-eval's rolling log-likelihood of the test documents (tasks/corpus.yaml), like python_stdlib."""
     streaming = True
 
     def __init__(self, path: str = "", seq_len: int = 256, seed: int = 0):
@@ -67,6 +68,19 @@ class Corpus(Task):
         return litdata.StreamingDataset(str(Path(self.path) / split), shuffle=shuffle, drop_last=True,
                                         item_loader=TokensLoader(block_size=self.seq_len),
                                         seed=seed * 1_000_003 + self.seed)
+
+    def _documents(self) -> dict[str, list[dict]]:
+        """The held-out documents' text ({"text": ...}), which `foresight prepare` keeps beside their tokens; the
+        training documents are streamed as tokens only."""
+        found = {"train": []}
+        for split in ("val", "test"):
+            path = Path(self.path) / f"{split}.jsonl"
+            found[split] = [{"text": json.loads(line)["text"]} for line in path.read_text().splitlines() if line]
+        return found
+
+    @staticmethod
+    def score(doc: dict, completion: str) -> dict[str, float]:
+        raise NotImplementedError("corpus is scored by rolling log-likelihood, not by answers")
 
     def evaluate(self, generate, batch) -> dict:
         return {}  # documents, not questions: the validation loss is the score during training

@@ -76,3 +76,19 @@ def test_bad_corpus_options_are_one_line(options, message, prepared):
     options = {"path": str(prepared), **options} if "path" not in options and options else options
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         tasks.build("corpus", **options)
+
+
+def test_the_test_documents_are_scored_through_lm_eval_with_each_documents_bits_per_byte(prepared, tmp_path):
+    from suite.evaluate import evaluate
+
+    fit(prepared, tmp_path / "run", 3)
+    report = evaluate(str(tmp_path / "run/checkpoints/last.ckpt"), ["corpus"], tmp_path / "eval", items=True)
+    aggregate = report["results"]["corpus"]["bits_per_byte,none"]
+    texts = [json.loads(line)["text"] for line in (prepared / "test.jsonl").read_text().splitlines()]
+    items = report["items"]["corpus"]
+    assert len(items) == len(texts) == json.loads((prepared / "foresight.json").read_text())["splits"]["test"][
+        "documents"]
+    # lm-eval's bits per byte pools documents by their bytes: each document's own, weighted by its bytes, gives it
+    sizes = [len(text.encode("utf-8")) for text in texts]
+    assert sum(b * n for b, n in zip(items, sizes)) / sum(sizes) == pytest.approx(aggregate, rel=1e-9)
+    assert report["untrained_tasks"] == [] and report["trained_on"] == ["corpus"]
