@@ -24,12 +24,10 @@ REQUIRED = object()
 def options(cls: type) -> list[tuple[str, object, str]]:
     """(name, default or REQUIRED, help) of each option `cls` takes, as `suite.errors.parse_options` accepts
     them."""
-    from jsonargparse import ArgumentParser
+    from suite.errors import class_options
 
-    parser = ArgumentParser()
-    parser.add_class_arguments(cls, fail_untyped=False)
     return [(action.dest, REQUIRED if action.required else action.default, " ".join((action.help or "").split()))
-            for action in parser._actions if action.dest not in ("help", "config")]
+            for action in class_options(cls)[1]]
 
 
 def listing(kind: str, registry: dict[str, type], names: list[str], flag: str) -> str:

@@ -66,14 +66,21 @@ def one_line(message, key_prefix: str = "--") -> str:
     return " ".join(kept).replace(": :", ":").replace("Expected a int", "Expected an int")
 
 
-def parse_options(what: str, cls: type, options: dict) -> dict:
-    """`options` checked and typed against `cls.__init__`'s signature (strings from the command line such as
-    '3' become ints); an unknown key or a wrong type is a UsageError that names it."""
+def class_options(cls: type):
+    """A jsonargparse parser of `cls.__init__`'s options, and the actions of those options (their dest, default,
+    help and whether required): what parse_options checks against and `foresight tasks|objectives` lists."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, fail_untyped=False)
-    accepted = [action.dest for action in parser._actions if action.dest not in ("help", "config")]
+    return parser, [action for action in parser._actions if action.dest not in ("help", "config")]
+
+
+def parse_options(what: str, cls: type, options: dict) -> dict:
+    """`options` checked and typed against `cls.__init__`'s signature (strings from the command line such as
+    '3' become ints); an unknown key or a wrong type is a UsageError that names it."""
+    parser, actions = class_options(cls)
+    accepted = [action.dest for action in actions]
     for key in options:
         if key not in accepted:
             raise UsageError(f"{what}: unknown option {key!r}; allowed: {', '.join(accepted) or 'none'}"

@@ -44,15 +44,23 @@ def fresh_run_folder(root: str, overwrite: bool) -> None:
     shutil.rmtree(folder)
 
 
+def option_slots(argv: list[str], *names: str) -> list[tuple[int, str, str]]:
+    """(index, prefix, value) of each value given to any of `names` in argv, in the order given: `--name VALUE`
+    (index of VALUE, prefix "") or `--name=VALUE` (its index, prefix "--name="); `argv[index] = prefix + new`
+    gives the option another value."""
+    slots = []
+    for i, arg in enumerate(argv):
+        key, is_pair, value = arg.partition("=")
+        if key in names and is_pair:
+            slots.append((i, f"{key}=", value))
+        elif arg in names and i + 1 < len(argv):
+            slots.append((i + 1, "", argv[i + 1]))
+    return slots
+
+
 def option_values(argv: list[str], *names: str) -> list[str]:
     """The values given to any of `names` in argv, as `--name VALUE` or `--name=VALUE`, in the order given."""
-    values = []
-    for i, arg in enumerate(argv):
-        if arg in names and i + 1 < len(argv):
-            values.append(argv[i + 1])
-        elif "=" in arg and arg.split("=", 1)[0] in names:
-            values.append(arg.split("=", 1)[1])
-    return values
+    return [value for _, _, value in option_slots(argv, *names)]
 
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
@@ -68,17 +76,10 @@ def check_config_files(argv: list[str]) -> list[str]:
 
     shipped = sorted(name[:-5] for name in os.listdir(CONFIGS) if name.endswith(".yaml"))
     out = list(argv)
-    for i, arg in enumerate(argv):
-        key, is_pair, value = arg.partition("=")
-        if key not in ("-c", "--config"):
-            continue
-        if not is_pair:
-            if i + 1 >= len(argv):
-                continue
-            i, value = i + 1, argv[i + 1]
+    for i, prefix, value in option_slots(argv, "-c", "--config"):
         if not os.path.isfile(value) and value in shipped:
             value = os.path.join(CONFIGS, f"{value}.yaml")
-            out[i] = value if not is_pair else f"{key}={value}"
+            out[i] = prefix + value
         if not os.path.isfile(value):
             if value.endswith((".yaml", ".yml", ".json")) or re.fullmatch(r"[\w.-]+", value):  # not inline YAML
                 raise UsageError(f"--config {value!r} does not exist; allowed: a YAML file of options or a shipped "
@@ -110,15 +111,9 @@ def class_named_objectives(argv: list[str]) -> list[str]:
     name LightningCLI resolves (`ParallelMTP`); any other value is left for the parser to judge."""
     import objectives
 
-    names = ("--model.objective", "--model.objective.class_path")
     out = list(argv)
-    for i, arg in enumerate(argv):
-        key, is_pair, value = arg.partition("=")
-        if key in names and not is_pair and i + 1 < len(argv):
-            key, value, i = None, argv[i + 1], i + 1
-        elif key not in names or not is_pair:
-            continue
+    for i, prefix, value in option_slots(argv, "--model.objective", "--model.objective.class_path"):
         cls = objectives.OBJECTIVES.get(value)
         if cls is not None:
-            out[i] = cls.__name__ if key is None else f"{key}={cls.__name__}"
+            out[i] = prefix + cls.__name__
     return out
