@@ -44,7 +44,7 @@ class TaskData(L.LightningDataModule):
         check_range("num_workers", num_workers, 0)
         self.save_hyperparameters()
         self.task = tasks.build(task, **(options or {}))
-        if reverse and getattr(self.task, "streaming", False):
+        if reverse and self.task.streaming:
             raise UsageError(f"reverse=True is for tasks held in memory; allowed: reverse=False with {task}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.reverse = num_workers, reverse
@@ -66,8 +66,8 @@ class TaskData(L.LightningDataModule):
 
     @property
     def streaming(self) -> bool:
-        """The task streams its rows from disk (`corpus`) instead of holding its splits in memory."""
-        return bool(getattr(self.task, "streaming", False))
+        """The task reads its rows from disk (`corpus`) instead of holding its splits in memory."""
+        return self.task.streaming
 
     @property
     def has_prompts(self) -> bool:
@@ -88,14 +88,13 @@ class TaskData(L.LightningDataModule):
             examples = Examples(examples.tokens.flip(1), examples.loss_mask.flip(1), examples.prompt_len)
         return examples
 
+    def _rows(self, split: str):
+        """The split's rows: a streamed task's read from disk as batches ask for them, or the examples in memory."""
+        return self.task.rows(split) if self.streaming else self._examples(split)
+
     def train_dataloader(self) -> DataLoader:
-        if self.streaming:  # litdata's loader: sharded over ranks, its position in the checkpoint (resumable)
-            return self._stream_loader("train", self.batch_size, shuffle=True)
-        examples = self._examples("train")
-        # the order is a function of the run's seed (Lightning's seed_everything) and the epoch alone
-        sampler = EpochSampler(len(examples), seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
-        return ResumableLoader(examples, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return training_loader(self._rows("train"), self.batch_size, self.num_workers,
+                               packed_rows if self.streaming else None)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -103,18 +102,17 @@ class TaskData(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
 
-    def _stream_loader(self, split: str, batch_size: int, shuffle: bool):
-        from litdata import StreamingDataLoader
-
-        stream = self.task.stream(split, shuffle=shuffle, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
-        return StreamingDataLoader(stream, batch_size=batch_size, num_workers=self.num_workers,
-                                   collate_fn=packed_rows, drop_last=shuffle)
-
     def _eval_loader(self, split: str) -> DataLoader:
-        if self.streaming:
-            return self._stream_loader(split, self.eval_batch_size, shuffle=False)
-        return DataLoader(self._examples(split), batch_size=self.eval_batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(self._rows(split), batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, collate_fn=packed_rows if self.streaming else None)
+
+
+def training_loader(rows, batch_size: int, num_workers: int = 0, collate_fn=None) -> "ResumableLoader":
+    """Every task's training loader over its rows: whole batches in `EpochSampler`'s order, which is a function of
+    the run's seed (Lightning's seed_everything) and the epoch alone, resumable (`ResumableLoader`)."""
+    sampler = EpochSampler(len(rows), seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+    return ResumableLoader(rows, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+                           persistent_workers=num_workers > 0, collate_fn=collate_fn)
 
 
 def packed_rows(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,6 +4,8 @@ unembedding. It returns hidden states and never a loss: objectives own their los
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,24 @@ class KVCache:
         self.length = length
 
 
+class Rope(NamedTuple):
+    """What every block's attention reads about positions: the rotary cos and sin [T, head_dim], and, where
+    attention stays within documents (`Trunk.within_documents`), which keys each query may see [B, T, T]."""
+    cos: torch.Tensor
+    sin: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+def document_mask(tokens: torch.Tensor, separator: int) -> torch.Tensor:
+    """[B, T, T]: query t may attend key s when s <= t and both lie in the same document of a row packed with
+    documents that each end with `separator` (the separator belongs to the document it ends)."""
+    ends = tokens == separator
+    document = ends.cumsum(1) - ends.long()
+    T = tokens.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    return (document[:, :, None] == document[:, None, :]) & causal
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     # The half-split rotation convention of Hugging Face's Llama, so exported q/k weights need no permutation.
     x1, x2 = x.chunk(2, dim=-1)
@@ -57,7 +77,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
         self.proj = nn.Linear(self.n_head * self.head_dim, config.d_model, bias=False)
 
-    def _qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+    def _qkv(self, x: torch.Tensor, rope: Rope):
         """Queries [B, H, T, hd], keys and values [B, H_kv, T, hd], with the rotary embedding applied."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
@@ -65,10 +85,10 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        cos, sin = (t.to(q.dtype) for t in rope)
+        cos, sin = rope.cos.to(q.dtype), rope.sin.to(q.dtype)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
-    def weights(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def weights(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
         """The causal attention weights [B, H, T, T] that `forward` applies without a cache, written out (SDPA
         never forms them): for probes of what a head looks at, not for training."""
         q, k, _ = self._qkv(x, rope)
@@ -78,8 +98,7 @@ class Attention(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self._qkv(x, rope)
         offset = 0
@@ -87,7 +106,9 @@ class Attention(nn.Module):
             offset = cache.length
             k, v = cache.write(layer, k, v)
         gqa = self.n_kv_head != self.n_head
-        if offset == 0:
+        if offset == 0 and rope.mask is not None:  # causal within each document of a packed row
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=rope.mask[:, None], enable_gqa=gqa)
+        elif offset == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         elif T == 1:  # one new query sees every cached position
             y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
@@ -119,8 +140,7 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), rope, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -138,6 +158,7 @@ class Trunk(nn.Module):
         # The rotary cos/sin tables are a cache, not state: kept out of the buffers so that dtype casts, DDP's
         # buffer sync and checkpoints never touch them; `rope` rebuilds them in fp32 on the weights' device.
         self._rope_table = (torch.empty(0, config.head_dim), torch.empty(0, config.head_dim))
+        self._document_mask: torch.Tensor | None = None
         self.apply(self.init_weights)
         if config.tie_embeddings:
             self.unembed.weight = self.embed.weight
@@ -157,8 +178,20 @@ class Trunk(nn.Module):
         block.apply(self.init_weights)
         return block
 
-    def rope(self, offset: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin [length, head_dim] of positions offset .. offset + length - 1."""
+    @contextmanager
+    def within_documents(self, tokens: torch.Tensor, separator: int | None):
+        """Within the block, attention at positions 0.. of the rows `tokens` [B, T] (the trunk's and every head
+        block's) stays within each document of the row (`document_mask`); with separator None, as everywhere
+        else, it crosses documents."""
+        self._document_mask = None if separator is None else document_mask(tokens, separator)
+        try:
+            yield
+        finally:
+            self._document_mask = None
+
+    def rope(self, offset: int, length: int) -> Rope:
+        """cos and sin [length, head_dim] of positions offset .. offset + length - 1 (and the document mask of
+        positions 0 .. length - 1 within `within_documents`)."""
         end = offset + length
         cos, sin = self._rope_table
         device = self.embed.weight.device
@@ -169,7 +202,11 @@ class Trunk(nn.Module):
             freqs = torch.outer(positions, inv_freq)
             angles = torch.cat((freqs, freqs), dim=-1)
             cos, sin = self._rope_table = (angles.cos(), angles.sin())
-        return cos[offset:end], sin[offset:end]
+        mask = self._document_mask
+        if mask is not None and offset == 0:
+            assert length <= mask.shape[1], (length, mask.shape)
+            return Rope(cos[:end], sin[:end], mask[:, :length, :length])
+        return Rope(cos[offset:end], sin[offset:end])
 
     def new_cache(self, batch: int, max_len: int, n_layer: int | None = None) -> KVCache:
         """An empty cache for the trunk's blocks, or for `n_layer` blocks of the trunk's shape (a head's)."""

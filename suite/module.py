@@ -80,6 +80,7 @@ class ObjectiveLM(L.LightningModule):
         self.last_loss: float | None = None  # the latest training step's loss; kept in checkpoints
         self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor
         self.seq_len_seen: int | None = None  # of the training batches, for analytic FLOPs per token
+        self.document_mask = False  # attention within each document of a packed row (the data's option)
 
     def configure_callbacks(self):
         return [ThroughputMonitor(batch_size_fn=lambda batch: batch["tokens"].shape[0],
@@ -106,7 +107,8 @@ class ObjectiveLM(L.LightningModule):
 
     def _loss(self, batch: dict[str, torch.Tensor]):
         tokens, mask = batch["tokens"], batch.get("loss_mask")
-        return self.objective.loss(self.trunk, self.objective.hidden(self.trunk, tokens, mask), tokens, mask)
+        with self.trunk.within_documents(tokens, self.objective.separator if self.document_mask else None):
+            return self.objective.loss(self.trunk, self.objective.hidden(self.trunk, tokens, mask), tokens, mask)
 
     def setup(self, stage: str) -> None:
         datamodule = self._trainer.datamodule if self._trainer else None
@@ -121,6 +123,7 @@ class ObjectiveLM(L.LightningModule):
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)
         self.objective.separator = datamodule.task.document_separator  # no target crosses a document's end
+        self.document_mask = datamodule.task.document_mask  # nor, if the data says so, any attention
         if self.objective.needs_prompts and not datamodule.has_prompts:
             raise UsageError(f"{self.objective.name} needs examples with a prompt that is not a prediction target, "
                              f"and every token of {datamodule.task.name}'s training examples is one; allowed: a task "

@@ -174,6 +174,7 @@ def train(spec: dict, run_dir: Path) -> dict:
     trained = {"steps": trainer.global_step, "tokens": int(cli.model.tokens_seen),
                "final_loss": None if loss is None else float(loss), "seconds": time.perf_counter() - start,
                "resumed_from_step": resumed_from, "params": cli.model.parameter_counts(),
+               "document_mask": bool(cli.model.document_mask),  # attention within documents (the data's option)
                "curves": read_curves(run_dir / "metrics.jsonl")}
     write_json(run_dir / "trained.json", trained)
     return trained
@@ -205,7 +206,8 @@ def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None,
             "families": scores.get("families") or {}, "items": scores.get("items") or {},
             "overhead": {key: value for key, value in overhead.items() if key != "params"},
             "params": trained["params"],
-            "train": {key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
+            "train": {**{key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
+                      "document_mask": trained.get("document_mask", False)},
             "curves": trained.get("curves") or {},
             "eval_seconds": scores.get("seconds"), "seconds": seconds,
             # from the sweep's launch of the point's process (import, data, training, evaluation): calibrates

@@ -190,7 +190,12 @@ def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: i
                      inputs=ranges, output_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader(),
                      num_workers=min(workers, len(ranges)), verbose=False, start_method="spawn")
     chunks = json.loads((folder / "index.json").read_text())["chunks"]
-    return {"documents": sum(c["chunk_size"] for c in chunks), "tokens": sum(c["dim"] for c in chunks),
+    written = sum(c["chunk_size"] for c in chunks)
+    if written != len(split):  # litdata logs a worker's failure and goes on; a short split is never finished
+        raise RuntimeError(f"litdata wrote {written} of the {len(split)} documents of the {folder.name} split: a "
+                           "worker failed (its traceback is above; from a script, call prepare() under "
+                           "`if __name__ == '__main__':`, as its workers are spawned)")
+    return {"documents": written, "tokens": sum(c["dim"] for c in chunks),
             "bytes": sum(c["chunk_bytes"] for c in chunks)}
 
 
@@ -229,7 +234,13 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
         check_range("--vocab_size", vocab_size, MIN_BPE_VOCAB, 2 ** 32 - 1)
     check_out(out, overwrite)
     require_litdata()
-    started = time.perf_counter()
+    started = clock = time.perf_counter()
+    stages = {}
+
+    def stage(name: str) -> None:  # where the time goes, in the manifest
+        nonlocal clock
+        stages[name], clock = time.perf_counter() - clock, time.perf_counter()
+
     corpus, records, skipped = read_sources(sources, field, bad)
     names = corpus.map(lambda batch: {"split": [split_of(text, val_fraction, test_fraction)
                                                  for text in batch["text"]]}, batched=True)
@@ -240,19 +251,23 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
             raise UsageError(f"the {name} split has no documents ({len(corpus)} in all); allowed: more documents, "
                              f"or a larger --{name}_fraction" if name != "train" else
                              "the train split has no documents; allowed: smaller --val_fraction and --test_fraction")
+    stage("read and split (datasets)")
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
         tokens, eos_id = build_tokenizer(splits["train"], vocab_size, tokenizer)
         tokens.save(str(partial / "tokenizer.json"))
+        stage("tokenizer" if tokenizer else "train the tokenizer (tokenizers)")
         dtype = "uint16" if tokens.get_vocab_size() <= 2 ** 16 else "uint32"
         work = partial / "work"
         counts = {name: write_split(split, partial / name, work, partial / "tokenizer.json", eos_id, dtype,
                                     workers or os.cpu_count() or 1) for name, split in splits.items()}
+        stage("encode and write chunks (tokenizers in litdata.optimize workers)")
         for name in HELD_OUT:  # their text too: lm-eval scores documents, not token ids
             splits[name].to_json(str(partial / f"{name}.jsonl"), lines=True, force_ascii=False)
         shutil.rmtree(work)
+        stage("held-out text")
         manifest = {"format": FORMAT, "sources": records, "skipped_files": skipped,
                     "tokenizer": {"file": "tokenizer.json", "vocab_size": tokens.get_vocab_size(), "eos_id": eos_id,
                                   "from": tokenizer or f"byte-level BPE trained on the train split ({vocab_size})"},
@@ -261,7 +276,7 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
                                     "u < val_fraction, test if u < val_fraction + test_fraction, else train",
                               "val_fraction": val_fraction, "test_fraction": test_fraction},
                     "splits": counts, "text_bytes": sum(r.get("bytes", 0) for r in records),
-                    "seconds": time.perf_counter() - started, **(origin or {})}
+                    "seconds": time.perf_counter() - started, "seconds_by_stage": stages, **(origin or {})}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: the folder is finished
         replace(partial, out)
     except BaseException:
@@ -311,3 +326,4 @@ def main(argv: list[str]) -> None:
     print(f"  {megabytes:.1f} MB of text in {seconds:.1f} s: {megabytes / seconds:.2f} MB/s, "
           f"{tokens / seconds:,.0f} tokens/s" + (f"; {manifest['skipped_files']} files skipped (not UTF-8 text)"
                                                  if manifest["skipped_files"] else ""))
+    print("  time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in manifest["seconds_by_stage"].items()))

@@ -67,6 +67,14 @@ class Task:
     """The token id that ends each document where rows are packed with several documents whose targets must not
     cross from one into the next (`objectives.base.future_targets`); None where each row is one document."""
 
+    streaming: ClassVar[bool] = False
+    """The task reads its rows from disk as batches ask for them (`rows(split)`, a map-style dataset) instead of
+    holding its splits in memory (`examples(split)`)."""
+
+    document_mask: bool = False
+    """Attention, too, stays within each document of a packed row (`suite.model.document_mask`); the option of
+    tasks that pack documents."""
+
     tokenizer = None
     loss_on = "answer"
     _documents_cache: dict[str, list[dict]] | None = None
@@ -133,6 +141,10 @@ class PackedTask(Task):
     rows have no prompts, so it is not validated by generation. Subclasses set `self._seq_len`."""
 
     _seq_len: int
+
+    @property
+    def document_separator(self) -> int:
+        return self.token_id(EOS)  # every packed document ends with <eos>
 
     def examples(self, split: str, tokenizer=None) -> Examples:
         cache = self.__dict__.setdefault("_packed", {})

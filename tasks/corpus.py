@@ -1,12 +1,16 @@
 """The user's own documents, prepared by `foresight prepare` (`suite.prepare`): rows of `seq_len` tokens packed from
-the documents end to end, streamed from litdata chunks by `litdata.StreamingDataset` (never loaded into memory),
-in a seeded order that a resumed run continues. Each document ends with the separator the manifest names, and no
-objective's target crosses it (`Task.document_separator`)."""
+the documents end to end, read from litdata chunks by `litdata.StreamingDataset` row by row as the batches ask for
+them (the corpus is never loaded into memory), in the seeded order of every task's training loader
+(`suite.data.ResumableLoader`), which a resumed or extended run continues exactly and DDP shards across ranks and
+nodes. Each document ends with the separator the manifest names; no objective's target crosses it
+(`Task.document_separator`), nor, with `document_mask`, any attention."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from suite.errors import UsageError, check_range
 from tasks.base import Task
@@ -35,19 +39,20 @@ class Corpus(Task):
     """Scored by lm-eval's rolling log-likelihood of the test documents (tasks/corpus.yaml), like python_stdlib."""
     streaming = True
 
-    def __init__(self, path: str = "", seq_len: int = 256, seed: int = 0):
+    def __init__(self, path: str = "", seq_len: int = 256, document_mask: bool = False):
         """
         Args:
             path: A folder written by `foresight prepare` (its foresight.json, tokenizer.json and splits).
             seq_len: Tokens per training row, packed from consecutive documents.
-            seed: The order of the rows (with the run's seed).
+            document_mask: Attention stays within each document of a row, as no target ever crosses a
+                document's end; false: attention reads the documents before it in the row (plain packing).
         """
         from tokenizers import Tokenizer
 
         if not path:
             raise UsageError("corpus path is missing; allowed: --data.options.path=DIR of `foresight prepare`")
         check_range("corpus seq_len", seq_len, 2)
-        self.path, self.seq_len_, self.seed = str(path), seq_len, seed
+        self.path, self.seq_len_, self.document_mask = str(path), seq_len, bool(document_mask)
         self.manifest = read_manifest(path)
         self.tokenizer = Tokenizer.from_file(str(Path(path) / self.manifest["tokenizer"]["file"]))
         self.document_separator = self.manifest["tokenizer"]["eos_id"]
@@ -60,14 +65,9 @@ class Corpus(Task):
     def seq_len(self) -> int:
         return self.seq_len_
 
-    def stream(self, split: str, shuffle: bool, seed: int = 0):
-        """The split as a litdata.StreamingDataset of rows [seq_len] of token ids."""
-        import litdata
-        from litdata.streaming.item_loader import TokensLoader
-
-        return litdata.StreamingDataset(str(Path(self.path) / split), shuffle=shuffle, drop_last=True,
-                                        item_loader=TokensLoader(block_size=self.seq_len),
-                                        seed=seed * 1_000_003 + self.seed)
+    def rows(self, split: str) -> "Rows":
+        """The split as a map-style dataset of rows [seq_len] of token ids (`Rows`)."""
+        return Rows(str(Path(self.path) / split), self.seq_len)
 
     def _documents(self) -> dict[str, list[dict]]:
         """The held-out documents' text ({"text": ...}), which `foresight prepare` keeps beside their tokens; the
@@ -84,3 +84,34 @@ class Corpus(Task):
 
     def evaluate(self, generate, batch) -> dict:
         return {}  # documents, not questions: the validation loss is the score during training
+
+
+class Rows(torch.utils.data.Dataset):
+    """A prepared split's rows of `seq_len` tokens by index, read through `litdata.StreamingDataset` with its
+    `TokensLoader` (chunks memory-mapped where local, fetched and cached where remote), opened lazily in each
+    process that reads (every DataLoader worker its own).
+
+    The order is not litdata's: its StreamingDataLoader, resumed by Lightning from a mid-epoch checkpoint, served
+    the resumed epoch's last two batches twice (litdata 0.2.76, Lightning 2.6), so the corpus shares the sampler
+    and resumable loader of the tasks held in memory; reading a row by index costs about 10 us on local disk."""
+
+    def __init__(self, folder: str, seq_len: int):
+        self.folder, self.seq_len, self._stream = folder, seq_len, None
+
+    @property
+    def stream(self):
+        if self._stream is None:
+            import litdata
+            from litdata.streaming.item_loader import TokensLoader
+
+            self._stream = litdata.StreamingDataset(self.folder, item_loader=TokensLoader(block_size=self.seq_len))
+        return self._stream
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.stream[index]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_stream": None}  # each worker process opens its own

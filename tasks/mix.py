@@ -26,7 +26,7 @@ class Mix(PackedTask):
 
     def __init__(self, components: dict[str, float] | None = None, options: dict[str, dict] | None = None,
                  train_tokens: int = 2_000_000, seq_len: int = 256, vocab_size: int = 4096,
-                 tokenizer_chars: int = 2_000_000, seed: int = 0):
+                 tokenizer_chars: int = 2_000_000, seed: int = 0, document_mask: bool = False):
         """
         Args:
             components: Task name -> weight (share of training tokens), e.g. {star_graph: 1, python_stdlib: 2}.
@@ -36,6 +36,8 @@ class Mix(PackedTask):
             vocab_size: Size of the shared byte-level BPE.
             tokenizer_chars: Characters of training text per component that the tokenizer is trained on.
             seed: Order and sampling of the training documents.
+            document_mask: Attention stays within each document of a row, as no target ever crosses a
+                document's end; false: attention reads the documents before it in the row (plain packing).
         """
         components = dict(DEFAULT_COMPONENTS if components is None else components)
         options = dict(options or {})
@@ -54,6 +56,7 @@ class Mix(PackedTask):
             if not task.documents("train") and components[name] > 0:
                 raise UsageError(f"mix component {name!r} has no training data; allowed: trainable tasks")
         self.train_tokens, self._seq_len, self.seed, self.loss_on = train_tokens, seq_len, seed, "answer"
+        self.document_mask = bool(document_mask)
         self.tokenizer = byte_level_bpe(self._tokenizer_texts(tokenizer_chars), vocab_size)
 
     def _tokenizer_texts(self, chars: int):

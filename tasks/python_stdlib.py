@@ -55,7 +55,8 @@ class PythonStdlib(PackedTask):
     primary = "bits_per_byte"
 
     def __init__(self, max_files: int | None = None, max_chars: int = 2000, seq_len: int = 256,
-                 vocab_size: int = 4096, held_out_percent: int = 5, seed: int = 0):
+                 vocab_size: int = 4096, held_out_percent: int = 5, seed: int = 0,
+                 document_mask: bool = False):
         """
         Args:
             max_files: Use only this many files (every k-th of the sorted list), for quick runs; None: all.
@@ -64,6 +65,8 @@ class PythonStdlib(PackedTask):
             vocab_size: Size of the byte-level BPE trained on the training files.
             held_out_percent: Share of files (by a hash of their path) for validation, and again for test.
             seed: Order of the training documents.
+            document_mask: Attention stays within each document of a row, as no target ever crosses a
+                document's end; false: attention reads the documents before it in the row (plain packing).
         """
         check_range("python_stdlib max_chars", max_chars, 100)
         check_range("python_stdlib seq_len", seq_len, 8)
@@ -77,7 +80,7 @@ class PythonStdlib(PackedTask):
             check_range("python_stdlib max_files", max_files, 3)
             files = files[:: max(1, len(files) // max_files)][:max_files]
         self.files, self.max_chars, self._seq_len, self.seed = files, max_chars, seq_len, seed
-        self.held_out_percent, self.loss_on = held_out_percent, "all"
+        self.held_out_percent, self.loss_on, self.document_mask = held_out_percent, "all", bool(document_mask)
         self.tokenizer = byte_level_bpe((doc["text"] for doc in self.documents("train")), vocab_size)
 
     def split_of(self, path: Path) -> str:

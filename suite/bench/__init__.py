@@ -5,7 +5,10 @@ are timings), print a markdown table last, and write JSON with the commit, comma
   memory      peak memory of a training step, every objective against NTP (suite/bench/memory.py)
   decode      greedy against self-speculative decoding with each MTP objective's heads (suite/bench/decode.py)
   throughput  training tokens/s of foresight's trunk against Hugging Face's LlamaForCausalLM (throughput.py)
-  overhead    each objective's step time against NTP's, beside its FLOP ratio (suite/bench/overhead.py)"""
+  overhead    each objective's step time against NTP's, beside its FLOP ratio (suite/bench/overhead.py)
+  prepare     `foresight prepare` in MB/s and tokens/s, stage by stage (suite/bench/prepare.py)
+  corpus      training tokens/s on a prepared corpus against the same rows in memory; peak RSS of fits on
+              corpora of different sizes (suite/bench/corpus.py)"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from suite.errors import UsageError, check_choice, check_writable
 from suite.provenance import provenance
 
-BENCHES = ("memory", "decode", "throughput", "overhead")
+BENCHES = ("memory", "decode", "throughput", "overhead", "prepare", "corpus")
 
 
 def bench_function(name: str) -> Callable:

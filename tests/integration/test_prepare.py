@@ -133,3 +133,22 @@ def test_bad_input_is_one_line_and_writes_nothing(make, args, message, tmp_path,
     lines = capfd.readouterr().err.strip().splitlines()
     assert exit.value.code == 2 and len(lines) == 1 and message in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_prepare_whose_litdata_workers_fail_writes_no_dataset(corpus, tmp_path):
+    """litdata logs a failed worker and returns: called from a script without a `__main__` guard, every spawned
+    worker fails on re-importing the script. Before, the folder was finished with 0 training tokens; now the
+    prepare fails saying why, and leaves nothing."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from suite.prepare import prepare\n"
+                      f"prepare([{str(corpus / 'notes.jsonl')!r}], {str(tmp_path / 'ds')!r}, vocab_size=300, "
+                      "field='body', val_fraction=0.2, test_fraction=0.2, workers=1)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[2], timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("RuntimeError: litdata wrote 0 of the ")
+    assert "call prepare() under `if __name__ == '__main__':`" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unguarded.py"]

@@ -224,16 +224,41 @@ def test_a_run_folder_missing_its_config_resumes_from_its_checkpoint(reference, 
     assert (run / "point.json").is_file() and (run / "config.yaml").is_file()  # written anew
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The stdlib's json package and 60 JSONL notes, prepared (`foresight prepare`) with a 300-token BPE."""
+    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
+    from suite.prepare import prepare
+
+    folder = tmp_path_factory.mktemp("corpus")
+    with open(folder / "notes.jsonl", "w") as file:
+        for i in range(60):
+            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
+    sources = [str(Path(json.__file__).parent), str(folder / "notes.jsonl")]
+    prepare(sources, folder / "ds", vocab_size=300, val_fraction=0.2, test_fraction=0.1, workers=1)
+    return folder / "ds"
+
+
 @pytest.mark.slow
-def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path):
-    """Bitwise: on CPU the resumed run takes the same batches (EpochSampler, ResumableLoader), optimizer state and
-    learning-rate schedule, and the same fp32 kernels on the same inputs give the same bits."""
-    steps = 200  # 5 epochs of 40 batches: the kill lands mid-epoch and the resumed run crosses epochs
-    common = ["fit", "--model.size=nano", "--model.objective=ParallelMTP", "--model.objective.n=2",
-              "--data.task=star_graph", "--data.batch_size=8", *[f"--data.options.{k}={v}" for k, v in
-                                                                 STAR_17.items()],
-              f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-              "--checkpoint.every_n_train_steps=7"]
+@pytest.mark.parametrize("data", ["star_graph", "corpus"])
+def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path, data, request):
+    """Bitwise: on CPU the resumed run takes the same batches (EpochSampler and ResumableLoader in memory,
+    litdata's StreamingDataLoader state for a prepared corpus), optimizer state and learning-rate schedule, and
+    the same fp32 kernels on the same inputs give the same bits. The corpus run keeps attention within documents."""
+    from suite.data import TaskData
+
+    steps = 200  # several epochs: the kill lands mid-epoch and the resumed run crosses epochs
+    if data == "star_graph":
+        flags = ["--data.task=star_graph", *[f"--data.options.{k}={v}" for k, v in STAR_17.items()]]
+        options = STAR_17
+    else:
+        options = {"path": str(request.getfixturevalue("corpus")), "seq_len": 64, "document_mask": True}
+        flags = ["--data.task=corpus", *[f"--data.options.{k}={v}" for k, v in options.items()]]
+    epoch = len(TaskData(data, options, batch_size=8).train_dataloader())
+    assert 7 < epoch < steps / 2
+    common = ["fit", "--model.size=nano", "--model.objective=ParallelMTP", "--model.objective.n=2", *flags,
+              "--data.batch_size=8", f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false",
+              "--trainer.logger=false", "--checkpoint.every_n_train_steps=7"]
     whole = foresight(*common, f"--trainer.default_root_dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
@@ -244,7 +269,7 @@ def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterr
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = torch.load(last, weights_only=False)["global_step"]
-    assert 0 < killed_at < steps and killed_at % 40 != 0  # mid-epoch
+    assert 0 < killed_at < steps and killed_at % epoch != 0  # mid-epoch
 
     resumed = foresight(*common, f"--trainer.default_root_dir={root}", "--ckpt_path=last", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

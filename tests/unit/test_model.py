@@ -84,10 +84,50 @@ def test_make_block_builds_a_fresh_block_of_the_same_kind(tiny_config):
 
 def test_rope_matches_the_rotation_formula(tiny_config):
     trunk = Trunk(tiny_config)
-    cos, sin = trunk.rope(3, 2)
+    cos, sin, mask = trunk.rope(3, 2)
+    assert mask is None
     hd = tiny_config.head_dim
     inv_freq = 1.0 / tiny_config.rope_theta ** (torch.arange(0, hd, 2).float() / hd)
     angles = torch.tensor([3.0, 4.0])[:, None] * inv_freq
     torch.testing.assert_close(cos, torch.cat([angles.cos()] * 2, dim=-1))
     torch.testing.assert_close(sin, torch.cat([angles.sin()] * 2, dim=-1))
     assert trunk.rope(1000, 5)[0].shape == (5, hd)  # the table grows on demand
+
+
+def test_document_mask_is_causal_within_each_document():
+    from suite.model import document_mask
+
+    tokens = torch.tensor([[5, 7, 2, 9, 4], [2, 6, 6, 2, 8]])  # 2 ends each document
+    expected = torch.tensor([[[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]],
+                             [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 1]]],
+                            dtype=torch.bool)
+    assert torch.equal(document_mask(tokens, 2), expected)
+
+
+@pytest.mark.parametrize("objective,options", [("ntp", {}), ("parallel_mtp", {"n": 3}), ("sequential_mtp", {"depth": 2})])
+def test_within_documents_each_document_of_a_row_is_read_as_if_alone(tiny_config, objective, options):
+    """A row packing [a b SEP] and [c d e]: under `within_documents` the trunk's (and every head's) output at the
+    second document's positions equals its output on that document alone (RoPE is relative), and the first's
+    equals the first alone; without it the second document reads the first."""
+    import objectives
+    from suite.checkpoints import attach
+
+    trunk = Trunk(tiny_config).eval()
+    head = objectives.build(objective, **options)
+    attach(head, trunk)
+    first, second = torch.tensor([[5, 7, 2]]), torch.tensor([[9, 4, 11]])
+    row = torch.cat([first, second], dim=1)
+    with torch.no_grad():
+        alone = [head.head_logits(trunk, first), head.head_logits(trunk, second)]
+        crossing = head.head_logits(trunk, row)
+        with trunk.within_documents(row, separator=2):
+            within = head.head_logits(trunk, row)
+        assert trunk.rope(0, 6).mask is None  # the block ends it
+    heads = within.shape[2]
+    assert heads == (1 if objective == "ntp" else 3)
+    for k in range(heads):  # a head's last positions read tokens that lie past the row, which differ alone
+        first_valid, second_valid = 3 - k, 3 - k
+        torch.testing.assert_close(within[:, :first_valid, k], alone[0][:, :first_valid, k], rtol=0, atol=1e-5)
+        torch.testing.assert_close(within[:, 3:3 + second_valid, k], alone[1][:, :second_valid, k], rtol=0,
+                                   atol=1e-5)
+    assert not torch.allclose(crossing[:, 3:, 0], alone[1][:, :, 0], atol=1e-3)
