@@ -110,6 +110,18 @@ def task_options(checkpoint: dict | None, name: str) -> dict:
     return {}
 
 
+def check_same_tokenizer(task, checkpoint: dict | None) -> None:
+    """A UsageError when a task read from the user's files (a prepared corpus) now has another tokenizer than the
+    checkpoint that was trained on it: the folder was prepared again since, and its test split is not the one the
+    model was held out from."""
+    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    if not task.streaming or data.get("task") != task.name:
+        return
+    if checkpoints.load_tokenizer(checkpoint).to_str() != task.tokenizer.to_str():
+        raise UsageError(f"corpus '{task.path}' has another tokenizer than the checkpoint's (it was prepared again "
+                         "since the model trained on it); allowed: the prepared folder the checkpoint was trained on")
+
+
 def write_tasks(names: list[str], checkpoint: dict | None, folder: Path) -> None:
     """Each foresight task's test documents as JSONL and a YAML that includes the shipped template with the data
     path, generation settings and metric names of this instance: the folder is an lm-eval --include_path."""
@@ -122,6 +134,7 @@ def write_tasks(names: list[str], checkpoint: dict | None, folder: Path) -> None
         if source not in built:
             built[source] = tasks.build(source, **task_options(checkpoint, source))
         task = built[source]
+        check_same_tokenizer(task, checkpoint)
         data = folder / f"{source}.jsonl"
         if not data.exists():
             data.write_text("".join(json.dumps(doc) + "\n" for doc in task.documents("test")))

@@ -188,7 +188,10 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed)} failed; "
              f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), ""]
-    controls = control_lines(entries, alpha)
+    controls = control_lines(entries, alpha) or [
+        "- None in this sweep: no setting known to beat next-token prediction was trained at this budget, so a row "
+        "that shows no win is not evidence that the objective does not help (a sweep entry "
+        "marked `control: true` is one; README, \"Sweeps\")."] if entries else []
     if controls:
         parts += ["## Positive controls", "", *controls, ""]
     parts += ["## Comparison with next-token prediction", ""]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from suite.errors import UsageError, check_range
-from tasks.base import Task
+from suite.errors import UsageError, check_choice, check_range
+from tasks.base import SPLITS, Task
 
 MANIFEST = "foresight.json"
 """What `foresight prepare` writes last into a finished folder (suite/prepare.py)."""
@@ -39,19 +39,29 @@ class Corpus(Task):
     """Scored by lm-eval's rolling log-likelihood of the test documents (tasks/corpus.yaml), like python_stdlib."""
     streaming = True
 
-    def __init__(self, path: str = "", seq_len: int = 256, document_mask: bool = False):
+    def __init__(self, path: str = "", seq_len: int = 256, document_mask: bool = False,
+                 train_on: list[str] | None = None):
         """
         Args:
             path: A folder written by `foresight prepare` (its foresight.json, tokenizer.json and splits).
             seq_len: Tokens per training row, packed from consecutive documents.
             document_mask: Attention stays within each document of a row, as no target ever crosses a
                 document's end; false: attention reads the documents before it in the row (plain packing).
+            train_on: The splits whose rows train the model: [train] (None), or [train, test] for a positive
+                control that has seen the documents it is scored on (it must score better than a model that has
+                not, at the same budget, or the budget and seeds cannot show a difference on this corpus).
         """
         from tokenizers import Tokenizer
 
         if not path:
             raise UsageError("corpus path is missing; allowed: --data.options.path=DIR of `foresight prepare`")
         check_range("corpus seq_len", seq_len, 2)
+        self.train_on = list(train_on or ["train"])
+        for split in self.train_on:
+            check_choice("corpus train_on split", split, SPLITS)
+        if "train" not in self.train_on or len(set(self.train_on)) != len(self.train_on):
+            raise UsageError(f"corpus train_on={self.train_on} must hold train, each split once; allowed: [train], "
+                             "[train, test], [train, val]")
         self.path, self.seq_len_, self.document_mask = str(path), seq_len, bool(document_mask)
         self.manifest = read_manifest(path)
         self.tokenizer = Tokenizer.from_file(str(Path(path) / self.manifest["tokenizer"]["file"]))
@@ -65,18 +75,32 @@ class Corpus(Task):
     def seq_len(self) -> int:
         return self.seq_len_
 
-    def rows(self, split: str) -> "Rows":
-        """The split as a map-style dataset of rows [seq_len] of token ids (`Rows`)."""
-        return Rows(str(Path(self.path) / split), self.seq_len)
+    def rows(self, split: str) -> torch.utils.data.Dataset:
+        """The split as a map-style dataset of rows [seq_len] of token ids (`Rows`); the training rows are those
+        of every split in `train_on`."""
+        names = self.train_on if split == "train" else [split]
+        parts = [Rows(str(Path(self.path) / name), self.seq_len) for name in names]
+        return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
     def _documents(self) -> dict[str, list[dict]]:
-        """The held-out documents' text ({"text": ...}), which `foresight prepare` keeps beside their tokens; the
-        training documents are streamed as tokens only."""
-        found = {"train": []}
+        """The documents' text ({"text": ...}): the held-out ones as `foresight prepare` kept them beside their
+        tokens, the training ones decoded from their tokens (a byte-level BPE decodes to the very text). Only a
+        mix reads them (it holds its rows in memory, tokenized with its own tokenizer); a corpus trained on
+        alone is read as tokens, row by row."""
+        found = {"train": self._decoded_training_documents()}
         for split in ("val", "test"):
             path = Path(self.path) / f"{split}.jsonl"
             found[split] = [{"text": json.loads(line)["text"]} for line in path.read_text().splitlines() if line]
         return found
+
+    def _decoded_training_documents(self) -> list[dict]:
+        tokens = Rows(str(Path(self.path) / "train"), 1)  # one token an item: every token, none cut off
+        ids = torch.cat([tokens[i] for i in range(len(tokens))]).long()
+        ends = (ids == self.document_separator).nonzero().squeeze(1).tolist()
+        starts = [0, *(end + 1 for end in ends[:-1])]
+        texts = self.tokenizer.decode_batch([ids[start:end].tolist() for start, end in zip(starts, ends)],
+                                            skip_special_tokens=False)
+        return [{"text": text} for text in texts]
 
     @staticmethod
     def score(doc: dict, completion: str) -> dict[str, float]:

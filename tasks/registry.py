@@ -5,6 +5,7 @@ from __future__ import annotations
 from suite.errors import build_registered
 from tasks.base import Task
 from tasks.biographies import Biographies
+from tasks.corpus import Corpus
 from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.python_stdlib import PythonStdlib
@@ -12,7 +13,7 @@ from tasks.star_graph import StarGraph
 from tasks.synthetic_code import SyntheticCode
 
 COMPONENTS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib)}
+    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib, Corpus)}
 """Registry name -> class of the families that are tasks of their own."""
 
 

@@ -126,3 +126,23 @@ def wandb_records(run_folder: Path) -> dict:
         elif kind == "history":
             found["history"].append({key(item): json.loads(item.value_json) for item in record.history.item})
     return found
+
+
+@pytest.fixture(scope="session")
+def prepared_corpus(tmp_path_factory) -> Path:
+    """`foresight prepare` of the stdlib's json package (copied, 5 files) and 60 JSONL notes with a 300-token BPE
+    (20% val, 10% test): one folder for every test of the corpus task, per test process."""
+    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
+    import json
+    import shutil
+
+    from suite.prepare import prepare
+
+    folder = tmp_path_factory.mktemp("corpus")
+    shutil.copytree(Path(json.__file__).parent, folder / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(folder / "notes.jsonl", "w") as file:
+        for i in range(60):
+            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
+    prepare([str(folder / "json"), str(folder / "notes.jsonl")], folder / "ds", vocab_size=300, val_fraction=0.2,
+            test_fraction=0.1, workers=1)
+    return folder / "ds"

@@ -64,7 +64,7 @@ def peak_rss(path: str, size: str, seq_len: int, batch_size: int, steps: int) ->
         command = [sys.executable, "-m", "suite.cli", "fit", "--data.task=corpus", f"--data.options.path={path}",
                    f"--data.options.seq_len={seq_len}", f"--data.batch_size={batch_size}", f"--model.size={size}",
                    f"--trainer.max_steps={steps}", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                   "--trainer.enable_checkpointing=false", "--trainer.limit_val_batches=2",
+                   "--trainer.limit_val_batches=2",
                    f"--trainer.default_root_dir={root}"]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone

@@ -17,18 +17,9 @@ from suite.errors import UsageError  # noqa: E402
 from suite.prepare import prepare  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """The stdlib's json package and 60 JSONL notes, prepared with a 300-token BPE."""
-    folder = tmp_path_factory.mktemp("corpus")
-    shutil.copytree(Path(json.__file__).parent, folder / "json", ignore=shutil.ignore_patterns("__pycache__"))
-    with open(folder / "notes.jsonl", "w") as file:
-        for i in range(60):
-            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
-    out = folder / "ds"
-    prepare([str(folder / "json"), str(folder / "notes.jsonl")], out, vocab_size=300, val_fraction=0.2,
-            test_fraction=0.1, workers=1)
-    return out
+@pytest.fixture
+def prepared(prepared_corpus) -> Path:
+    return prepared_corpus
 
 
 def fit(prepared: Path, root: Path, steps: int, *extra: str) -> list[str]:
@@ -92,3 +83,37 @@ def test_the_test_documents_are_scored_through_lm_eval_with_each_documents_bits_
     sizes = [len(text.encode("utf-8")) for text in texts]
     assert sum(b * n for b, n in zip(items, sizes)) / sum(sizes) == pytest.approx(aggregate, rel=1e-9)
     assert report["untrained_tasks"] == [] and report["trained_on"] == ["corpus"]
+
+
+def test_scoring_a_corpus_prepared_again_with_another_tokenizer_is_refused(prepared, tmp_path):
+    from suite.evaluate import evaluate
+
+    folder = tmp_path / "ds"
+    shutil.copytree(prepared, folder)
+    fit(folder, tmp_path / "run", 2)
+    sources = [source["path"] for source in json.loads((folder / "foresight.json").read_text())["sources"]]
+    prepare(sources, folder, vocab_size=320, val_fraction=0.2, test_fraction=0.1, workers=1, overwrite=True)
+    with pytest.raises(UsageError, match=f"corpus '{folder}' has another tokenizer than the checkpoint's .*; allowed: "
+                                         "the prepared folder the checkpoint was trained on"):
+        evaluate(str(tmp_path / "run/checkpoints/last.ckpt"), ["corpus"], tmp_path / "eval")
+
+
+def test_a_corpus_is_a_mix_component_whose_documents_are_the_sources_text(prepared):
+    """In a mix the corpus's training documents are decoded from their tokens: with the held-out ones they are
+    exactly the texts of the source files and JSONL records, each once."""
+    import tasks
+    from tests.conftest import STAR_17
+
+    folder = prepared.parent
+    sources = {path.read_text() for path in (folder / "json").glob("*.py")}
+    sources |= {json.loads(line)["text"] for line in (folder / "notes.jsonl").read_text().splitlines()}
+    mix = tasks.build("mix", components={"star_graph": 1.0, "corpus": 1.0}, train_tokens=4000, seq_len=64,
+                      vocab_size=300, tokenizer_chars=20000, options={"star_graph": STAR_17, "corpus": {
+                          "path": str(prepared)}})
+    corpus = mix.tasks["corpus"]
+    documents = [doc["text"] for split in ("train", "val", "test") for doc in corpus.documents(split)]
+    assert sorted(documents) == sorted(sources)
+    train = [doc for doc in mix.documents("train") if doc["task"] == "corpus"]
+    assert train and all(doc["text"] in sources for doc in train)
+    assert {doc["task"] for doc in mix.documents("test")} == {"star_graph", "corpus"}
+    assert mix.document_separator == mix.tokenizer.token_to_id("<eos>")

@@ -4,6 +4,7 @@ continues the run, a test of the checkpoint on the data it was trained on (rando
 listings. `.ci/run` runs the README's two main commands the same way, verbatim."""
 
 import csv
+import json
 import re
 import shlex
 from pathlib import Path
@@ -68,3 +69,41 @@ def test_the_using_it_commands_run_in_order_and_give_what_the_readme_says(tmp_pa
     assert outputs[5].startswith("star_graph (StarGraph): ") and "--data.options.degree=2" in outputs[5]
     assert outputs[6].startswith("parallel_mtp (ParallelMTP): ") and "--model.objective.n=2" in outputs[6]
     assert " 1b " in outputs[7] and "32000" in outputs[7].replace(",", "")
+
+
+def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_path, monkeypatch):
+    """The prepare command verbatim (bash: it expands the stdlib's folder); the shipped sweep with one seed, the
+    reference and the positive control, for 4 steps; the report command verbatim."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from suite.grid import SHIPPED
+    from suite.results import read_rows
+
+    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
+    block = README.read_text().split("<!-- ci:corpus -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["foresight", "prepare"], ["foresight", "sweep"], ["foresight", "report"]]
+    bin_folder = Path(sys.executable).parent
+    prepared = subprocess.run(["bash", "-c", "\n".join(lines[:2])], cwd=tmp_path, capture_output=True, text=True,
+                              env={**__import__("os").environ, "PATH": f"{bin_folder}:/usr/bin:/bin"})
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    manifest = json.loads((tmp_path / "data/stdlib/foresight.json").read_text())
+    assert len(manifest["sources"]) == 141 and all(split["documents"] for split in manifest["splits"].values())
+
+    sweep = yaml.safe_load((SHIPPED / "stdlib_corpus.yaml").read_text())
+    assert shlex.split(lines[2], comments=True) == ["foresight", "sweep", "--config", sweep["name"]]
+    sweep.update(seeds=[0], budget={"steps": 4}, objectives=[sweep["objectives"][0], sweep["objectives"][-1]])
+    (tmp_path / "stdlib_corpus.yaml").write_text(yaml.safe_dump(sweep))
+    monkeypatch.chdir(tmp_path)
+    main(["sweep", "--config", "stdlib_corpus.yaml"])
+    main(shlex.split(lines[3], comments=True)[1:])
+    rows = read_rows(tmp_path / "results/stdlib_corpus/runs.jsonl")
+    assert [row["axes"]["label"] for row in rows] == ["ntp", "ntp_seen_test"]
+    assert all(row["scores"]["corpus"]["bits_per_byte"] > 0 for row in rows)
+    assert len(rows[0]["items"]["corpus"]) == manifest["splits"]["test"]["documents"]
+    report = (tmp_path / "results/stdlib_corpus/report.md").read_text()
+    assert "## Positive controls" in report and "`ntp_seen_test`" in report

@@ -224,21 +224,6 @@ def test_a_run_folder_missing_its_config_resumes_from_its_checkpoint(reference, 
     assert (run / "point.json").is_file() and (run / "config.yaml").is_file()  # written anew
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    """The stdlib's json package and 60 JSONL notes, prepared (`foresight prepare`) with a 300-token BPE."""
-    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
-    from suite.prepare import prepare
-
-    folder = tmp_path_factory.mktemp("corpus")
-    with open(folder / "notes.jsonl", "w") as file:
-        for i in range(60):
-            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
-    sources = [str(Path(json.__file__).parent), str(folder / "notes.jsonl")]
-    prepare(sources, folder / "ds", vocab_size=300, val_fraction=0.2, test_fraction=0.1, workers=1)
-    return folder / "ds"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("data", ["star_graph", "corpus"])
 def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path, data, request):
@@ -252,7 +237,7 @@ def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterr
         flags = ["--data.task=star_graph", *[f"--data.options.{k}={v}" for k, v in STAR_17.items()]]
         options = STAR_17
     else:
-        options = {"path": str(request.getfixturevalue("corpus")), "seq_len": 64, "document_mask": True}
+        options = {"path": str(request.getfixturevalue("prepared_corpus")), "seq_len": 64, "document_mask": True}
         flags = ["--data.task=corpus", *[f"--data.options.{k}={v}" for k, v in options.items()]]
     epoch = len(TaskData(data, options, batch_size=8).train_dataloader())
     assert 7 < epoch < steps / 2
