@@ -86,7 +86,8 @@ def corpus(path: str, rss: list[str] | None = None, size: str = "nano", seq_len:
 
     Args:
         path: A folder `foresight prepare` wrote: the speed comparison trains on it.
-        rss: Prepared folders of different sizes (smallest first) for the memory comparison; default: `path` alone.
+        rss: Prepared folders of different sizes (smallest first) for the memory comparison, e.g. `--rss [A, B]`;
+            default: `path` alone.
         size: Model size.
         seq_len: Tokens per row.
         batch_size: Rows per step.
@@ -105,7 +106,9 @@ def corpus(path: str, rss: list[str] | None = None, size: str = "nano", seq_len:
     for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("rounds", rounds),
                         ("rss_steps", rss_steps)):
         check_range(name, value, 1)
-    vocab_size = read_manifest(path)["tokenizer"]["vocab_size"]
+    vocab_size = read_manifest(path, "--path")["tokenizer"]["vocab_size"]
+    for folder in rss or []:
+        read_manifest(folder, "--rss")
     built = loaders(path, seq_len, batch_size)
     seconds = interleave({label: step_on(built[label], size, vocab_size) for label in ("corpus", "in_memory")},
                          rounds, "cpu")
