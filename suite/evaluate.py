@@ -296,9 +296,10 @@ def main(argv: list[str]) -> None:
     checkpoints.read(args.checkpoint, mmap=True)  # a bad path fails here, before lm-eval starts
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval"
     check_writable("--out", out)
+    origin = provenance(["eval", *argv])  # the code as it starts
     report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed,
                       speculative=args.speculative)
-    report = {**provenance(["eval", *argv]), **report}
+    report = {**origin, **report}
     path = out / f"results_{stamp}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"written: {path}\n")

@@ -197,11 +197,12 @@ def evaluate(spec: dict, run_dir: Path) -> dict:
     return report
 
 
-def finished_row(spec: dict, trained: dict, overhead: dict, scores: dict | None, seconds: float) -> dict:
+def finished_row(base: dict, spec: dict, trained: dict, overhead: dict, scores: dict | None, seconds: float) -> dict:
+    """The row of a finished point: `base_row` (taken when the point's process started) and what it measured."""
     from suite.comparison import metric_values
 
     scores = scores or {}
-    return {**base_row(spec), "status": "ok",
+    return {**base, "status": "ok",
             "scores": {task: metric_values(metrics) for task, metrics in (scores.get("results") or {}).items()},
             "families": scores.get("families") or {}, "items": scores.get("items") or {},
             "overhead": {key: value for key, value in overhead.items() if key != "params"},
@@ -254,6 +255,7 @@ def run(spec: dict) -> int:
         print(f"point {spec['id']} is already finished ({rows_file})")
         return 0
     start = time.perf_counter()
+    base = base_row(spec)  # the commit as the point starts: code edited while it runs is not what ran
     try:
         trained = read_json(run_dir / "trained.json") or train(spec, run_dir)
         overhead = read_json(run_dir / "overhead.json") or {}
@@ -261,13 +263,13 @@ def run(spec: dict) -> int:
         if spec["role"] == "point" and spec["eval"].get("tasks"):
             write_progress(run_dir / "progress.json", trained["steps"], trained["steps"], "eval")
             scores = read_json(run_dir / "eval.json") or evaluate(spec, run_dir)
-        row = finished_row(spec, trained, overhead, scores, time.perf_counter() - start)
+        row = finished_row(base, spec, trained, overhead, scores, time.perf_counter() - start)
     except KeyboardInterrupt:
         print(f"point {spec['id']} interrupted; rerun the sweep to resume it", file=sys.stderr)
         return INTERRUPTED
     except Exception as err:  # the point failed (NaN loss, a bad option, a bug): say why in its row, go on
         traceback.print_exc()
-        row = {**base_row(spec), "status": "failed", "error": f"{type(err).__name__}: {one_line(err)}",
+        row = {**base, "status": "failed", "error": f"{type(err).__name__}: {one_line(err)}",
                "seconds": time.perf_counter() - start}
     append_row(rows_file, row)
     try:

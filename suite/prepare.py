@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -67,16 +68,23 @@ def read_sources(sources: list[str], field: str, bad: str):
     """(one `datasets.Dataset` with a "text" column, the source records, how many files were skipped as not text)."""
     import datasets
 
+    from tqdm import tqdm
+
     datasets.disable_progress_bars()
     parts, records, text_files, skipped = [], [], [], 0
-    for source in sources:
-        if is_saved_dataset(Path(source)):
+    files = {source: None if is_saved_dataset(Path(source)) else expand(source) for source in sources}
+    total = sum(path.stat().st_size for paths in files.values() for path in paths or ())
+    # on a terminal: bytes read (MB/s) and documents found; litdata's own bar follows for the encoding
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="read", disable=None, leave=False)
+    for source, paths in files.items():
+        if paths is None:
             saved = datasets.load_from_disk(source)
             parts.append(column(saved, field, source))
             records.append({"path": source, "documents": len(saved), "kind": "save_to_disk"})
             continue
-        for path in expand(source):
+        for path in paths:
             record = file_record(path)
+            bar.update(record["bytes"])
             kind = TABLE_SUFFIXES.get(path.suffix.lower())
             if kind is not None:
                 parts.append(column(read_table(path, kind), field, str(path)))
@@ -89,6 +97,8 @@ def read_sources(sources: list[str], field: str, bad: str):
                                  "leave such files out (they are counted)")
             else:
                 skipped += 1
+            bar.set_postfix(documents=len(text_files) + sum(len(part) for part in parts), refresh=False)
+    bar.close()
     if text_files:  # one document a file, read by datasets' own text builder
         parts.append(datasets.load_dataset("text", data_files=[str(p) for p in text_files], sample_by="document",
                                            split="train", keep_in_memory=False))
@@ -188,7 +198,7 @@ def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: i
     litdata.optimize(fn=functools.partial(encode_range, tokenizer_file=str(tokenizer_file), eos_id=eos_id,
                                           dtype=dtype),
                      inputs=ranges, output_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader(),
-                     num_workers=min(workers, len(ranges)), verbose=False, start_method="spawn")
+                     num_workers=min(workers, len(ranges)), verbose=sys.stderr.isatty(), start_method="spawn")
     chunks = json.loads((folder / "index.json").read_text())["chunks"]
     written = sum(c["chunk_size"] for c in chunks)
     if written != len(split):  # litdata logs a worker's failure and goes on; a short split is never finished

@@ -136,8 +136,9 @@ def main(argv: list[str]) -> None:
     options = parser.parse_args(argv[1:]).as_dict()
     folder = Path(options.pop("out"))
     check_writable("--out", folder)  # before minutes of measuring, not after
+    origin = provenance(["bench", *argv])  # the code as it starts: a file edited while it runs is not what ran
     report, table = bench(**options)
-    report = {"bench": argv[0], **provenance(["bench", *argv]), **report}
+    report = {"bench": argv[0], **origin, **report}
     path = folder / f"{argv[0]}-{report['config']['device']}{'-quick' if options['quick'] else ''}.json"
     from suite.results import write_json
 

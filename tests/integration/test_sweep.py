@@ -268,12 +268,16 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
 
 
 SHIPPED_GRIDS = [("quickstart", 11), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
-                 ("star_graph_planning_paper", 42), ("star_graph_planning_500k", 42)]
+                 ("star_graph_planning_paper", 42), ("star_graph_planning_500k", 42), ("stdlib_corpus", 12)]
 
 
 @pytest.mark.parametrize("name, points", SHIPPED_GRIDS)
-def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points):
+def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points, request, tmp_path, monkeypatch):
     assert {path.stem for path in SHIPPED.glob("*.yaml")} == {name for name, _ in SHIPPED_GRIDS}
+    if name == "stdlib_corpus":  # its data is the folder the README's prepare writes: a prepared one stands in
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data/stdlib").symlink_to(request.getfixturevalue("prepared_corpus"))
+        monkeypatch.chdir(tmp_path)
     sweep = sweeps.load_sweep(name)
     assert sweep.name == name and len(sweeps.grid(sweep)) == points
 
