@@ -14,7 +14,8 @@ PACKAGES = ("torch", "lightning", "foresight-bench", "lm-eval", "transformers", 
 
 
 def git_commit(root: Path | None = None) -> dict:
-    """HEAD's hash and whether the working tree differs from it; None outside a git checkout."""
+    """HEAD's hash and whether the working tree's code differs from it (results/, where runs write their numbers
+    while others run, does not count); None outside a git checkout."""
     root = root or Path(__file__).resolve().parents[1]
 
     def git(*args) -> str | None:
@@ -25,7 +26,8 @@ def git_commit(root: Path | None = None) -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"commit": commit, "dirty": bool(changed) if commit else None}
 
 
 def machine() -> dict:
