@@ -107,15 +107,17 @@ def only_heads(labels=None):
 def head_scales(objective, trunk, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, dict]:
     """Each head's weighted loss and the norm of its gradient on the trunk's parameters (the shared model every
     checkpoint is), one head at a time: {label: {"loss", "grad_norm"}}. At initialisation this says whether an
-    auxiliary loss swamps the next-token loss ("head_1"); `ObjectiveLM` logs it as `init/...` before step 0."""
-    params = [p for p in trunk.parameters() if p.requires_grad]
+    auxiliary loss swamps the next-token loss ("head_1"); `ObjectiveLM` logs it as `init/...` before step 0. On a
+    frozen trunk (nothing shared is trained) the norm is on the objective's own parameters instead."""
+    params = [p for p in trunk.parameters() if p.requires_grad] or [p for p in objective.parameters()
+                                                                     if p.requires_grad]
     with torch.no_grad(), only_heads() as labels:
         objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
     scales = {}
     for label in labels:
         with only_heads([label]):
             loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad and params else []
         norm = torch.sqrt(sum((g.float().pow(2).sum() for g in grads if g is not None), torch.zeros(())))
         scales[label] = {"loss": float(loss.detach()), "grad_norm": float(norm)}
     return scales

@@ -1,8 +1,9 @@
 """`foresight export`: a checkpoint's next-token model as a Hugging Face Llama directory (config.json,
 model.safetensors, tokenizer files) that `AutoModelForCausalLM` and `AutoTokenizer` load with no foresight code.
 
-Only the trunk is exported (embeddings, blocks, final norm, unembedding): every objective's checkpoint is a plain
-causal LM, and its extra heads are training machinery that a Llama has no place for."""
+The Llama is the trunk (embeddings, blocks, final norm, unembedding): every objective's checkpoint is a plain
+causal LM. An objective's extra heads, which a Llama has no place for, are written beside it
+(foresight_heads.safetensors and foresight_heads.json), where `--model.init_from` finds them again."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from suite import checkpoints
 from suite.errors import UsageError, check_writable
 from suite.evaluate import write_tasks
 from suite.model import Trunk
+from suite.pretrained import HEADS_FILE, HEADS_SPEC
 
 MAX_POSITIONS = 4096
 """Written as max_position_embeddings: RoPE has no learned table, so this is only the length HF tools assume."""
@@ -102,6 +104,20 @@ def trained_tasks(checkpoint: dict) -> list[str]:
     return [data["task"]] if data.get("task") in foresight_tasks() else []
 
 
+def write_heads(checkpoint: dict, out: Path) -> None:
+    """The checkpoint's objective weights (none for NTP) as HEADS_FILE, and its objective spec as HEADS_SPEC."""
+    import json
+
+    from safetensors.torch import save_file
+
+    heads = {name[len("objective."):]: tensor.detach().clone().contiguous()
+             for name, tensor in checkpoint["state_dict"].items() if name.startswith("objective.")}
+    if heads:  # each tensor its own copy: safetensors refuses shared storage
+        save_file(heads, str(out / HEADS_FILE))
+        spec = {"objective": checkpoint["hyper_parameters"].get("objective"), "tensors": sorted(heads)}
+        (out / HEADS_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+
+
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """The checkpoint and the folder to write the Hugging Face Llama directory to.
 
@@ -111,8 +127,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
 
     Args:
         checkpoint: A .ckpt file written by `foresight fit` (any objective).
-        out: The folder to write: config.json, generation_config.json, model.safetensors, the tokenizer files and
-            lm_eval_tasks/.
+        out: The folder to write: config.json, generation_config.json, model.safetensors, the tokenizer files,
+            lm_eval_tasks/ and, for an objective with heads, foresight_heads.safetensors and .json.
         overwrite: Write into a folder that is not empty (files of the same names are replaced).
     """
     out = Path(out)
@@ -138,6 +154,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
         model.save_pretrained(out)
         hf_tokenizer(tokenizer).save_pretrained(out)
         write_tasks(trained_tasks(stored), stored, out / "lm_eval_tasks")
+        write_heads(stored, out)
     except OSError as err:
         raise UsageError(f"--out {str(out)!r} cannot be written ({err.strerror}); allowed: a folder you can "
                          "write") from None

@@ -5,6 +5,7 @@ read (tokens seen, FLOPs per batch)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import lightning as L
 import torch
@@ -16,8 +17,8 @@ from objectives.fused import FLOP_FORMULAS
 from objectives.heads import all_heads_at_once, head_scales
 from suite.checkpoints import attach, attach_stand_ins
 from suite.decoding import generate
-from suite.errors import UsageError, check_range
-from suite.model import Trunk
+from suite.errors import UsageError, check_choice, check_range
+from suite.model import Block, Trunk
 from suite.sizes import ModelConfig, count_parameters, resolve
 from suite.schedule import WarmupCosine
 
@@ -39,20 +40,57 @@ def training_flops(config: ModelConfig, objective: Objective, batch_shape: tuple
     return counter.get_total_flops()
 
 
+def copy_last_block(trunk: Trunk, objective: Objective) -> None:
+    """Every transformer block of the objective's heads starts as a copy of the trunk's last block (the blocks of
+    a frozen model the objective reads, FSP-RevLM's reverse model, stay as they were loaded)."""
+    last = trunk.blocks[-1].state_dict()
+    frozen = {id(block) for model in objective.modules() if isinstance(model, Trunk) for block in model.blocks}
+    for module in objective.modules():
+        if isinstance(module, Block) and id(module) not in frozen:
+            module.load_state_dict(last)
+
+
+def load_heads(pretrained, objective: Objective, head_init: str) -> bool:
+    """The heads `foresight export` wrote beside a pretrained model, into the objective they were trained with
+    (True); another objective starts heads of its own, with a warning that names both (False)."""
+    import sys
+
+    if pretrained.heads is None:
+        return False
+    if pretrained.heads_objective != objective.spec():
+        print(f"foresight: warning: {pretrained.path} holds the heads of {pretrained.heads_objective}; "
+              f"{objective.spec()} starts heads of its own", file=sys.stderr)
+        return False
+    if head_init != "random":
+        raise UsageError(f"--model.head_init={head_init} would replace the heads {pretrained.path} holds for this "
+                         "objective; allowed: head_init=random (the saved heads are loaded)")
+    objective.load_state_dict(pretrained.heads)
+    return True
+
+
 class ObjectiveLM(L.LightningModule):
     """The model: a trunk of a named size and the objective it trains with."""
 
-    def __init__(self, size: str | ModelConfig = "nano", objective: Objective | None = None,
-                 vocab_size: int | None = None, lr: float = 1e-3, weight_decay: float = 0.1,
+    def __init__(self, size: str | ModelConfig | None = None, objective: Objective | None = None,
+                 vocab_size: int | None = None, init_from: str | None = None, freeze_trunk: bool = False,
+                 head_init: Literal["random", "last_block"] = "random", lr: float = 1e-3, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1):
         """
         Args:
-            size: A name from `suite.sizes.SIZES` (nano, micro, tiny, small, base, large, 1b) or a full model config.
+            size: A name from `suite.sizes.SIZES` (nano, micro, tiny, small, base, large, 1b) or a full model config;
+                None: nano, or the shape of the model `init_from` names.
             objective: The training objective, by class or registry name: NTP (ntp, the default when None),
                 ParallelMTP (parallel_mtp), CausalMTP (causal_mtp), SequentialMTP (sequential_mtp), FSPBoW (fsp_bow),
                 FSPRevLM (fsp_revlm), Teacherless (teacherless); options as --model.objective.n=4 (`foresight
                 objectives` lists each one's).
             vocab_size: Vocabulary size; the CLI sets it from the data's tokenizer.
+            init_from: A local Hugging Face Llama directory (config.json, safetensors, tokenizer.json) whose model
+                becomes the trunk (`suite.pretrained`); the data must be tokenized with its tokenizer (`foresight
+                prepare --tokenizer DIR`). Nothing is downloaded.
+            freeze_trunk: Train the objective's own parameters only: the trunk (embedding and unembedding too)
+                stays as it was, and the optimizer keeps no state for it.
+            head_init: The objective's head blocks start random, or as copies of the trunk's last block (as
+                Gloeckle et al. and Medusa start heads on a pretrained model).
             lr: Peak AdamW learning rate.
             weight_decay: AdamW weight decay on matrices (norm gains are not decayed).
             betas: AdamW betas.
@@ -64,17 +102,38 @@ class ObjectiveLM(L.LightningModule):
         check_range("weight_decay", weight_decay, 0.0)
         check_range("warmup_steps", warmup_steps, 0)
         check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
-        self.config = resolve(size, **({"vocab_size": vocab_size} if vocab_size else {}))
+        check_choice("head_init", head_init, ("random", "last_block"))
+        pretrained = None
+        if init_from is not None:
+            if size is not None:
+                raise UsageError(f"--model.size={size if isinstance(size, str) else 'a config'} and "
+                                 f"--model.init_from={init_from} both set the model's shape; allowed: one of them "
+                                 "(init_from takes its shape from config.json)")
+            from suite.pretrained import read_llama
+
+            pretrained = read_llama(init_from)
+            self.config = pretrained.config
+        else:
+            self.config = resolve(size or "nano", **({"vocab_size": vocab_size} if vocab_size else {}))
         self.trunk = Trunk(self.config)
+        if pretrained is not None:
+            self.trunk.load_state_dict(pretrained.state)
+        self.pretrained_tokenizer = pretrained.tokenizer if pretrained is not None else None
         self.objective = NTP() if objective is None else from_spec(objective)
         frozen = attach(self.objective, self.trunk)  # with the frozen models it reads, loaded from their files
         self.frozen_configs = {option: model.config for option, model in frozen.items()}
+        loaded = pretrained is not None and load_heads(pretrained, self.objective, head_init)
+        if head_init == "last_block" and not loaded:
+            copy_last_block(self.trunk, self.objective)
+        if freeze_trunk:
+            self.trunk.requires_grad_(False)
         # What a checkpoint needs to rebuild this module without the SIZES table or the CLI: the resolved config
         # and the objective's spec, never the objective module itself.
         self.save_hyperparameters({
             "size": dataclasses.asdict(self.config), "objective": self.objective.spec(),
             "vocab_size": self.config.vocab_size, "lr": lr, "weight_decay": weight_decay, "betas": tuple(betas),
-            "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
+            "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio, "init_from": init_from,
+            "freeze_trunk": freeze_trunk, "head_init": head_init,
         })
         self.tokens_seen = 0
         self.last_loss: float | None = None  # the latest training step's loss; kept in checkpoints
@@ -118,7 +177,12 @@ class ObjectiveLM(L.LightningModule):
     def check_data(self, datamodule) -> None:
         """A UsageError if the data cannot train this model: another vocabulary, sequences too short for the
         objective's horizon."""
-        if datamodule.vocab_size != self.config.vocab_size:
+        if self.pretrained_tokenizer is not None:
+            if datamodule.task.tokenizer.get_vocab() != self.pretrained_tokenizer.get_vocab():
+                raise UsageError(f"the data ({datamodule.task.name}) is tokenized with another tokenizer than "
+                                 f"--model.init_from={self.hparams.init_from}'s; allowed: a corpus prepared with "
+                                 f"its tokenizer (foresight prepare ... --tokenizer {self.hparams.init_from})")
+        elif datamodule.vocab_size != self.config.vocab_size:
             raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)

@@ -189,7 +189,7 @@ CASES = [
 
     # tasks, objectives
     Case(("tasks", "star_grap"), "unknown task 'star_grap'; known: star_graph, countdown, biographies, "
-         "synthetic_code, humaneval, python_stdlib, mix, corpus; did you mean 'star_graph'?"),
+         "synthetic_code, humaneval, python_stdlib, corpus, mix; did you mean 'star_graph'?"),
     Case(("objectives", "Medusa"), "unknown objective 'Medusa'; known: ntp (NTP)"),
 
     # report
