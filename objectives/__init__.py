@@ -10,12 +10,14 @@ from objectives.fsp_bow import FSPBoW
 from objectives.fsp_revlm import FSPRevLM
 from objectives.ntp import NTP
 from objectives.parallel_mtp import ParallelMTP
+from objectives.self_distill_mtp import SelfDistillMTP
 from objectives.sequential_mtp import SequentialMTP
 from objectives.teacherless import Teacherless
 from suite.errors import UsageError, build_registered, nearest
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless)}
+    cls.name: cls for cls in (NTP, ParallelMTP, CausalMTP, SequentialMTP, FSPBoW, FSPRevLM, Teacherless,
+                              SelfDistillMTP)}
 """Registry name -> class. Adding an objective is one file and one entry here."""
 
 
@@ -47,5 +49,5 @@ def from_spec(spec: dict | str | Objective) -> Objective:
 
 
 __all__ = ["IGNORE", "NTP", "OBJECTIVES", "CausalMTP", "FSPBoW", "FSPRevLM", "Head", "Objective", "ParallelMTP",
-           "SequentialMTP", "Teacherless", "build", "from_spec", "resolve", "future_targets", "head_losses",
-           "linear_cross_entropy", "token_loss"]
+           "SelfDistillMTP", "SequentialMTP", "Teacherless", "build", "from_spec", "resolve", "future_targets",
+           "head_losses", "linear_cross_entropy", "token_loss"]

@@ -185,10 +185,54 @@ def encode_range(item: tuple[str, int, int], tokenizer_file: str, eos_id: int, d
         yield torch.tensor([*encoding.ids, eos_id], dtype=getattr(torch, dtype))
 
 
-def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str,
-                workers: int) -> dict:
-    """One split through litdata.optimize; its documents, tokens and bytes from litdata's index.json."""
-    litdata = require_litdata()
+IN_PROCESS_BYTES = 32_000_000
+"""A split of less text is encoded and written in this process (tokenizers' batch encoding is itself parallel,
+and litdata's spawned workers take seconds to start, most of a small corpus's time); a larger one goes through
+`litdata.optimize`'s worker processes. Both write litdata's chunks and index.json, read the same way."""
+
+
+def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str, workers: int,
+                text_bytes: float) -> dict:
+    """One split as litdata chunks of token ids, each document ending with `eos_id`; its documents, tokens and
+    bytes from litdata's index.json."""
+    require_litdata()
+    if text_bytes < IN_PROCESS_BYTES:
+        write_in_process(split, folder, tokenizer_file, eos_id, dtype)
+    else:
+        write_with_workers(split, folder, work, tokenizer_file, eos_id, dtype, workers)
+    chunks = json.loads((folder / "index.json").read_text())["chunks"]
+    written = sum(c["chunk_size"] for c in chunks)
+    if written != len(split):  # litdata logs a worker's failure and goes on; a short split is never finished
+        raise RuntimeError(f"litdata wrote {written} of the {len(split)} documents of the {folder.name} split: a "
+                           "worker failed (its traceback is above; from a script, call prepare() under "
+                           "`if __name__ == '__main__':`, as its workers are spawned)")
+    return {"documents": written, "tokens": sum(c["dim"] for c in chunks),
+            "bytes": sum(c["chunk_bytes"] for c in chunks)}
+
+
+def write_in_process(split, folder: Path, tokenizer_file: Path, eos_id: int, dtype: str) -> None:
+    """The split through litdata's chunk writer (`litdata.streaming.Cache`), encoded 1,000 documents at a time."""
+    import torch
+    from litdata.streaming.cache import Cache
+    from litdata.streaming.item_loader import TokensLoader
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    folder.mkdir(parents=True)
+    cache = Cache(input_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader())
+    index = 0
+    for batch in split.iter(batch_size=1000):
+        for encoding in tokenizer.encode_batch(batch["text"], add_special_tokens=False):
+            cache[index] = torch.tensor([*encoding.ids, eos_id], dtype=getattr(torch, dtype))
+            index += 1
+    cache.done()
+    cache.merge()
+
+
+def write_with_workers(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str,
+                       workers: int) -> None:
+    """The split through `litdata.optimize`: ranges of up to 1,000 documents, each encoded by a spawned worker."""
+    import litdata
     from litdata.streaming.item_loader import TokensLoader
 
     saved = work / folder.name
@@ -199,14 +243,6 @@ def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: i
                                           dtype=dtype),
                      inputs=ranges, output_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader(),
                      num_workers=min(workers, len(ranges)), verbose=sys.stderr.isatty(), start_method="spawn")
-    chunks = json.loads((folder / "index.json").read_text())["chunks"]
-    written = sum(c["chunk_size"] for c in chunks)
-    if written != len(split):  # litdata logs a worker's failure and goes on; a short split is never finished
-        raise RuntimeError(f"litdata wrote {written} of the {len(split)} documents of the {folder.name} split: a "
-                           "worker failed (its traceback is above; from a script, call prepare() under "
-                           "`if __name__ == '__main__':`, as its workers are spawned)")
-    return {"documents": written, "tokens": sum(c["dim"] for c in chunks),
-            "bytes": sum(c["chunk_bytes"] for c in chunks)}
 
 
 def require_litdata():
@@ -271,12 +307,14 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
         stage("tokenizer" if tokenizer else "train the tokenizer (tokenizers)")
         dtype = "uint16" if tokens.get_vocab_size() <= 2 ** 16 else "uint32"
         work = partial / "work"
+        arrow_bytes = corpus.data.nbytes  # the text as datasets holds it (memory-mapped), whatever the sources
         counts = {name: write_split(split, partial / name, work, partial / "tokenizer.json", eos_id, dtype,
-                                    workers or os.cpu_count() or 1) for name, split in splits.items()}
-        stage("encode and write chunks (tokenizers in litdata.optimize workers)")
+                                    workers or os.cpu_count() or 1, arrow_bytes * len(split) / len(corpus))
+                  for name, split in splits.items()}
+        stage("encode and write chunks (tokenizers; litdata)")
         for name in HELD_OUT:  # their text too: lm-eval scores documents, not token ids
             splits[name].to_json(str(partial / f"{name}.jsonl"), lines=True, force_ascii=False)
-        shutil.rmtree(work)
+        shutil.rmtree(work, ignore_errors=True)  # none when every split was written in this process
         stage("held-out text")
         manifest = {"format": FORMAT, "sources": records, "skipped_files": skipped,
                     "tokenizer": {"file": "tokenizer.json", "vocab_size": tokens.get_vocab_size(), "eos_id": eos_id,

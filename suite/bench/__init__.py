@@ -74,8 +74,8 @@ def median(values: list[float]) -> float:
 
 
 def objectives_at(n: int, reverse_lm: str) -> list[tuple[str, dict]]:
-    """Every objective at horizon n, as (label, spec): n heads for parallel/causal MTP, n - 1 sequential modules,
-    tau = n for FSP-BoW; FSP-RevLM (no horizon) reads `reverse_lm`."""
+    """Every objective at horizon n, as (label, spec): n heads for parallel/causal/self-distilled MTP, n - 1
+    sequential modules, tau = n for FSP-BoW; FSP-RevLM (no horizon) reads `reverse_lm`."""
     return [
         ("ntp", {"class_path": "ntp"}),
         ("parallel_mtp", {"class_path": "parallel_mtp", "init_args": {"n": n}}),
@@ -84,6 +84,7 @@ def objectives_at(n: int, reverse_lm: str) -> list[tuple[str, dict]]:
         ("fsp_bow", {"class_path": "fsp_bow", "init_args": {"tau": n}}),
         ("fsp_revlm", {"class_path": "fsp_revlm", "init_args": {"reverse_lm": reverse_lm}}),
         ("teacherless", {"class_path": "teacherless"}),
+        ("self_distill_mtp", {"class_path": "self_distill_mtp", "init_args": {"n": n}}),
     ]
 
 

@@ -11,6 +11,9 @@ import time
 from suite.bench import interleave, resolve_device
 from suite.errors import UsageError, check_range
 
+PROMPT_TOKENS = 32
+"""Prompt length for documents that have no prompt of their own (a corpus): their first tokens."""
+
 DRAFTING = [("parallel_mtp", "n"), ("causal_mtp", "n"), ("sequential_mtp", "depth")]
 """The objectives whose heads draft, and the option that sets their horizon (depth = n - 1)."""
 
@@ -45,19 +48,40 @@ def trained_models(task: str, options: dict, size: str, horizons: list[int], ste
     return models, data.task
 
 
-def checkpoint_model(path: str, device: str):
+def checkpoint_models(paths: list[str], device: str):
+    """(objective, n, model, {"checkpoint": path}) of each checkpoint, and the task of the first; every one must
+    have been trained on the same data (the prompts are its test split)."""
     import tasks
     from suite import checkpoints
 
-    model, checkpoint = checkpoints.load_model(path)
-    model.trunk.to(device).eval()
-    model.objective.to(device).eval()
-    data = checkpoint.get("datamodule_hyper_parameters") or {}
-    task = tasks.build(data.get("task", "star_graph"), **(data.get("options") or {}))
-    return [(model.objective.name, model.objective.n, model, {"checkpoint": path})], task
+    models, data = [], None
+    for path in paths:
+        model, checkpoint = checkpoints.load_model(path)
+        model.trunk.to(device).eval()
+        model.objective.to(device).eval()
+        settings = {key: (checkpoint.get("datamodule_hyper_parameters") or {}).get(key) for key in ("task", "options")}
+        if data is not None and settings != data:
+            raise UsageError(f"--checkpoint {path!r} was trained on other data than {paths[0]!r}; allowed: "
+                             "checkpoints of one task and its options (their heads are compared on its prompts)")
+        data = settings
+        models.append((model.objective.name, model.objective.n, model, {"checkpoint": path}))
+    return models, tasks.build(data["task"] or "star_graph", **(data["options"] or {}))
 
 
-def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: str = "micro", steps: int = 600,
+def prompts_of(task, count: int, prompt_tokens: int):
+    """The first `count` test examples' prompts; documents without one (a corpus, plain text) give their first
+    `prompt_tokens` tokens."""
+    examples = task.examples("test")
+    starts = examples.prompt_len.tolist()
+    lengths = (examples.tokens != 0).sum(1).tolist()
+    chosen = []
+    for i in range(min(count, len(starts))):
+        start = starts[i] if starts[i] < lengths[i] else min(prompt_tokens, lengths[i] - 1)
+        chosen.append(examples.tokens[i, :start][None])
+    return chosen
+
+
+def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_code", size: str = "micro", steps: int = 600,
            batch_size: int = 32, lr: float = 3e-3, horizons: list[int] = [2, 4], prompts: int = 24,
            max_new_tokens: int = 96, device: str = "auto", quick: bool = False) -> tuple[dict, str]:
     """Greedy against self-speculative decoding (batch size 1, KV-cached both) for parallel, causal and sequential
@@ -65,7 +89,8 @@ def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: st
     whether the outputs are identical (they must be).
 
     Args:
-        checkpoint: Decode with this checkpoint instead of training models first.
+        checkpoint: Decode with this checkpoint (or these, `[A, B]`: heads trained on data against heads
+            self-distilled on one pretrained model, say) instead of training models first.
         task: The task to train on and take prompts from (its test split), e.g. synthetic_code or star_graph.
         size: Model size to train.
         steps: Training steps per model.
@@ -104,11 +129,9 @@ def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: st
         options = {"num_train": 2000 if quick else 20000, "num_val": 8, "num_test": max(prompts, 8)}
         models, data_task = trained_models(task, options, size, horizons, steps, batch_size, lr, device)
     else:
-        models, data_task = checkpoint_model(checkpoint, device)
-    examples = data_task.examples("test")
+        models, data_task = checkpoint_models([checkpoint] if isinstance(checkpoint, str) else checkpoint, device)
     eos = data_task.tokenizer.token_to_id("<eos>")
-    starts = examples.prompt_len.tolist()
-    inputs = [examples.tokens[i, : starts[i]][None].to(device) for i in range(min(prompts, len(starts)))]
+    inputs = [prompt.to(device) for prompt in prompts_of(data_task, prompts, PROMPT_TOKENS)]
 
     rows = []
     for name, n, model, training in models:
@@ -134,7 +157,7 @@ def decode(checkpoint: str | None = None, task: str = "synthetic_code", size: st
             out = outputs["greedy"][-1][0]
             tokens += 2 * (int((out == eos).nonzero()[0]) + 1 if (out == eos).any() else len(out))
         identical = all(torch.equal(a, b) for a, b in zip(outputs["greedy"], outputs["speculative"]))
-        row = {"objective": name, "n": n, **training, "tokens": tokens,
+        row = {"objective": name, "n": n, **training, "tokens": tokens,  # training: how, or which checkpoint
                "greedy_tokens_per_s": tokens / seconds["greedy"],
                "speculative_tokens_per_s": tokens / seconds["speculative"],
                "speedup": seconds["greedy"] / seconds["speculative"], "identical": identical,

@@ -20,7 +20,8 @@ SCRIPT = Path(__file__).with_name("ddp_fit.py")
 @pytest.mark.slow
 def test_every_objective_trains_under_ddp_with_identical_ranks(tmp_path, reverse_lm):
     specs = [["ntp", {}], ["parallel_mtp", {"n": 3}], ["causal_mtp", {"n": 3}], ["sequential_mtp", {"depth": 2}],
-             ["fsp_bow", {"tau": 4}], ["fsp_revlm", {"reverse_lm": str(reverse_lm)}], ["teacherless", {}]]
+             ["fsp_bow", {"tau": 4}], ["fsp_revlm", {"reverse_lm": str(reverse_lm)}], ["teacherless", {}],
+             ["self_distill_mtp", {"n": 3}]]
     assert {name for name, _ in specs} == set(objectives.OBJECTIVES)
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), json.dumps(specs)], capture_output=True,
                             text=True, timeout=600, cwd=SCRIPT.parents[2])

@@ -143,7 +143,8 @@ def test_a_prepare_whose_litdata_workers_fail_writes_no_dataset(corpus, tmp_path
     import sys
 
     script = tmp_path / "unguarded.py"
-    script.write_text("from suite.prepare import prepare\n"
+    script.write_text("import suite.prepare\nfrom suite.prepare import prepare\n"
+                      "suite.prepare.IN_PROCESS_BYTES = 0  # every split through litdata.optimize's workers\n"
                       f"prepare([{str(corpus / 'notes.jsonl')!r}], {str(tmp_path / 'ds')!r}, vocab_size=300, "
                       "field='body', val_fraction=0.2, test_fraction=0.2, workers=1)\n")
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
@@ -152,3 +153,32 @@ def test_a_prepare_whose_litdata_workers_fail_writes_no_dataset(corpus, tmp_path
     assert result.stderr.splitlines()[-1].startswith("RuntimeError: litdata wrote 0 of the ")
     assert "call prepare() under `if __name__ == '__main__':`" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unguarded.py"]
+
+
+def test_a_split_written_in_process_holds_the_documents_litdatas_workers_write(corpus, tmp_path, monkeypatch):
+    """Small splits are written by litdata's chunk writer in this process, large ones by litdata.optimize's
+    workers: the same documents' token ids either way, read back by litdata.StreamingDataset."""
+    import litdata
+    from litdata.streaming.item_loader import TokensLoader
+
+    common = dict(vocab_size=300, field="body", val_fraction=0.2, test_fraction=0.2, workers=2)
+    prepare([str(corpus / "notes.jsonl")], tmp_path / "in_process", **common)
+    monkeypatch.setattr(prepare_module, "IN_PROCESS_BYTES", 0)
+    prepare([str(corpus / "notes.jsonl")], tmp_path / "workers", **common, tokenizer=str(tmp_path / "in_process"))
+
+    def documents(folder: Path, split: str) -> list[tuple[int, ...]]:
+        stream = litdata.StreamingDataset(str(folder / split), item_loader=TokensLoader(block_size=1))
+        ids = [int(stream[i]) for i in range(len(stream))]
+        eos = json.loads((folder / "foresight.json").read_text())["tokenizer"]["eos_id"]
+        found, current = [], []
+        for token in ids:
+            current.append(token)
+            if token == eos:
+                found.append(tuple(current))
+                current = []
+        assert not current  # the last document ends with <eos> too
+        return sorted(found)
+
+    for split in ("train", "val", "test"):
+        assert documents(tmp_path / "in_process", split) == documents(tmp_path / "workers", split)
+    assert not (tmp_path / "in_process" / "work").exists()

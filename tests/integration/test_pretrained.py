@@ -179,3 +179,17 @@ def test_import_fit_export_import_round_trips_the_trunk_and_the_heads(llama, cor
     tokens = torch.randint(0, 300, (2, 16))
     with torch.no_grad():
         assert (again.trunk.logits(again.trunk(tokens)) - hf(input_ids=tokens).logits).abs().max() <= 1e-4
+
+
+def test_bench_decode_compares_heads_trained_on_data_with_self_distilled_heads_on_one_pretrained_trunk(
+        llama, corpus, tmp_path):
+    from suite.bench.decode import decode
+
+    fit(llama, corpus, tmp_path / "data", "--model.freeze_trunk=true")
+    fit(llama, corpus, tmp_path / "distilled", "--model.freeze_trunk=true", "--model.objective=self_distill_mtp",
+        "--model.objective.n=3")
+    report, table = decode(checkpoint=[str(tmp_path / name / "checkpoints/last.ckpt") for name in ("data", "distilled")],
+                           prompts=2, max_new_tokens=8)
+    assert [(row["objective"], row["n"], row["identical"]) for row in report["rows"]] == [
+        ("parallel_mtp", 3, True), ("self_distill_mtp", 3, True)]
+    assert report["config"]["task"] == "corpus" and "| self_distill_mtp | 3 |" in table

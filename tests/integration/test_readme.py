@@ -110,7 +110,8 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
 
     # "Start from a pretrained model", on the corpus just prepared: fit, export, retrofit heads, export again
     commands = readme_commands("retrofit")
-    assert [argv[:2] for argv in commands] == [["foresight", "fit"], ["foresight", "export"]] * 2
+    assert [argv[:2] for argv in commands] == [["foresight", "fit"], ["foresight", "export"]] * 2 + [
+        ["foresight", "fit"]]
     for argv in commands:
         main([re.sub(r"^--trainer\.max_steps=\d+$", "--trainer.max_steps=4", arg) for arg in argv[1:]] +
              (["--trainer.enable_progress_bar=false"] if argv[1] == "fit" else []))
@@ -118,3 +119,5 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
     retrofit = torch.load(tmp_path / "runs/stdlib_retrofit/checkpoints/last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(retrofit[name], tensor) for name, tensor in base.items())  # the frozen trunk
     assert (tmp_path / "runs/stdlib_retrofit_llama/foresight_heads.safetensors").is_file()
+    distilled = torch.load(tmp_path / "runs/stdlib_distilled/checkpoints/last.ckpt", weights_only=False)
+    assert distilled["hyper_parameters"]["objective"]["class_path"].endswith("SelfDistillMTP")
