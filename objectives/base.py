@@ -97,6 +97,9 @@ class Objective(nn.Module):
         """How many heads compute vocabulary logits through the shared unembedding (for analytic FLOPs)."""
         return self.n
 
+    distills_trunk: ClassVar[bool] = False
+    """The heads learn the trunk's own predictions (self-distillation): the trunk must be a trained model held
+    fixed (`ObjectiveLM(freeze_trunk=True)`), or the heads' targets would feed back into what they are read from."""
     needs_prompts: ClassVar[bool] = False
     """The objective needs examples whose prompt is not a prediction target (teacherless blanks the answer)."""
     decoding: ClassVar[str] = "autoregressive"

@@ -6,7 +6,10 @@ KL divergence); the next-token head keeps the data's x_{t+1}.
 This is what speculative decoding rewards: a draft is accepted when it equals the trunk's greedy token, not the
 data's (Medusa's self-distillation, Cai et al. 2024; online self-distillation of an existing LLM into a multi-token
 predictor, Apple 2026). The teacher is the trunk itself, computed under no_grad in the same pass, so no second copy
-of the model is held; with `freeze_trunk` (heads on a pretrained model) it is the model the heads will draft for.
+of the model is held, and so the trunk must be held fixed (`--model.freeze_trunk=true`, heads on a pretrained
+model from `--model.init_from`): it is then the model the heads will draft for. Trained jointly, the heads'
+targets would feed back into the trunk they are read from (on the star graph from scratch, its next-token loss
+ended 2.6x NTP's after 250 steps), so `ObjectiveLM` refuses that.
 The targets are teacher-forced: the trunk's greedy token after the data's prefix x_{<=t+k-1}, which is the token
 a draft must match whenever the drafts before it were accepted and the data agreed with them; on the model's own
 greedy text the two are the same."""
@@ -26,6 +29,7 @@ from suite.errors import check_choice
 
 class SelfDistillMTP(ParallelMTP):
     name = "self_distill_mtp"
+    distills_trunk = True
     targets_choices = ("greedy", "distribution")
 
     def __init__(self, n: int = 2, head_layers: int = 1, target: Literal["greedy", "distribution"] = "greedy",

@@ -81,7 +81,8 @@ class ObjectiveLM(L.LightningModule):
                 None: nano, or the shape of the model `init_from` names.
             objective: The training objective, by class or registry name: NTP (ntp, the default when None),
                 ParallelMTP (parallel_mtp), CausalMTP (causal_mtp), SequentialMTP (sequential_mtp), FSPBoW (fsp_bow),
-                FSPRevLM (fsp_revlm), Teacherless (teacherless); options as --model.objective.n=4 (`foresight
+                FSPRevLM (fsp_revlm), Teacherless (teacherless), SelfDistillMTP (self_distill_mtp, heads on a frozen
+                trained trunk); options as --model.objective.n=4 (`foresight
                 objectives` lists each one's).
             vocab_size: Vocabulary size; the CLI sets it from the data's tokenizer.
             init_from: A local Hugging Face Llama directory (config.json, safetensors, tokenizer.json) whose model
@@ -127,6 +128,10 @@ class ObjectiveLM(L.LightningModule):
             copy_last_block(self.trunk, self.objective)
         if freeze_trunk:
             self.trunk.requires_grad_(False)
+        elif self.objective.distills_trunk:
+            raise UsageError(f"{self.objective.name} trains heads on the trunk's own predictions, so the trunk must "
+                             "be a trained model held fixed; allowed: --model.freeze_trunk=true (with "
+                             "--model.init_from=DIR, or a foresight export of a trained checkpoint)")
         # What a checkpoint needs to rebuild this module without the SIZES table or the CLI: the resolved config
         # and the objective's spec, never the objective module itself.
         self.save_hyperparameters({

@@ -20,9 +20,10 @@ SCRIPT = Path(__file__).with_name("ddp_fit.py")
 @pytest.mark.slow
 def test_every_objective_trains_under_ddp_with_identical_ranks(tmp_path, reverse_lm):
     specs = [["ntp", {}], ["parallel_mtp", {"n": 3}], ["causal_mtp", {"n": 3}], ["sequential_mtp", {"depth": 2}],
-             ["fsp_bow", {"tau": 4}], ["fsp_revlm", {"reverse_lm": str(reverse_lm)}], ["teacherless", {}],
-             ["self_distill_mtp", {"n": 3}]]
-    assert {name for name, _ in specs} == set(objectives.OBJECTIVES)
+             ["fsp_bow", {"tau": 4}], ["fsp_revlm", {"reverse_lm": str(reverse_lm)}], ["teacherless", {}]]
+    # self_distill_mtp trains heads on a frozen trunk only (no trunk gradient to all-reduce); its heads are
+    # parallel MTP's
+    assert {name for name, _ in specs} == set(objectives.OBJECTIVES) - {"self_distill_mtp"}
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), json.dumps(specs)], capture_output=True,
                             text=True, timeout=600, cwd=SCRIPT.parents[2])
     assert result.returncode == 0, result.stderr[-3000:]

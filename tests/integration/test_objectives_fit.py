@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from objectives import NTP, CausalMTP, FSPBoW, FSPRevLM, ParallelMTP, SelfDistillMTP, SequentialMTP, Teacherless
+from objectives import NTP, CausalMTP, FSPBoW, FSPRevLM, ParallelMTP, SequentialMTP, Teacherless
 from suite import ObjectiveLM, TaskData
 
 STAR = {"num_nodes": 17, "num_train": 3200, "num_val": 64, "num_test": 64}
@@ -18,7 +18,6 @@ OBJECTIVES = [
     ("fsp_bow", lambda path: FSPBoW(tau=4)),
     ("fsp_revlm", lambda path: FSPRevLM(str(path))),
     ("teacherless", lambda path: Teacherless()),
-    ("self-distilled n=3", lambda path: SelfDistillMTP(n=3)),
 ]
 HEAD_1_SLACK = 1.5
 """An auxiliary loss may slow the next-token head a little: after 250 steps its validation loss is at most this

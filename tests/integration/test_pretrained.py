@@ -193,3 +193,13 @@ def test_bench_decode_compares_heads_trained_on_data_with_self_distilled_heads_o
     assert [(row["objective"], row["n"], row["identical"]) for row in report["rows"]] == [
         ("parallel_mtp", 3, True), ("self_distill_mtp", 3, True)]
     assert report["config"]["task"] == "corpus" and "| self_distill_mtp | 3 |" in table
+
+
+def test_self_distillation_needs_a_frozen_trunk():
+    import objectives
+    from suite import ObjectiveLM
+
+    with pytest.raises(UsageError, match="self_distill_mtp trains heads on the trunk's own predictions, so the "
+                                         "trunk must be a trained model held fixed; allowed: "
+                                         "--model.freeze_trunk=true"):
+        ObjectiveLM("nano", objective=objectives.build("self_distill_mtp"), vocab_size=23)
