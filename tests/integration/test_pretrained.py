@@ -107,6 +107,7 @@ def fit(llama: Path, corpus: Path, root: Path, *extra: str) -> dict:
     main(["fit", f"--model.init_from={llama}", "--model.objective=parallel_mtp", "--model.objective.n=3",
           "--data.task=corpus", f"--data.options.path={corpus}", "--data.options.seq_len=32", "--data.batch_size=4",
           "--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+          "--trainer.limit_val_batches=1",
           f"--trainer.default_root_dir={root}", "--model.lr=0.01", "--model.warmup_steps=0", *extra])
     return torch.load(root / "checkpoints/last.ckpt", weights_only=False)
 

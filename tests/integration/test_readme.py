@@ -96,7 +96,7 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
 
     sweep = yaml.safe_load((SHIPPED / "stdlib_corpus.yaml").read_text())
     assert shlex.split(lines[2], comments=True) == ["foresight", "sweep", "--config", sweep["name"]]
-    sweep.update(seeds=[0], budget={"steps": 4}, objectives=[sweep["objectives"][0], sweep["objectives"][-1]])
+    sweep.update(seeds=[0], budget={"steps": 2}, objectives=[sweep["objectives"][0], sweep["objectives"][-1]])
     (tmp_path / "stdlib_corpus.yaml").write_text(yaml.safe_dump(sweep))
     monkeypatch.chdir(tmp_path)
     main(["sweep", "--config", "stdlib_corpus.yaml"])
@@ -113,8 +113,8 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
     assert [argv[:2] for argv in commands] == [["foresight", "fit"], ["foresight", "export"]] * 2 + [
         ["foresight", "fit"]]
     for argv in commands:
-        main([re.sub(r"^--trainer\.max_steps=\d+$", "--trainer.max_steps=4", arg) for arg in argv[1:]] +
-             (["--trainer.enable_progress_bar=false"] if argv[1] == "fit" else []))
+        main([re.sub(r"^--trainer\.max_steps=\d+$", "--trainer.max_steps=2", arg) for arg in argv[1:]] +
+             (["--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1"] if argv[1] == "fit" else []))
     base = torch.load(tmp_path / "runs/stdlib_ntp/checkpoints/last.ckpt", weights_only=False)["state_dict"]
     retrofit = torch.load(tmp_path / "runs/stdlib_retrofit/checkpoints/last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(retrofit[name], tensor) for name, tensor in base.items())  # the frozen trunk
