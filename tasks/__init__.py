@@ -10,9 +10,11 @@ from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.mix import Mix
 from tasks.python_stdlib import PythonStdlib
+from tasks.sat import Sat
 from tasks.registry import COMPONENTS
 from tasks.star_graph import StarGraph
 from tasks.synthetic_code import SyntheticCode
+from tasks.tree_path import TreePath
 
 TASKS: dict[str, type[Task]] = {**COMPONENTS, Mix.name: Mix, Corpus.name: Corpus}
 """Registry name -> class. Adding a task family is one file and one entry in `tasks.registry.COMPONENTS`."""
@@ -23,5 +25,5 @@ def build(name: str, **options) -> Task:
     return build_registered("task", TASKS, name, options)
 
 
-__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Corpus", "Countdown", "Examples", "HumanEval", "Mix", "PythonStdlib", "StarGraph", "SyntheticCode", "Task", "build",
-           "encode_documents"]
+__all__ = ["EOS", "SPECIAL_TOKENS", "SPLITS", "TASKS", "Biographies", "Corpus", "Countdown", "Examples", "HumanEval",
+           "Mix", "PythonStdlib", "Sat", "StarGraph", "SyntheticCode", "Task", "TreePath", "build", "encode_documents"]

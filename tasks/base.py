@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from suite.errors import UsageError, check_choice, check_range
@@ -134,6 +135,83 @@ class Task:
                 doc = {"prompt": self.decode(tokens[row, :start]), "answer": self.decode(_until(answer, eos))}
                 scores[row] = self.score(doc, self.decode(_until(new, eos)))
         return {name: torch.tensor([s[name] for s in scores]) for name in scores[0]}
+
+
+class RowTask(Task):
+    """A generated task whose every instance is one row of the same layout, drawn vectorized in numpy: a prompt of
+    `prompt_len` tokens and an answer of `answer_len` (its <eos> included), one word-level token per symbol.
+    Subclasses set both lengths, `seed` and the split sizes, and implement `_sample`; splits are drawn once, test
+    first, then validation, then training around both, each from its own RNG stream of `seed`."""
+
+    prompt_len: int
+    answer_len: int
+    seed: int
+    num_train: int
+    num_val: int
+    num_test: int
+    _rows_cache: dict[str, torch.Tensor] | None = None
+
+    def _sample(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[bytes]]:
+        """`count` random instances as token rows [count, L] and a key per instance: equal keys for instances
+        that count as the same (a held-out instance is never trained on under any of its forms)."""
+        raise NotImplementedError
+
+    @property
+    def seq_len(self) -> int:
+        return self.prompt_len + self.answer_len
+
+    def _draw(self, stream: int, count: int, exclude: set[bytes], distinct: bool) -> tuple[np.ndarray, set[bytes]]:
+        """`count` rows from RNG stream `stream`, none of them in `exclude` (and no repeats if `distinct`), and
+        `exclude` plus the keys drawn (when distinct). A UsageError when a round of draws brings nothing new."""
+        rng = np.random.default_rng([self.seed, stream])
+        kept: list[np.ndarray] = []
+        seen = set(exclude)
+        found = 0
+        while found < count:
+            tokens, keys = self._sample(rng, count + count // 8 + 16)
+            keep = []
+            for i, key in enumerate(keys):
+                if key not in seen:
+                    keep.append(i)
+                    if distinct:
+                        seen.add(key)
+            if not keep:
+                split = {0: "train", 1: "val", 2: "test"}[stream]
+                raise UsageError(f"cannot draw {count} {self.name} {split} instances: only {found} found that are "
+                                 "not held out (or repeated); allowed: fewer, or options with more distinct instances")
+            kept.append(tokens[keep])
+            found += len(keep)
+        return np.concatenate(kept)[:count], seen
+
+    def _rows(self) -> dict[str, torch.Tensor]:
+        """Every split as token rows [N, L], drawn once."""
+        if self._rows_cache is None:
+            test, held_out = self._draw(2, self.num_test, set(), distinct=True)
+            val, held_out = self._draw(1, self.num_val, held_out, distinct=True)
+            train, _ = self._draw(0, self.num_train, held_out, distinct=False)
+            self._rows_cache = {split: torch.from_numpy(rows).long()
+                                for split, rows in (("train", train), ("val", val), ("test", test))}
+        return self._rows_cache
+
+    def _documents(self) -> dict[str, list[dict]]:
+        documents = {}
+        end = self.prompt_len + self.answer_len - 1  # the answer without its <eos>
+        for split, rows in self._rows().items():
+            prompts = self.tokenizer.decode_batch(rows[:, : self.prompt_len].tolist(), skip_special_tokens=False)
+            answers = self.tokenizer.decode_batch(rows[:, self.prompt_len: end].tolist())
+            documents[split] = [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+        return documents
+
+    def examples(self, split: str, tokenizer=None) -> Examples:
+        """With the task's own tokenizer, straight from the generated rows; with another (a data mix's), through
+        the text documents."""
+        if tokenizer is not None and tokenizer is not self.tokenizer:
+            return super().examples(split, tokenizer)
+        tokens = self._rows()[split]
+        loss_mask = torch.ones_like(tokens, dtype=torch.bool)
+        if self.loss_on == "answer":
+            loss_mask[:, : self.prompt_len] = False
+        return Examples(tokens, loss_mask, torch.full((len(tokens),), self.prompt_len))
 
 
 class PackedTask(Task):

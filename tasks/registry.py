@@ -9,11 +9,14 @@ from tasks.corpus import Corpus
 from tasks.countdown import Countdown
 from tasks.humaneval import HumanEval
 from tasks.python_stdlib import PythonStdlib
+from tasks.sat import Sat
 from tasks.star_graph import StarGraph
 from tasks.synthetic_code import SyntheticCode
+from tasks.tree_path import TreePath
 
 COMPONENTS: dict[str, type[Task]] = {
-    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib, Corpus)}
+    cls.name: cls for cls in (StarGraph, Countdown, Biographies, SyntheticCode, HumanEval, PythonStdlib, Corpus, TreePath,
+                               Sat)}
 """Registry name -> class of the families that are tasks of their own."""
 
 

@@ -28,16 +28,13 @@ import numpy as np
 import torch
 
 from suite.errors import UsageError, check_choice, check_range
-from tasks.base import EOS, SPECIAL_TOKENS, Examples, Generate, Task, results_scorer
-from tasks.tokenizer import word_level
-
-SYMBOLS = ["|", "/", "="]
+from tasks.base import Generate, check_options, results_scorer
+from tasks.paths import PathTask
 
 
-class StarGraph(Task):
+class StarGraph(PathTask):
     name = "star_graph"
-    family = "reasoning"
-    primary = "path_acc"
+    branch_metric = "arm_acc"
 
     def __init__(self, degree: int = 2, path_length: int = 4, num_nodes: int = 20, num_train: int = 100_000,
                  num_val: int = 500, num_test: int = 1000, seed: int = 0,
@@ -62,33 +59,18 @@ class StarGraph(Task):
         if num_nodes < needed:
             raise UsageError(f"star_graph num_nodes={num_nodes} is too small for degree={degree}, "
                              f"path_length={path_length}; allowed: >= 1 + degree * (path_length - 1) = {needed}")
-        for field, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("num_test", num_test, 1)):
-            check_range(f"star_graph {field}", value, low)
+        check_options("star_graph", loss_on, num_train=num_train, num_val=num_val, num_test=num_test)
         # distinct graphs: ordered label draws / orderings of the (unordered) arms * choices of goal arm
         distinct = math.perm(num_nodes, needed) // math.factorial(degree - 1)
         if 2 * (num_val + num_test) > distinct:
             raise UsageError(f"star_graph num_val + num_test = {num_val + num_test} is too many: degree={degree}, "
                              f"path_length={path_length}, num_nodes={num_nodes} allow {distinct} distinct graphs; "
                              f"allowed: at most half of them ({distinct // 2}); raise num_nodes")
-        self.degree, self.path_length, self.num_nodes = degree, path_length, num_nodes
+        self.degree = degree
         self.num_train, self.num_val, self.num_test, self.seed, self.loss_on = (
             num_train, num_val, num_test, seed, loss_on)
         self.answer_order = answer_order
-        self.tokenizer = word_level(SYMBOLS + [str(i) for i in range(num_nodes)])
-        self.node_offset = len(SPECIAL_TOKENS) + len(SYMBOLS)
-        self.generation = {"until": [EOS], "max_gen_toks": path_length + 1}
-        self.num_edges = degree * (path_length - 1)
-        self.prompt_len = 3 * self.num_edges + 3  # edges "u v |" less the last "|", then "/ s g ="
-        self.answer_len = path_length + 1  # the path and <eos>
-
-    @property
-    def seq_len(self) -> int:
-        return self.prompt_len + self.answer_len  # every graph has the same layout
-
-    @property
-    def arm_index(self) -> int:
-        """Where in the answer the source's successor is: the first step, the one that needs planning forward."""
-        return 1 if self.answer_order == "forward" else self.path_length - 2
+        self._layout(num_nodes, path_length, degree * (path_length - 1))
 
     @classmethod
     def chance(cls, metric: str, options: dict) -> tuple[float, str] | None:
@@ -103,97 +85,20 @@ class StarGraph(Task):
         """Full-path accuracy of a model that follows edges perfectly but picks the first arm at random."""
         return 1.0 / self.degree
 
-    def _sample(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[bytes]]:
-        """`count` random graphs as token rows [count, L] and a canonical key per graph."""
+    def _graphs(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         d, arm_len = self.degree, self.path_length - 1
         labels = rng.permuted(np.tile(np.arange(self.num_nodes), (count, 1)), axis=1)[:, : 1 + d * arm_len]
         source, arms = labels[:, 0], labels[:, 1:].reshape(count, d, arm_len)
         rows = np.arange(count)
         path = np.concatenate([source[:, None], arms[rows, rng.integers(d, size=count)]], axis=1)
         starts = np.concatenate([np.repeat(source[:, None, None], d, axis=1), arms[:, :, :-1]], axis=2)
-        edges = np.stack([starts, arms], axis=-1).reshape(count, self.num_edges, 2)
-        edges = np.take_along_axis(edges, rng.random((count, self.num_edges)).argsort(axis=1)[..., None], axis=1)
-        off, sep, slash, eq, eos = self.node_offset, *(self.token_id(t) for t in (*SYMBOLS, EOS))
-        edge_tokens = np.concatenate([edges + off, np.full((count, self.num_edges, 1), sep)], axis=2)
-        tokens = np.concatenate([
-            edge_tokens.reshape(count, -1)[:, :-1],
-            np.full((count, 1), slash), source[:, None] + off, path[:, -1:] + off, np.full((count, 1), eq),
-            (path if self.answer_order == "forward" else path[:, ::-1]) + off, np.full((count, 1), eos),
-        ], axis=1)
-        # the graph, whatever the edge order: source, goal and the arms sorted by their first node
-        canonical = np.take_along_axis(arms, arms[:, :, 0].argsort(axis=1)[..., None], axis=1)
-        keys = np.concatenate([source[:, None], path[:, -1:], canonical.reshape(count, -1)], axis=1).astype(np.int32)
-        return tokens, [key.tobytes() for key in keys]
-
-    def _draw(self, stream: int, count: int, exclude: set[bytes], distinct: bool) -> tuple[np.ndarray, set[bytes]]:
-        """`count` graphs from RNG stream `stream`, none of them in `exclude` (and no repeats if `distinct`), and
-        `exclude` plus the keys drawn (when distinct)."""
-        rng = np.random.default_rng([self.seed, stream])
-        kept: list[np.ndarray] = []
-        seen = set(exclude)
-        while sum(len(k) for k in kept) < count:
-            tokens, keys = self._sample(rng, count + count // 8 + 16)
-            keep = []
-            for i, key in enumerate(keys):
-                if key not in seen:
-                    keep.append(i)
-                    if distinct:
-                        seen.add(key)
-            kept.append(tokens[keep])
-        return np.concatenate(kept)[:count], seen
-
-    def _rows(self) -> dict[str, torch.Tensor]:
-        """Every split as token rows [N, L], drawn once (vectorized: a million graphs take seconds)."""
-        if self._rows_cache is None:
-            test, held_out = self._draw(2, self.num_test, set(), distinct=True)
-            val, held_out = self._draw(1, self.num_val, held_out, distinct=True)
-            train, _ = self._draw(0, self.num_train, held_out, distinct=False)
-            self._rows_cache = {split: torch.from_numpy(rows).long()
-                                for split, rows in (("train", train), ("val", val), ("test", test))}
-        return self._rows_cache
-
-    _rows_cache: dict[str, torch.Tensor] | None = None
-
-    def _documents(self) -> dict[str, list[dict]]:
-        documents = {}
-        for split, rows in self._rows().items():
-            prompts = self.tokenizer.decode_batch(rows[:, : self.prompt_len].tolist(), skip_special_tokens=False)
-            paths = self.tokenizer.decode_batch(rows[:, self.prompt_len: self.prompt_len + self.path_length].tolist())
-            documents[split] = [{"prompt": p, "answer": a} for p, a in zip(prompts, paths)]
-        return documents
-
-    def examples(self, split: str, tokenizer=None) -> Examples:
-        """With the task's own tokenizer, straight from the generated rows (one token per label); with another
-        (a data mix's), through the text documents."""
-        if tokenizer is not None and tokenizer is not self.tokenizer:
-            return super().examples(split, tokenizer)
-        tokens = self._rows()[split]
-        loss_mask = torch.ones_like(tokens, dtype=torch.bool)
-        if self.loss_on == "answer":
-            loss_mask[:, : self.prompt_len] = False
-        return Examples(tokens, loss_mask, torch.full((len(tokens),), self.prompt_len))
-
-    @staticmethod
-    def score(doc: dict, completion: str) -> dict[str, float]:
-        """path_acc: the first len(path) labels of the completion are the path, in the document's order; arm_acc:
-        the label next to the source is right (the first step, the one that needs planning forward; the answer
-        reads goal to source when it starts at the goal, the prompt's last label)."""
-        gold, words = doc["answer"].split(), completion.split()
-        predicted = words[: len(gold)]
-        arm = 1 if gold[0] != doc["prompt"].split()[-2] else len(gold) - 2  # the prompt ends "/ source goal ="
-        return {"path_acc": float(predicted == gold), "arm_acc": float(predicted[arm: arm + 1] == gold[arm: arm + 1])}
+        return np.stack([starts, arms], axis=-1).reshape(count, self.num_edges, 2), path
 
     def evaluate(self, generate: Generate, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """path_acc: the whole path right (greedy decoding); arm_acc: the first step, the one that needs planning,
-        right; random_arm_acc: what picking an arm at random scores (the Clever-Hans level)."""
-        tokens = batch["tokens"]
-        gold = tokens[:, self.prompt_len: self.prompt_len + self.path_length]
-        predicted = generate(tokens[:, : self.prompt_len], self.path_length)
-        return {
-            "path_acc": (predicted == gold).all(dim=1).float(),
-            "arm_acc": (predicted[:, self.arm_index] == gold[:, self.arm_index]).float(),
-            "random_arm_acc": torch.full((len(tokens),), self.random_arm_accuracy),
-        }
+        """path_acc and arm_acc (`PathTask.evaluate`), and random_arm_acc: what picking an arm at random scores
+        (the Clever-Hans level)."""
+        scores = super().evaluate(generate, batch)
+        return {**scores, "random_arm_acc": torch.full((len(batch["tokens"]),), self.random_arm_accuracy)}
 
 
 process_results = results_scorer(StarGraph)

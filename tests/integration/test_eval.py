@@ -167,7 +167,8 @@ def test_selfcheck_passes_for_every_family_with_all_of_humaneval(tmp_path):
     """Gold answers score 100% and empty ones 0% through lm-eval's scoring, humaneval's 164 canonical solutions
     included (run in the sandbox)."""
     result = subprocess.run([sys.executable, "-m", "suite.cli", "eval", "--selfcheck", "--tasks",
-                             "star_graph,countdown,biographies,synthetic_code,humaneval", "--out", str(tmp_path)],
+                             "star_graph,tree_path,countdown,sat,biographies,synthetic_code,humaneval", "--out",
+                             str(tmp_path)],
                             capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "| humaneval | pass_at_1 | 1.0000 | 0.0000 |" in result.stdout

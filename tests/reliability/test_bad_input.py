@@ -88,6 +88,9 @@ CASES = [
     Case(("fit", "--data.options.path_length=1"), "star_graph path_length=1 is out of range; allowed: >= 2"),
     Case(("fit", "--data.options.num_nodes=4"), "star_graph num_nodes=4 is too small for degree=2, path_length=4"),
     Case(("fit", "--data.options.degree=two"), "degree: Expected an int. Got value: two"),
+    Case(("fit", "--data.task=sat", "--data.options.num_vars=2"), "sat num_vars=2 is out of range; allowed: >= 3"),
+    Case(("fit", "--data.task=tree_path", "--data.options.num_nodes=9"),
+         "tree_path num_nodes=9 is too small for branching=2, depth=3; allowed: >= the tree's 15 nodes"),
     Case(("fit", "--data.batch_size=0"), "batch_size=0 is out of range; allowed: >= 1"),
     Case(("fit", "--model.lr=-0.1"), "lr=-0.1 is out of range; allowed: >= 0.0"),
     Case(("fit", "--trainer.max_steps=-5"), "--trainer: `max_steps` must be a non-negative integer or -1 (infinite "
@@ -189,7 +192,7 @@ CASES = [
 
     # tasks, objectives
     Case(("tasks", "star_grap"), "unknown task 'star_grap'; known: star_graph, countdown, biographies, "
-         "synthetic_code, humaneval, python_stdlib, corpus, mix; did you mean 'star_graph'?"),
+         "synthetic_code, humaneval, python_stdlib, corpus, tree_path, sat, mix; did you mean 'star_graph'?"),
     Case(("objectives", "Medusa"), "unknown objective 'Medusa'; known: ntp (NTP)"),
 
     # report
