@@ -149,6 +149,9 @@ class RowTask(Task):
     num_train: int
     num_val: int
     num_test: int
+    test_share: float = 0.0
+    """The share of training rows that are test instances (cycled): the positive control that has seen the test
+    split, which must score better on it; 0 for every honest run."""
     _rows_cache: dict[str, torch.Tensor] | None = None
 
     def _sample(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[bytes]]:
@@ -189,6 +192,10 @@ class RowTask(Task):
             test, held_out = self._draw(2, self.num_test, set(), distinct=True)
             val, held_out = self._draw(1, self.num_val, held_out, distinct=True)
             train, _ = self._draw(0, self.num_train, held_out, distinct=False)
+            seen = round(self.test_share * self.num_train)
+            if seen:  # every k-th training row a test row, so that every batch holds its share of them
+                at = np.linspace(0, self.num_train - 1, seen).round().astype(int)
+                train[at] = test[np.arange(seen) % len(test)]
             self._rows_cache = {split: torch.from_numpy(rows).long()
                                 for split, rows in (("train", train), ("val", val), ("test", test))}
         return self._rows_cache

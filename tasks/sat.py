@@ -42,7 +42,7 @@ class Sat(RowTask):
 
     def __init__(self, num_vars: int = 8, num_clauses: int | None = None, ratio: float = 4.26,
                  num_train: int = 100_000, num_val: int = 500, num_test: int = 1000, seed: int = 0,
-                 loss_on: Literal["answer", "all"] = "answer"):
+                 loss_on: Literal["answer", "all"] = "answer", test_share: float = 0.0):
         """
         Args:
             num_vars: Variables (>= 3), each answered by one literal token.
@@ -53,6 +53,9 @@ class Sat(RowTask):
             num_test: Test formulas, distinct.
             seed: Seed of all three splits.
             loss_on: Train on the answer tokens only ("answer") or on the whole sequence ("all").
+            test_share: The share of training rows that are test formulas (in [0, 1); 0: none, the task). The
+                positive control: a model that trained on the test formulas must score better on them, or the
+                budget and seeds cannot show a difference on this task at all.
         """
         check_range("sat num_vars", num_vars, WIDTH)
         if not ratio > 0:
@@ -60,6 +63,9 @@ class Sat(RowTask):
         clauses = round(ratio * num_vars) if num_clauses is None else num_clauses
         check_range("sat num_clauses", clauses, 1)
         check_options("sat", loss_on, num_train=num_train, num_val=num_val, num_test=num_test)
+        if not 0 <= test_share < 1:
+            raise UsageError(f"sat test_share={test_share} is out of range; allowed: in [0, 1)")
+        self.test_share = test_share
         self.num_vars, self.num_clauses, self.ratio = num_vars, clauses, clauses / num_vars
         self.num_train, self.num_val, self.num_test, self.seed, self.loss_on = (
             num_train, num_val, num_test, seed, loss_on)

@@ -173,3 +173,15 @@ def test_a_mix_trains_on_sat_text_and_scores_it_with_its_own_tokenizer():
     sat = mix.tasks["sat"]
     test = sat.examples("test", mix.tokenizer)  # a component scored on its own test split, the mix's tokens
     assert len(test) == 5 and mix.tokenizer.decode(test.tokens[0].tolist()).startswith(sat.documents("test")[0]["prompt"])
+
+
+def test_the_control_trains_on_the_test_formulas_at_its_share(task):
+    control = Sat(**SMALL, test_share=0.25)
+    train, test = control.examples("train").tokens, control.examples("test").tokens
+    honest = task.examples("train").tokens
+    is_test = (train[:, None, :] == test[None]).all(dim=2).any(dim=1)
+    assert is_test.sum() == 500 and torch.equal(train[~is_test], honest[~is_test])  # the rest unchanged
+    assert is_test[:400].sum() == 100  # spread through the split, not bunched at one end
+    assert torch.equal(control.examples("test").tokens, test) and torch.equal(task.examples("test").tokens, test)
+    with pytest.raises(UsageError, match=r"sat test_share=1.0 is out of range; allowed: in \[0, 1\)"):
+        Sat(test_share=1.0)
