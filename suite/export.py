@@ -17,7 +17,7 @@ from suite import checkpoints
 from suite.errors import UsageError, check_writable
 from suite.evaluate import write_tasks
 from suite.model import Trunk
-from suite.pretrained import HEADS_FILE, HEADS_SPEC
+from suite.pretrained import HEADS_FILE, HEADS_SPEC, llama_names
 
 MAX_POSITIONS = 4096
 """Written as max_position_embeddings: RoPE has no learned table, so this is only the length HF tools assume."""
@@ -44,24 +44,13 @@ def llama_config(trunk: Trunk, tokenizer=None):
 
 
 def llama_state_dict(trunk: Trunk) -> dict[str, torch.Tensor]:
-    """The trunk's weights under `LlamaForCausalLM`'s names. The fused q/k/v and gate/up matrices are split by
-    output rows; RoPE already uses HF's rotate_half convention, so q and k need no permutation."""
-    c = trunk.config
-    state = {"model.embed_tokens.weight": trunk.embed.weight, "model.norm.weight": trunk.final_norm.weight,
-             "lm_head.weight": trunk.unembed.weight}
-    for i, block in enumerate(trunk.blocks):
-        layer = f"model.layers.{i}."
-        q, k, v = block.attn.qkv.weight.split(
-            [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim])
-        gate, up = block.mlp.gate_up.weight.chunk(2)  # the order of `gate, up = gate_up(x).chunk(2, -1)`
-        state.update({
-            layer + "input_layernorm.weight": block.attn_norm.weight,
-            layer + "self_attn.q_proj.weight": q, layer + "self_attn.k_proj.weight": k,
-            layer + "self_attn.v_proj.weight": v, layer + "self_attn.o_proj.weight": block.attn.proj.weight,
-            layer + "post_attention_layernorm.weight": block.mlp_norm.weight,
-            layer + "mlp.gate_proj.weight": gate, layer + "mlp.up_proj.weight": up,
-            layer + "mlp.down_proj.weight": block.mlp.down.weight,
-        })
+    """The trunk's weights under `LlamaForCausalLM`'s names (`suite.pretrained.llama_names`), fused matrices split by
+    output rows."""
+    weights = trunk.state_dict()
+    state = {}
+    for name, llama, rows in llama_names(trunk.config):
+        parts = weights[name].split(rows) if rows else (weights[name],)
+        state.update(zip(llama, parts))
     # slices of a fused matrix share its storage, which safetensors refuses to write: give each its own
     return {name: tensor.detach().clone() for name, tensor in state.items()}
 

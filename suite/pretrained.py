@@ -81,28 +81,47 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+LLAMA_NAMES = {"embed.weight": ("model.embed_tokens.weight",), "final_norm.weight": ("model.norm.weight",),
+               "unembed.weight": ("lm_head.weight",)}
+"""Trunk weight -> the `LlamaForCausalLM` weights it holds, outside the blocks."""
+LLAMA_BLOCK_NAMES = {
+    "attn_norm.weight": ("input_layernorm.weight",),
+    "attn.qkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.proj.weight": ("self_attn.o_proj.weight",),
+    "mlp_norm.weight": ("post_attention_layernorm.weight",),
+    "mlp.gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),  # the order of gate_up(x).chunk(2, -1)
+    "mlp.down.weight": ("mlp.down_proj.weight",),
+}
+"""Block weight (under blocks.{i}.) -> the Llama weights under model.layers.{i}. it holds, fused by output rows
+in this order where there are several (RoPE already uses HF's rotate_half convention: no permutation of q, k)."""
+
+
+def llama_names(config: ModelConfig) -> list[tuple[str, tuple[str, ...], list[int] | None]]:
+    """Every trunk weight as (trunk name, its Llama names, the output rows of each): the one mapping that import
+    (`trunk_state`) and export (`suite.export.llama_state_dict`) both read."""
+    hd = config.head_dim
+    rows = {"attn.qkv.weight": [config.n_head * hd, config.kv_heads * hd, config.kv_heads * hd],
+            "mlp.gate_up.weight": [config.ffn_dim, config.ffn_dim]}
+    table = [(name, llama, None) for name, llama in LLAMA_NAMES.items()]
+    for i in range(config.n_layer):
+        table += [(f"blocks.{i}.{name}", tuple(f"model.layers.{i}.{part}" for part in llama), rows.get(name))
+                  for name, llama in LLAMA_BLOCK_NAMES.items()]
+    return table
+
+
 def trunk_state(config: ModelConfig, weights: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
-    """`LlamaForCausalLM` weights under the trunk's names: q, k, v fused by output rows, gate and up likewise (the
-    inverse of `suite.export.llama_state_dict`)."""
+    """`LlamaForCausalLM` weights under the trunk's names, fused where the trunk fuses them (`llama_names`); tied
+    embeddings share one tensor."""
     def take(name: str) -> torch.Tensor:
         if name not in weights:
             raise UsageError(f"{WHAT} '{path}' has no weight {name!r}; allowed: a LlamaForCausalLM's weights")
         return weights[name].float()
 
-    state = {"embed.weight": take("model.embed_tokens.weight"), "final_norm.weight": take("model.norm.weight")}
-    if not config.tie_embeddings:
-        state["unembed.weight"] = take("lm_head.weight")
-    for i in range(config.n_layer):
-        layer = f"model.layers.{i}."
-        state.update({
-            f"blocks.{i}.attn_norm.weight": take(layer + "input_layernorm.weight"),
-            f"blocks.{i}.attn.qkv.weight": torch.cat([take(layer + f"self_attn.{p}_proj.weight") for p in "qkv"]),
-            f"blocks.{i}.attn.proj.weight": take(layer + "self_attn.o_proj.weight"),
-            f"blocks.{i}.mlp_norm.weight": take(layer + "post_attention_layernorm.weight"),
-            f"blocks.{i}.mlp.gate_up.weight": torch.cat([take(layer + "mlp.gate_proj.weight"),
-                                                         take(layer + "mlp.up_proj.weight")]),
-            f"blocks.{i}.mlp.down.weight": take(layer + "mlp.down_proj.weight"),
-        })
+    state = {}
+    for name, llama, _ in llama_names(config):
+        if name == "unembed.weight" and config.tie_embeddings:
+            continue
+        state[name] = torch.cat([take(part) for part in llama])
     if config.tie_embeddings:
         state["unembed.weight"] = state["embed.weight"]
     return state
