@@ -195,7 +195,6 @@ def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: i
                 text_bytes: float) -> dict:
     """One split as litdata chunks of token ids, each document ending with `eos_id`; its documents, tokens and
     bytes from litdata's index.json."""
-    require_litdata()
     if text_bytes < IN_PROCESS_BYTES:
         write_in_process(split, folder, tokenizer_file, eos_id, dtype)
     else:
