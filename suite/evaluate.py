@@ -21,6 +21,7 @@ import yaml
 from suite import checkpoints
 from suite.errors import UsageError, check_range, check_writable
 from suite.provenance import provenance
+from suite.quantize import KVQuant
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "tasks"
 
@@ -181,16 +182,19 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
 
 def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
              device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False,
-             speculative: bool = False) -> dict:
+             speculative: bool = False, kv_quant=None) -> dict:
     """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
     scores, what generation took (`suite.decoding.DecodeStats`), and with `items` each document's primary metric
-    (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting."""
+    (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting; `kv_quant`
+    (a `suite.quantize.KVQuant`) scores with a compressed KV cache."""
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     confined = code_confinement(names)
     data = checkpoints.read(checkpoint) if checkpoint else None
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
-        model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative)
+        kv = kv_quant.as_dict() if kv_quant is not None else {}
+        model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative,
+                                   **{f"kv_{key}": value for key, value in kv.items() if key != "seed"})
     else:
         model = models.OracleLM(answer)
     unseen = untrained(data, names) if data is not None else []
@@ -210,6 +214,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
         report["sandbox"] = confined
     if answer is None:
         report["decoding"] = {"speculative": speculative, **model.decode_stats.as_dict()}
+        report["kv_cache"] = kv_quant.as_dict() if kv_quant is not None else {"bits": 16}
     if items:
         report["items"] = item_scores(results.get("samples"))
     return report
@@ -265,6 +270,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speculative", action=ActionYesNo, default=False,
                         help="decode greedy generations self-speculatively with the objective's heads (same text)")
+    parser.add_argument("--kv_bits", type=int, default=16,
+                        help="score with keys and values stored at 1, 2, 4 or 8 bits (16: as computed)")
+    parser.add_argument("--kv_group", type=int, help="channels per quantisation scale (default: the head dimension)")
+    parser.add_argument("--kv_rotate", action=ActionYesNo, default=False,
+                        help="turn keys and values by a fixed random orthogonal matrix before quantising")
     parser.add_argument("--selfcheck", action=ActionYesNo, default=False,
                         help="score every task's gold answers (must be 100 percent) and empty answers (must be 0)")
     args = parser.parse_args(argv)
@@ -276,8 +286,9 @@ def main(argv: list[str]) -> None:
         check_range("--limit", args.limit, 1)
     check_range("--batch_size", args.batch_size, 1)
     check_device(args.device)
-    if args.selfcheck and (args.checkpoint or args.speculative):
-        given = "--checkpoint" if args.checkpoint else "--speculative"
+    kv_quant = KVQuant.of(args.kv_bits, args.kv_group, args.kv_rotate)
+    if args.selfcheck and (args.checkpoint or args.speculative or kv_quant):
+        given = "--checkpoint" if args.checkpoint else "--speculative" if args.speculative else "--kv_bits"
         raise UsageError(f"--selfcheck scores gold and empty answers, not a model: it takes no {given}; allowed: "
                          "--selfcheck with --tasks and --limit, or --checkpoint without --selfcheck")
     for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -298,7 +309,7 @@ def main(argv: list[str]) -> None:
     check_writable("--out", out)
     origin = provenance(["eval", *argv])  # the code as it starts
     report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed,
-                      speculative=args.speculative)
+                      speculative=args.speculative, kv_quant=kv_quant)
     report = {**origin, **report}
     path = out / f"results_{stamp}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -318,6 +329,11 @@ def results_table(report: dict) -> str:
         lines.append(f"\nnot trained on: {', '.join(report['untrained_tasks'])} (the model was trained on "
                      f"{', '.join(report['trained_on']) or 'nothing recorded'}; these are scored with their default "
                      "options)")
+    kv = report.get("kv_cache") or {}
+    if kv.get("bits", 16) != 16:
+        width = f"{kv['bits']} bit{'s' if kv['bits'] > 1 else ''}"
+        lines.append(f"\nKV cache at {width} (groups of {kv['group'] or 'a whole head'}"
+                     f"{', rotated' if kv['rotate'] else ''}): keys and values as such a cache gives them back")
     decoding = report.get("decoding") or {}
     if decoding.get("speculative"):
         rates = ", ".join(f"head {k} {rate:.2f}" for k, rate in enumerate(decoding["acceptance"], start=2))

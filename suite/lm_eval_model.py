@@ -21,6 +21,7 @@ from suite import checkpoints
 from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError, check_range
 from suite.provenance import git_commit
+from suite.quantize import KVQuant
 from tasks.base import truncate
 
 
@@ -45,6 +46,20 @@ def usable_device(device: str | None) -> str:
     return str(device)
 
 
+def kv_quant_of(bits, group, rotate) -> KVQuant | None:
+    """The KV-cache quantiser of lm-eval model arguments (strings from its command line, or values from Python)."""
+    def number(name: str, value):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{name}={value!r} is not a whole number; allowed: {name}=N") from None
+
+    if str(rotate).lower() not in ("true", "false"):
+        raise UsageError(f"kv_rotate={rotate!r} is not a boolean; allowed: true, false")
+    return KVQuant.of(number("kv_bits", bits), None if group in (None, "", "None") else number("kv_group", group),
+                      str(rotate).lower() == "true")
+
+
 @register_model("foresight")
 class ForesightLM(TemplateLM):
     """A checkpoint's trunk and tokenizer. Loglikelihoods are batched (right padding is harmless to a causal
@@ -52,10 +67,15 @@ class ForesightLM(TemplateLM):
     KV-cached, greedy unless `do_sample` asks for sampling (pass@k).
 
     `speculative=true` decodes greedy requests with the objective's heads (`suite.decoding`): the same text, fewer
-    trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly."""
+    trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly.
+
+    `kv_bits=B` (1, 2, 4, 8; 16, the default, is none), `kv_group=G`, `kv_rotate=true`: every attention reads keys
+    and values as a B-bit cache would give them back (`suite.quantize`), generation and log-likelihoods alike."""
 
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
-                 max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False, **kwargs):
+                 max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False,
+                 kv_bits: int | str = 16, kv_group: int | str | None = None, kv_rotate: bool | str = False,
+                 **kwargs):
         super().__init__()
         device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
@@ -63,6 +83,7 @@ class ForesightLM(TemplateLM):
         if str(speculative).lower() not in ("true", "false"):
             raise UsageError(f"speculative={speculative!r} is not a boolean; allowed: true, false")
         self.speculative = str(speculative).lower() == "true"
+        self.kv_quant = kv_quant_of(kv_bits, kv_group, kv_rotate)
         if self.speculative:
             model, checkpoint_data = checkpoints.load_model(checkpoint)
             self.trunk = model.trunk
@@ -77,6 +98,9 @@ class ForesightLM(TemplateLM):
                              f"but a model of {self.trunk.config.vocab_size}; allowed: a tokenizer and model that "
                              "were trained together")
         self.trunk.to(device=device, dtype=getattr(torch, dtype)).eval()
+        if self.kv_quant is not None:
+            self.kv_quant.check(self.trunk.config.head_dim)
+            self.trunk.kv_quant = self.kv_quant  # every cache and pass reads compressed keys and values
         self.where, self.batch_size, self.max_length = torch.device(device), batch_size, max_length
 
     @property

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.quantize import KVQuant
 from suite.sizes import ModelConfig
 
 
@@ -21,11 +22,13 @@ class KVCache:
     rejected drafts that way); the stale entries beyond are simply overwritten later."""
 
     def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_len: int,
-                 device=None, dtype=torch.float32):
+                 device=None, dtype=torch.float32, quant: KVQuant | None = None):
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        self.quant = quant
+        """Keys and values are stored as this quantiser gives them back (`suite.quantize`); None: as computed."""
 
     @property
     def max_len(self) -> int:
@@ -36,6 +39,8 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
+        if self.quant is not None:
+            k, v = self.quant(k), self.quant(v)
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -88,10 +93,13 @@ class Attention(nn.Module):
         cos, sin = rope.cos.to(q.dtype), rope.sin.to(q.dtype)
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
-    def weights(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
-        """The causal attention weights [B, H, T, T] that `forward` applies without a cache, written out (SDPA
-        never forms them): for probes of what a head looks at, not for training."""
+    def weights(self, x: torch.Tensor, rope: Rope, quant: KVQuant | None = None) -> torch.Tensor:
+        """The causal attention weights [B, H, T, T] that `forward` applies without a cache (with one whose keys
+        `quant` stores), written out (SDPA never forms them): for probes of what a head looks at, not for
+        training."""
         q, k, _ = self._qkv(x, rope)
+        if quant is not None:
+            k = quant(k)
         k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
         T = x.shape[1]
@@ -212,10 +220,17 @@ class Trunk(nn.Module):
         """An empty cache for the trunk's blocks, or for `n_layer` blocks of the trunk's shape (a head's)."""
         c = self.config
         return KVCache(len(self.blocks) if n_layer is None else n_layer, batch, c.kv_heads, c.head_dim, max_len,
-                       device=self.embed.weight.device, dtype=self.embed.weight.dtype)
+                       device=self.embed.weight.device, dtype=self.embed.weight.dtype, quant=self.kv_quant)
+
+    kv_quant: KVQuant | None = None
+    """Evaluation with a compressed KV cache: every cache the trunk makes stores keys and values through this
+    quantiser, and a pass without a cache reads its keys and values through one too, so scoring, decoding and
+    probes all attend to what the compressed cache holds. None (always, in training): no quantisation."""
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, depth: int | None = None) -> torch.Tensor:
         """The hidden states after every block, or after the first `depth` blocks (where heads branch off)."""
+        if cache is None and self.kv_quant is not None:
+            cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
         offset = cache.length if cache is not None else 0
         rope = self.rope(offset, input_ids.shape[1])
         x = self.embed(input_ids)
@@ -233,7 +248,8 @@ class Trunk(nn.Module):
         """Every layer's attention weights [n_layer, B, H, T, T] over `input_ids` (see `Attention.weights`)."""
         rope = self.rope(0, input_ids.shape[1])
         x, maps = self.embed(input_ids), []
-        for block in self.blocks:
-            maps.append(block.attn.weights(block.attn_norm(x), rope))
-            x = block(x, rope)
+        cache = self.new_cache(*input_ids.shape) if self.kv_quant is not None else None
+        for layer, block in enumerate(self.blocks):
+            maps.append(block.attn.weights(block.attn_norm(x), rope, self.kv_quant))
+            x = block(x, rope, cache, layer)
         return torch.stack(maps)

@@ -240,3 +240,23 @@ def test_an_evaluation_of_code_says_whether_programs_reads_are_confined(monkeypa
         f"foresight: warning: model-written programs' reads are not confined here ({found['how']})"]
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
     assert code_confinement(["synthetic_code"])["reads"] == "confined" and capsys.readouterr().err == ""
+
+
+def test_a_compressed_kv_cache_is_recorded_and_changes_only_what_it_should(star_checkpoint, tmp_path):
+    """kv_bits=16 is no quantisation; 1 bit is recorded in the results; lm-eval's model arguments (strings, as
+    `lm_eval --model_args kv_bits=2,kv_group=8,kv_rotate=true` passes them) reach the trunk, checked."""
+    import suite.lm_eval_model as models
+    from suite.quantize import KVQuant
+
+    path, _ = star_checkpoint
+    plain = evaluate(str(path), ["star_graph"], tmp_path / "plain", limit=24)
+    assert plain["kv_cache"] == {"bits": 16}
+    squeezed = evaluate(str(path), ["star_graph"], tmp_path / "one_bit", limit=24, kv_quant=KVQuant(bits=1))
+    assert squeezed["kv_cache"] == {"bits": 1, "group": None, "rotate": False, "seed": 0}
+    assert models.ForesightLM(str(path), kv_bits="16").trunk.kv_quant is None
+    model = models.ForesightLM(str(path), kv_bits="2", kv_group="8", kv_rotate="true")
+    assert model.trunk.kv_quant == KVQuant(bits=2, group=8, rotate=True)
+    with pytest.raises(UsageError, match="kv_group=5 does not divide the head dimension 16"):
+        models.ForesightLM(str(path), kv_bits="4", kv_group="5")
+    with pytest.raises(UsageError, match="kv_rotate='yes' is not a boolean; allowed: true, false"):
+        models.ForesightLM(str(path), kv_bits="4", kv_rotate="yes")

@@ -165,6 +165,12 @@ CASES = [
          "--limit: Expected an int. Got value: all", {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--device", "tpu"),
          "unknown device 'tpu' for --device; allowed: cpu, cuda, cuda:N", {REVERSE: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--kv_bits", "3"),
+         "kv_bits=3 is not a supported width; allowed: 1, 2, 4, 8, 16", {REVERSE: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--kv_rotate"),
+         "kv_rotate needs a quantised cache; allowed: with kv_bits 1, 2, 4 or 8", {REVERSE: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--kv_bits", "4", "--kv_group", "5"),
+         "kv_group=5 does not divide the head dimension 16; allowed: a divisor of 16", {REVERSE: ""}),
     *unreadable("checkpoint", lambda path: ("eval", "--checkpoint", path, "--tasks", "star_graph")),
     Case(("eval", "--checkpoint", FSP_BOW, "--tasks", "star_graph", "--speculative"),
          f"checkpoint '{FSP_BOW}' was trained with fsp_bow, which has no heads that draft tokens; allowed: a "
