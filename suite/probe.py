@@ -44,6 +44,8 @@ CONTROL_ACCURACY = 0.95
 CONTROL_RATIO = 3.0
 """... and the probe must then see a head on the edge at this multiple of even spreading, or it misses the
 mechanism, and its readings of other checkpoints are not evidence."""
+PATH_TASKS = ("star_graph", "tree_path")
+"""The tasks whose sequences the probe reads: an edge list, then "/ source goal =", then the path."""
 MASSES = (("goal", "goal"), ("edge", "edge, after the first step"), ("first", "edge, first step"))
 """(key, title) of the masses; "after the first step" stops before the last node, which the prompt holds."""
 
@@ -100,33 +102,50 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
                     device: str = "cpu", origin: dict | None = None) -> dict:
     """
     Args:
-        checkpoint: A checkpoint of a model trained on star_graph (any objective; only the trunk is probed).
+        checkpoint: A checkpoint of a model trained on star_graph or tree_path (any objective; only the trunk is
+            probed).
         limit: Test graphs to average over (the first ones).
         example: Which of them the heatmap shows.
         out: Folder for probe.json, probe.md and attention.png (default: probe/ beside the checkpoint's folder).
         device: cpu or cuda.
         origin: Provenance (command, commit, ...) to store in probe.json.
     """
+    from suite.errors import check_writable
+
+    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "probe"
+    check_writable("--out", out_dir)
+    report, example_maps = attention_report(checkpoint, limit, example, device)
+    report = {**(origin or {}), **report}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "probe.md").write_text(table(report) + "\n")
+    heatmap(*example_maps, out_dir / "attention.png", title=f"{report['objective']}: test graph {example}")
+    print(table(report))
+    print(f"\nwritten: {out_dir}/probe.json, probe.md, attention.png", file=sys.stderr)
+    return report
+
+
+def attention_report(checkpoint: str, limit: int = 200, example: int = 0, device: str = "cpu",
+                     kv_quant=None) -> tuple[dict, tuple]:
+    """The probe's report of a checkpoint and the maps of test graph `example`, with the keys read through
+    `kv_quant` (a `suite.quantize.KVQuant`: what a compressed KV cache would hold) where given."""
     import objectives
     import tasks
     from suite.checkpoints import load_model, load_trunk
-    from suite.errors import check_choice, check_writable
+    from suite.errors import check_choice
 
     check_range("limit", limit, 1)
     check_choice("device", device, ("cpu", "cuda"))
-    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "probe"
-    check_writable("--out", out_dir)
     trunk, stored = load_trunk(checkpoint)
     data = stored.get("datamodule_hyper_parameters") or {}
-    if data.get("task") != "star_graph" or data.get("reverse"):
+    if data.get("task") not in PATH_TASKS or data.get("reverse"):
         raise UsageError(f"checkpoint {checkpoint!r} was trained on {data.get('task')!r}"
                          f"{' (reversed)' if data.get('reverse') else ''}; allowed: a checkpoint trained on "
-                         "star_graph, left to right")
-    task = tasks.build("star_graph", **(data.get("options") or {}))
+                         f"{' or '.join(PATH_TASKS)}, left to right")
+    task = tasks.build(data["task"], **(data.get("options") or {}))
     if task.path_length < 4:
-        raise UsageError(f"checkpoint {checkpoint!r} was trained on star graphs of path_length={task.path_length}; "
-                         "allowed: path_length >= 4 (the probe compares the first step with the ones between it and "
-                         "the last)")
+        raise UsageError(f"checkpoint {checkpoint!r} was trained on paths of {task.path_length} nodes; allowed: 4 "
+                         "nodes or more (the probe compares the first step with the ones between it and the last)")
     examples = task.examples("test")
     # what the trunk read in training: a teacherless model saw dummies where the answer is
     objective = objectives.from_spec(stored["hyper_parameters"].get("objective") or "ntp")
@@ -137,7 +156,9 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     count = min(limit, len(examples.tokens))
     check_range("example", example, 0, count - 1)  # one of the graphs probed (the test split may hold fewer)
     trunk.to(device).eval()
-
+    if kv_quant is not None:
+        kv_quant.check(trunk.config.head_dim)
+        trunk.kv_quant = kv_quant
     totals, example_maps = None, None
     for i in range(count):
         ids = examples.tokens[i].tolist()
@@ -153,7 +174,6 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
             example_maps = (weights, graph, tokens[: graph.length])
     means = {key: value / count for key, value in totals.items()}
     report = {
-        **(origin or {}),
         "checkpoint": str(checkpoint), "objective": type(objective).__name__,
         "options": objective.spec()["init_args"], "graphs": count, "task": data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
@@ -164,13 +184,9 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
                                                        for key in ("goal", "edge", "first")}}
                    for layer in range(means["goal"].shape[0]) for head in range(means["goal"].shape[1])],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "probe.md").write_text(table(report) + "\n")
-    heatmap(*example_maps, out_dir / "attention.png", title=f"{report['objective']}: test graph {example}")
-    print(table(report))
-    print(f"\nwritten: {out_dir}/probe.json, probe.md, attention.png", file=sys.stderr)
-    return report
+    if kv_quant is not None:
+        report["kv_cache"] = kv_quant.as_dict()
+    return report, example_maps
 
 
 @torch.no_grad()

@@ -8,7 +8,9 @@ are timings), print a markdown table last, and write JSON with the commit, comma
   overhead    each objective's step time against NTP's, beside its FLOP ratio (suite/bench/overhead.py)
   prepare     `foresight prepare` in MB/s and tokens/s, stage by stage (suite/bench/prepare.py)
   corpus      training tokens/s on a prepared corpus against the same rows in memory; peak RSS of fits on
-              corpora of different sizes (suite/bench/corpus.py)"""
+              corpora of different sizes (suite/bench/corpus.py)
+  kv          a sweep's checkpoints scored with the KV cache at 8, 4, 2, 1 bits against uncompressed, the drops
+              compared with NTP's across seeds (suite/bench/kv.py)"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from suite.errors import UsageError, check_choice, check_writable
 from suite.provenance import provenance
 
-BENCHES = ("memory", "decode", "throughput", "overhead", "prepare", "corpus")
+BENCHES = ("memory", "decode", "throughput", "overhead", "prepare", "corpus", "kv")
 
 
 def bench_function(name: str) -> Callable:

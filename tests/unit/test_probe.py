@@ -156,7 +156,7 @@ def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(
 @pytest.mark.parametrize("argv, message", [
     (["probe", "saliency"], "unknown probe 'saliency'; known: attention, compare"),
     (["probe", "attention", "--checkpoint", "{reverse}"], "was trained on 'star_graph' (reversed); allowed: a "
-     "checkpoint trained on star_graph, left to right"),
+     "checkpoint trained on star_graph or tree_path, left to right"),
     (["probe", "attention", "--checkpoint", "{star}", "--limit", "0"], "limit=0 is out of range; allowed: >= 1"),
     (["probe", "attention", "--checkpoint", "{star}", "--limit", "2", "--example", "2"],
      "example=2 is out of range; allowed: in [0, 1]"),
