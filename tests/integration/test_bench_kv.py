@@ -33,17 +33,18 @@ def test_drops_and_their_difference_from_ntp_are_computed_over_seeds():
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A sweep's results folder and runs, as `foresight sweep` lays them out: NTP and parallel MTP at n = 2, two
-    seeds each, a few steps on a small star graph (paths of 4 nodes, so the probe reads them)."""
+    """A sweep's results folder and runs, as `foresight sweep` lays them out: NTP and parallel MTP at n = 2, one
+    seed each (the statistics over seeds are the test above's), a few steps on a small star graph (paths of 4
+    nodes, so the probe reads them)."""
     root = tmp_path_factory.mktemp("kv")
     rows = []
     for label, objective, n in (("ntp", None, None), ("parallel_mtp", ParallelMTP(n=2), 2)):
-        for seed in (0, 1):
+        for seed in (0,):
             L.seed_everything(seed)
             data = TaskData(options={**STAR, "seed": 0}, batch_size=32)
             model = ObjectiveLM("nano", vocab_size=data.vocab_size, lr=3e-3, warmup_steps=5,
                                 **({"objective": objective} if objective else {}))
-            trainer = L.Trainer(max_steps=40, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            trainer = L.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                 enable_model_summary=False, limit_val_batches=0)
             trainer.fit(model, data)
             point = f"{label}-s{seed}"
@@ -61,13 +62,13 @@ def sweep(tmp_path_factory):
 def test_the_bench_scores_every_checkpoint_uncompressed_and_compressed(sweep):
     report, table = kv(str(sweep / "results"), runs=str(sweep / "runs"), quick=True)
     rows = report["rows"]
-    assert len(rows) == 8 and {(r["bits"], r["rotate"]) for r in rows} == {(16, False), (2, False)}
+    assert len(rows) == 4 and {(r["bits"], r["rotate"]) for r in rows} == {(16, False), (2, False)}
     assert report["config"]["probe"] and all("probe_goal" in r and "probe_edge" in r for r in rows)
     ntp = next(r for r in rows if r["label"] == "ntp" and r["seed"] == 0 and r["bits"] == 16)
     alone = evaluate(ntp["checkpoint"], ["star_graph"], sweep / "alone", limit=24)  # 16 bits: no quantisation
     assert ntp["score"] == alone["results"]["star_graph"]["path_acc,none"]
     assert {e["label"] for e in report["summary"]} == {"ntp", "parallel_mtp n=2"}
-    assert "| parallel_mtp n=2 | 2 | no | 2 |" in table
+    assert "| parallel_mtp n=2 | 2 | no | 1 |" in table
 
 
 def test_bad_bench_input_is_one_line(sweep):
