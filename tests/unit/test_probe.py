@@ -51,6 +51,19 @@ def test_locate_follows_a_reverse_order_answer_backward_along_the_edges():
                                                    edges=[(6, 7, 8), (12, 13, 14), (3, 4, 5)], length=25)
 
 
+def test_locate_reads_a_tree_path_sequence_the_same_way():
+    from tasks import TreePath
+
+    task = TreePath(depth=3, num_nodes=20, num_train=5, num_val=5, num_test=5)
+    for row in task.examples("test").tokens:
+        tokens = [task.tokenizer.id_to_token(t) for t in row.tolist()]
+        graph = locate(tokens, task.prompt_len)
+        path = tokens[task.prompt_len: task.prompt_len + 4]
+        assert graph.goal == task.prompt_len - 2 and tokens[graph.goal] == path[-1]
+        assert [(tokens[a], tokens[b]) for a, b, _ in graph.edges] == list(zip(path, path[1:]))
+        assert all(tokens[c] in ("|", "/") for _, _, c in graph.edges) and graph.length == task.prompt_len + 4
+
+
 def test_locate_refuses_what_is_not_a_star_graph():
     with pytest.raises(ValueError, match="not a star-graph sequence"):
         locate(TOKENS, prompt_len=20)
