@@ -28,9 +28,9 @@ class TaskData(L.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, reverse: bool = False):
         """
         Args:
-            task: A registered task family: star_graph, countdown, biographies, synthetic_code, humaneval,
-                python_stdlib, mix, or corpus (your documents, from `foresight prepare`); `foresight tasks` lists
-                each one's options.
+            task: A registered task family: star_graph, tree_path, countdown, sat, biographies, synthetic_code,
+                humaneval, python_stdlib, mix, or corpus (your documents, from `foresight prepare`); `foresight
+                tasks` lists each one's options.
             options: The task's own options, e.g. {degree: 3, path_length: 5}; on the command line also
                 one at a time, --data.options.degree=3.
             batch_size: Training sequences per step (per device).
