@@ -34,7 +34,7 @@ def settings(bits: list[int], rotate: list[bool], group: int | None) -> list:
 
 def points(results: Path, runs_root: Path, labels: list[str] | None) -> list[dict]:
     """The sweep's finished points (not controls, unless `labels` names them), with their checkpoints."""
-    from suite.comparison import group_key
+    from suite.comparison import group_key, label as label_of
     from suite.results import latest_rows, read_rows
 
     rows = [row for row in latest_rows(read_rows(results / "runs.jsonl")).values()
@@ -56,8 +56,7 @@ def points(results: Path, runs_root: Path, labels: list[str] | None) -> list[dic
         if not checkpoint.is_file():
             raise UsageError(f"point {row['point']} has no checkpoint at '{checkpoint}'; allowed: --runs naming the "
                              "folder the sweep's runs are in")
-        name = label if n is None else f"{label} n={n}"
-        chosen.append({"point": row["point"], "label": name, "seed": row["axes"]["seed"], "size": size,
+        chosen.append({"point": row["point"], "label": label_of(label, n), "seed": row["axes"]["seed"], "size": size,
                        "task": row["axes"]["data"], "checkpoint": str(checkpoint)})
     if len({p["task"] for p in chosen}) > 1:
         raise UsageError(f"--results '{results}' mixes tasks {sorted({p['task'] for p in chosen})}; allowed: one")
