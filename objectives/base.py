@@ -27,6 +27,11 @@ choice after them. hidden [B, m, D] is the trunk output at the positions it read
 C - 1; the whole prompt on the first call). The drafts are x_{C+1} .. x_{C+n-1}. A drafter keeps its own KV caches
 between calls; the positions it is given never go back, so it never needs to be told about rejected drafts."""
 
+PassDrafter = Callable[[torch.Tensor], torch.Tensor]
+"""draft(hidden [B, w, D]) -> [B, w, n - 1]: greedy drafts of x_{t+2} .. x_{t+n} at every position t of a trunk
+pass (from x_{<=t} alone), however many of the pass's positions decoding keeps: the caller takes the drafts at the
+last position it keeps, and the next pass overwrites the heads' cache entries past it (`Objective.pass_drafter`)."""
+
 HEADWISE_VOCAB_RATIO = 8
 """`headwise=None` runs heads one at a time when vocab_size >= this x d_model (see `Objective.use_headwise`)."""
 
@@ -141,6 +146,12 @@ class Objective(nn.Module):
     def drafter(self, trunk, batch: int, max_len: int) -> Drafter | None:
         """A fresh `Drafter` for decoding `batch` sequences of up to `max_len` tokens, or None when the objective has
         no heads that predict tokens (future summary prediction predicts a summary, not tokens)."""
+        return None
+
+    def pass_drafter(self, trunk, batch: int, max_len: int, cursor) -> PassDrafter | None:
+        """For static-shaped decoding (`suite.decoding.generate(graphs=True)`): a `PassDrafter` whose heads keep
+        static KV caches at `cursor` (a `suite.model.Cursor`), run inside the trunk pass's CUDA graph; None where
+        drafting needs the decided tokens (sequential modules), which then drafts with `drafter` after the pass."""
         return None
 
     def loss(self, trunk, hidden: torch.Tensor, tokens: torch.Tensor,

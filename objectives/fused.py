@@ -3,12 +3,14 @@ cross-entropy on it), and the gradient sink that a headwise pass of `objectives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 
 import torch
 from torch.utils.flop_counter import addmm_flop
 
+from objectives import execution
 from objectives.base import IGNORE
 
 CHUNK_LOGITS = 2 ** 24
@@ -105,26 +107,56 @@ class _FusedLinearLoss(torch.autograd.Function):
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
                          chunk_logits: int = CHUNK_LOGITS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`scale` times `token_loss`'s mean cross-entropy of the logits x @ weight.T, the unscaled mean (detached) and
-    top-1 accuracy, computed by `fused_linear_loss`. x: [..., D], weight: [V, D], targets: [...] with IGNORE."""
+    """`scale` times `token_loss`'s mean cross-entropy of the logits x @ weight.T, the unembedding's mean (detached)
+    and top-1 accuracy, computed by `fused_linear_loss`, or by Liger-Kernel's fused kernel where the execution
+    settings choose it (`objectives.execution`). x: [..., D], weight: [V, D], targets: [...] with IGNORE."""
     x, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
     valid = targets != IGNORE
+    settings = execution.current()
+    if settings.kernel_for(x) == "liger":
+        return _liger_cross_entropy(x, weight, targets, valid, scale)
     safe = targets.clamp(min=0)
+    chunk = _compiled_cross_entropy_chunk() if settings.compile else cross_entropy_chunk
 
     def cross_entropy(logits: torch.Tensor, rows: slice, gradient: bool):
-        chosen, right = safe[rows], valid[rows]
-        correct = ((logits.argmax(-1) == chosen) & right).sum()
-        # one fused kernel, in fp32 at least whatever came in
-        logp = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
-        del logits
-        per_position = -logp.gather(1, chosen[:, None]).squeeze(1)
-        if not gradient:
-            return per_position, correct, None
-        grad = logp.exp_()  # softmax minus the one-hot target, in the log-probabilities' memory
-        grad[torch.arange(len(chosen), device=chosen.device), chosen] -= 1.0
-        return per_position, correct, grad
+        return chunk(logits, safe[rows], valid[rows], gradient)
 
     return fused_linear_loss(x, weight, cross_entropy, valid, scale, chunk_logits)
+
+
+def cross_entropy_chunk(logits: torch.Tensor, chosen: torch.Tensor, right: torch.Tensor, gradient: bool):
+    """One chunk's cross-entropy per position [rows] (fp32 at least), its count of right top-1 guesses, and with
+    `gradient` d(loss per position) / d(logits) [rows, V]: softmax minus the one-hot target."""
+    correct = ((logits.argmax(-1) == chosen) & right).sum()
+    logp = torch.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
+    del logits
+    per_position = -logp.gather(1, chosen[:, None]).squeeze(1)
+    if not gradient:
+        return per_position, correct, None
+    grad = logp.exp_()  # in the log-probabilities' memory
+    grad[torch.arange(len(chosen), device=chosen.device), chosen] -= 1.0
+    return per_position, correct, grad
+
+
+@functools.cache
+def _compiled_cross_entropy_chunk():
+    """`cross_entropy_chunk` through torch.compile: the reductions and the gradient in one or two fused kernels
+    (the last, shorter chunk makes the row count dynamic after one recompile)."""
+    return torch.compile(cross_entropy_chunk, dynamic=None)
+
+
+def _liger_cross_entropy(x, weight, targets, valid, scale):
+    """Liger-Kernel's fused linear cross-entropy (Triton; it also takes the gradient in the forward pass, chunk by
+    chunk): the same three values as `linear_cross_entropy`, and 0 where no position has a target."""
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    if not bool(valid.any()):  # Liger divides by the count of targets; ours gives 0, still attached to the graph
+        zero = (x.sum() + weight.sum()) * 0.0
+        return zero.float(), zero.detach().float(), zero.detach().float()
+    out = liger_fused_linear_cross_entropy(x, weight, targets, ignore_index=IGNORE, reduction="mean",
+                                           return_token_accuracy=True)
+    loss = out.loss.float()
+    return loss * scale, loss.detach(), out.token_accuracy.detach().float()
 
 
 class Accumulators:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from objectives import execution
 from objectives.base import Metrics
 from objectives.fused import GRADIENT_SINK, Accumulators, linear_cross_entropy
 
@@ -43,13 +45,17 @@ class _EmbeddingInto(torch.autograd.Function):
 def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor, cache=None) -> torch.Tensor:
     """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1, or,
     with a `KVCache` of those blocks (`trunk.new_cache(batch, length, len(blocks))`), at the positions after the
-    cached ones, which the cache then holds too (incremental drafting)."""
-    offset = 0 if cache is None else cache.length
-    rope = trunk.rope(offset, x.shape[1])
+    cached ones, which the cache then holds too (incremental drafting; a static cache's at its cursor). With `checkpoint_heads` set
+    (`objectives.execution`) a training pass recomputes each block's activations in the backward pass."""
+    rope = trunk.rope_of(cache, x.shape[1])
+    recompute = cache is None and torch.is_grad_enabled() and execution.current().checkpoint_heads
     for layer, block in enumerate(blocks):
-        x = block(x, rope, cache, layer)
-    if cache is not None:
-        cache.length = offset + x.shape[1]
+        if recompute:  # keep the block's input only; its activations come back in the backward pass
+            x = checkpoint(block, x, rope, use_reentrant=False)
+        else:
+            x = block(x, rope, cache, layer)
+    if cache is not None and cache.cursor is None:
+        cache.length += x.shape[1]
     return x
 
 

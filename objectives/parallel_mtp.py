@@ -137,17 +137,28 @@ class ParallelMTP(Objective):
     def drafter(self, trunk, batch, max_len):
         """Heads 2..n at the last position read, each over a KV cache of its blocks: the positions a drafter is given
         are all kept (see `Drafter`), so the caches never roll back."""
+        every = self._drafts_at(trunk, batch, max_len)
+        return lambda hidden, tokens: every(hidden, last=True)[:, 0] if self.n > 1 else tokens[:, :0]
+
+    def pass_drafter(self, trunk, batch, max_len, cursor):
+        every = self._drafts_at(trunk, batch, max_len, cursor)
+        return lambda hidden: every(hidden, last=False)
+
+    def _drafts_at(self, trunk, batch, max_len, cursor=None):
+        """draft(hidden [B, m, D], last) -> the heads' greedy drafts [B, m, n - 1] at every position the trunk just
+        read (at its last position only, [B, 1, n - 1], with last=True), each head over a KV cache of its blocks
+        (static-shaped at `cursor`, where given)."""
         steps = [self._step(trunk, k) for k in range(2, self.n + 1)]
-        caches = [trunk.new_cache(batch, max_len, self.head_layers) for _ in steps]
+        caches = [trunk.new_cache(batch, max_len, self.head_layers, cursor) for _ in steps]
         shared = BranchState(trunk, self.branch_depth(trunk))
 
-        def draft(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        def draft(hidden: torch.Tensor, last: bool) -> torch.Tensor:
             hidden = shared(hidden)
             state, drafts = hidden, []
             for step, cache in zip(steps, caches):
                 state = step(hidden, state, cache)
-                drafts.append(trunk.logits(state[:, -1]).argmax(-1))
-            return torch.stack(drafts, dim=1) if drafts else tokens[:, :0]
+                drafts.append(trunk.logits(state[:, -1:] if last else state).argmax(-1))
+            return torch.stack(drafts, dim=-1) if drafts else hidden.new_zeros(hidden.shape[:2] + (0,), dtype=torch.long)
 
         if shared.handle is not None:  # the hook goes when decoding drops the drafter
             weakref.finalize(draft, shared.handle.remove)

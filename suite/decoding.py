@@ -64,8 +64,8 @@ class DecodeStats:
 
 @torch.inference_mode()
 def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool = False, eos_id: int | None = None,
-             stop: Stop | None = None, temperature: float = 0.0,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, DecodeStats]:
+             stop: Stop | None = None, temperature: float = 0.0, generator: torch.Generator | None = None,
+             graphs: bool = False) -> tuple[torch.Tensor, DecodeStats]:
     """Continuations [B, max_new_tokens] of equal-length prompts `input_ids` [B, P], and what decoding them took.
 
     lm: an `ObjectiveLM` (anything with `.trunk` and `.objective`).
@@ -74,7 +74,9 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         unfinished row, so batch size 1 gives the most speedup.
     eos_id, stop: a row is finished once it emits `eos_id` or `stop(row, its new ids)` is true; its later positions
         hold `eos_id` (0 when None). Decoding ends when every row is finished.
-    temperature: sample at this temperature instead of greedy decoding (plain decoding only)."""
+    temperature: sample at this temperature instead of greedy decoding (plain decoding only).
+    graphs: static-shaped passes (`StaticPasses`): every pass after the prompt has one width and runs as a CUDA graph
+        on a GPU (on the CPU, the same static-shaped passes, eagerly); the output is the same."""
     trunk, objective = lm.trunk, lm.objective
     batch, prompt_len = input_ids.shape
     pad = eos_id if eos_id is not None else 0
@@ -82,7 +84,7 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
     stats = DecodeStats()
     if max_new_tokens == 0:
         return out, stats
-    max_len = prompt_len + max_new_tokens
+    max_len = prompt_len + max_new_tokens + (objective.n if graphs else 0)  # a static pass may read past the end
     drafter = None
     if speculative:
         if temperature > 0:
@@ -142,30 +144,38 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         commit(choose(objective.one_pass_logits(trunk, input_ids, max_new_tokens)))
         stats.trunk_passes, stats.row_passes, stats.row_tokens = 1, batch, int(row_tokens)
         return out, stats
-    cache = trunk.new_cache(batch, max_len)
-    hidden = trunk(input_ids, cache)  # the prompt; its last position gives the first new token
+    if graphs:
+        passes = StaticPasses.reuse(trunk, objective, batch, max_len, drafter is not None)
+    else:
+        passes = Passes(trunk, batch, max_len)
+    in_pass = passes.in_pass if drafter is not None else None
+    hidden, logits, every = passes.run(input_ids, in_pass)  # the prompt; its last position gives the first token
     trunk_passes, row_passes = 1, row_passes + batch
-    tokens = torch.cat([input_ids, choose(trunk.logits(hidden[:, -1:]))], dim=1)
+    tokens = torch.cat([input_ids, choose(logits[:, -1:])], dim=1)
     commit(tokens[:, -1:])
     while produced < max_new_tokens and not (may_finish and bool(done.all())):
         # tokens[:, -1] is chosen but unread; `hidden` holds the trunk output at the positions accepted last pass
-        drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
+        if every is not None:  # drafted inside the last pass, at every position: those of the last one kept
+            drafts = every[:, hidden.shape[1] - 1]
+        else:
+            drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
         width = min(drafts.shape[1], max_new_tokens - produced - 1)  # a pass also yields a token after its drafts
-        drafts = drafts[:, :width]
+        if not graphs:  # a static-shaped pass reads every draft and keeps at most `width`
+            drafts = drafts[:, :width]
         active = ~done
         trunk_passes += 1
         row_passes = row_passes + active.sum()
-        hidden = trunk(torch.cat([tokens[:, -1:], drafts], dim=1), cache)
-        chosen = choose(trunk.logits(hidden))  # chosen[:, j]: the next token after reading drafts[:, :j]
+        hidden, logits, every = passes.run(torch.cat([tokens[:, -1:], drafts], dim=1), in_pass)
+        chosen = choose(logits)  # chosen[:, j]: the next token after reading drafts[:, :j]
         kept = 0
         if width:
-            held = (chosen[:, :-1] == drafts).long().cumprod(dim=1).sum(dim=1)  # each row's longest kept prefix
+            held = (chosen[:, :width] == drafts[:, :width]).long().cumprod(dim=1).sum(dim=1)  # longest kept prefix
             kept = int(held.masked_fill(done, width).min())  # the one wait on the device per pass
             if drafted.shape[0] < width:
                 drafted, accepted = (torch.cat([t, t.new_zeros(width - t.shape[0])]) for t in (drafted, accepted))
             drafted[:width] += active.sum()
             accepted[:width] += ((held[:, None] > torch.arange(width, device=device)) & active[:, None]).sum(0)
-        cache.crop(cache.length - (width - kept))
+        passes.keep(drafts.shape[1] + 1, kept)
         hidden = hidden[:, : kept + 1]
         new = chosen[:, : kept + 1]  # the kept drafts (equal to the chosen tokens there) and the token after them
         tokens = torch.cat([tokens, new], dim=1)
@@ -173,3 +183,98 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
     stats.trunk_passes, stats.row_passes, stats.row_tokens = trunk_passes, int(row_passes), int(row_tokens)
     stats.drafted, stats.accepted = drafted.tolist(), accepted.tolist()
     return out, stats
+
+
+class Passes:
+    """The trunk passes of one `generate` call, eager: each pass as wide as what it reads, the KV cache cropped back
+    over the drafts it rejects. `run(ids, drafter)` -> (hidden [B, w, D], logits [B, w, V], drafts at every position
+    or None); `keep(read, kept)` after a pass that read `read` tokens and kept the first `kept` drafts."""
+
+    in_pass = None  # eager drafting reads the positions a pass kept, after it
+
+    def __init__(self, trunk, batch: int, max_len: int):
+        self.trunk = trunk
+        self.cache = trunk.new_cache(batch, max_len)
+
+    def run(self, ids: torch.Tensor, drafter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        hidden = self.trunk(ids, self.cache)
+        return hidden, self.trunk.logits(hidden), None
+
+    def keep(self, read: int, kept: int) -> None:
+        self.cache.crop(self.cache.length - (read - kept - 1))
+
+
+STATIC_LENGTH = 256
+"""Static caches hold a multiple of this many positions, so calls with prompts of different lengths share them
+(and their CUDA graphs)."""
+STATIC_KEPT = 4
+"""Sets of static caches and graphs a model keeps (greedy and speculative decoding, say), the oldest dropped first."""
+
+
+class StaticPasses(Passes):
+    """Static-shaped passes: the KV caches (the trunk's and, through `Objective.pass_drafter`, the heads') hold
+    every position up to `max_len` and a pass writes at a `Cursor`, so every pass after the prompt has the same
+    shapes. On a GPU each width's pass (trunk, logits and the heads' drafting) is captured once as a CUDA graph and
+    replayed, one launch instead of one per kernel; elsewhere it runs eagerly, the same computation. Caches and
+    graphs are kept for the next call with the same model and shapes (`reuse`): entries a call leaves are masked
+    out in the next until it overwrites them."""
+
+    def __init__(self, trunk, objective, batch: int, max_len: int, drafting: bool):
+        from suite.model import Cursor
+
+        device = trunk.embed.weight.device
+        self.trunk = trunk
+        self.cursor = Cursor(device)
+        self.cache = trunk.new_cache(batch, max_len, cursor=self.cursor)
+        self.in_pass = objective.pass_drafter(trunk, batch, max_len, self.cursor) if drafting else None
+        self.length = 0  # positions decided: where the next pass writes
+        self.capture = device.type == "cuda"
+        self.graphs: dict[int, tuple] = {}
+
+    @classmethod
+    def reuse(cls, trunk, objective, batch: int, max_len: int, drafting: bool) -> StaticPasses:
+        """The passes of an earlier call with this trunk, objective and shapes, rewound, or new ones."""
+        bucket = -(-max_len // STATIC_LENGTH) * STATIC_LENGTH
+        key = (id(objective), batch, bucket, drafting, trunk.embed.weight.device, trunk.kv_quant)
+        kept = trunk.__dict__.setdefault("_static_passes", {})  # dies with the trunk (a cycle: the passes read it)
+        if key not in kept:
+            while len(kept) >= STATIC_KEPT:  # the oldest shapes' caches and graphs go
+                kept.pop(next(iter(kept)))
+            kept[key] = cls(trunk, objective, batch, bucket, drafting)
+        passes = kept[key]
+        passes.length = 0
+        return passes
+
+    def _pass(self, ids: torch.Tensor, drafter):
+        hidden = self.trunk(ids, self.cache)
+        return hidden, self.trunk.logits(hidden), drafter(hidden) if drafter is not None else None
+
+    def run(self, ids, drafter):
+        self.cursor.seek(self.length, ids.shape[1])
+        self.length += ids.shape[1]
+        if not self.capture or self.length == ids.shape[1]:  # the prompt runs once: not worth a graph
+            return self._pass(ids, drafter)
+        graph = self.graphs.get(ids.shape[1])
+        if graph is None:
+            graph = self.graphs[ids.shape[1]] = self._captured(ids, drafter)
+        cuda_graph, static_ids, outputs = graph
+        static_ids.copy_(ids)
+        cuda_graph.replay()
+        return outputs
+
+    def _captured(self, ids: torch.Tensor, drafter):
+        """A CUDA graph of this width's pass, after a warm-up on a side stream (as CUDA graph capture requires);
+        both write the caches at the cursor, as the replay that follows does again, with the same values."""
+        static_ids = ids.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self._pass(static_ids, drafter)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self._pass(static_ids, drafter)
+        return graph, static_ids, outputs
+
+    def keep(self, read: int, kept: int) -> None:
+        self.length -= read - kept - 1  # stale entries past it are masked out, then overwritten

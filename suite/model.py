@@ -3,6 +3,7 @@ unembedding. It returns hidden states and never a loss: objectives own their los
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -15,32 +16,64 @@ from suite.quantize import KVQuant
 from suite.sizes import ModelConfig
 
 
+class Cursor:
+    """Where the passes of static-shaped decoding write and read (`KVCache` with a cursor): the positions of the
+    current pass as a device tensor, in one buffer per pass width, so that a CUDA graph captured for a width reads
+    its positions from the same memory at every replay. Every cache of one decoding shares one cursor."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.buffers: dict[int, torch.Tensor] = {}
+        self.at: torch.Tensor | None = None
+        """Positions [width] of the pass about to run."""
+
+    def seek(self, start: int, width: int) -> torch.Tensor:
+        """The next pass covers positions start .. start + width - 1 (written on the device, no host copy)."""
+        buffer = self.buffers.get(width)
+        if buffer is None:
+            buffer = self.buffers[width] = torch.empty(width, dtype=torch.long, device=self.device)
+        torch.arange(start, start + width, out=buffer)
+        self.at = buffer
+        return buffer
+
+
 class KVCache:
     """Preallocated keys and values of `n_layer` attention layers for incremental decoding.
 
     Positions [0, length) are filled. `crop(n)` rolls the cache back to n positions (speculative decoding discards
-    rejected drafts that way); the stale entries beyond are simply overwritten later."""
+    rejected drafts that way); the stale entries beyond are simply overwritten later.
+
+    With a `Cursor` the cache is static-shaped: a pass writes at the cursor's positions and attends over all
+    `max_len` positions under a mask (position s is seen from position t when s <= t), so a pass of a given width
+    has the same shapes wherever it is, as a CUDA graph needs; stale entries past a pass's positions are masked
+    out until a later pass overwrites them. Its `length` is then the caller's to keep."""
 
     def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_len: int,
-                 device=None, dtype=torch.float32, quant: KVQuant | None = None):
+                 device=None, dtype=torch.float32, quant: KVQuant | None = None, cursor: Cursor | None = None):
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
         self.quant = quant
         """Keys and values are stored as this quantiser gives them back (`suite.quantize`); None: as computed."""
+        self.cursor = cursor
 
     @property
     def max_len(self) -> int:
         return self.k.shape[3]
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, H, T, hd] at positions [length, length + T); return all keys and values up to there."""
+        """Store k, v [B, H, T, hd] at positions [length, length + T) (at the cursor's positions, with one); return
+        all keys and values up to there (all `max_len` of them, with a cursor)."""
+        if self.quant is not None:
+            k, v = self.quant(k), self.quant(v)
+        if self.cursor is not None:
+            self.k[layer].index_copy_(2, self.cursor.at, k)
+            self.v[layer].index_copy_(2, self.cursor.at, v)
+            return self.k[layer], self.v[layer]
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-        if self.quant is not None:
-            k, v = self.quant(k), self.quant(v)
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -52,10 +85,12 @@ class KVCache:
 
 class Rope(NamedTuple):
     """What every block's attention reads about positions: the rotary cos and sin [T, head_dim], and, where
-    attention stays within documents (`Trunk.within_documents`), which keys each query may see [B, T, T]."""
+    attention stays within documents (`Trunk.within_documents`), which keys each query may see [B, T, T]; in a
+    static-shaped pass (a cache with a `Cursor`), the pass's positions `at` [T] and the keys each sees [T, max_len]."""
     cos: torch.Tensor
     sin: torch.Tensor
     mask: torch.Tensor | None = None
+    at: torch.Tensor | None = None
 
 
 def document_mask(tokens: torch.Tensor, separator: int) -> torch.Tensor:
@@ -114,7 +149,9 @@ class Attention(nn.Module):
             offset = cache.length
             k, v = cache.write(layer, k, v)
         gqa = self.n_kv_head != self.n_head
-        if offset == 0 and rope.mask is not None:  # causal within each document of a packed row
+        if rope.at is not None:  # static-shaped: every cached position, those not yet seen masked out
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=rope.mask, enable_gqa=gqa)
+        elif offset == 0 and rope.mask is not None:  # causal within each document of a packed row
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=rope.mask[:, None], enable_gqa=gqa)
         elif offset == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
@@ -141,6 +178,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
 
+    compiled: bool = False
+    """Passes without a KV cache (training, validation losses, scoring) run through `torch.compile`
+    (`compile_blocks`); cached passes (decoding) stay eager, so a cache's growing length never recompiles."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
@@ -149,8 +190,30 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if cache is None and self.compiled:
+            return _compiled_block()(self, x, rope)
+        return self.eager(x, rope, cache, layer)
+
+    def eager(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), rope, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
+
+
+@functools.cache
+def _compiled_block():
+    """One compiled function for every block: parameters are graph inputs (torch.compile inlines modules), so the
+    trunk's blocks and every head's share its graphs; a batch or sequence length it has not seen makes that
+    dimension dynamic after one recompile instead of compiling each length anew."""
+    return torch.compile(Block.eager, dynamic=None)
+
+
+def compile_blocks(module: nn.Module) -> int:
+    """Every `Block` inside `module` (a trunk's, the heads', a frozen model's) runs its passes without a KV cache
+    compiled from now on; the weights, their names and the checkpoints stay as they are. Returns how many."""
+    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compiled = True
+    return len(blocks)
 
 
 class Trunk(nn.Module):
@@ -216,11 +279,25 @@ class Trunk(nn.Module):
             return Rope(cos[:end], sin[:end], mask[:, :length, :length])
         return Rope(cos[offset:end], sin[offset:end])
 
-    def new_cache(self, batch: int, max_len: int, n_layer: int | None = None) -> KVCache:
-        """An empty cache for the trunk's blocks, or for `n_layer` blocks of the trunk's shape (a head's)."""
+    def rope_of(self, cache: KVCache | None, length: int) -> Rope:
+        """The positions of a pass of `length` tokens: after the cached ones, or at a static cache's cursor."""
+        if cache is None or cache.cursor is None:
+            return self.rope(0 if cache is None else cache.length, length)
+        at = cache.cursor.at
+        assert at is not None and at.shape[0] == length, (at, length)
+        cos, sin = self._rope_table  # grown to max_len when the cache was made: never reallocated in a graph
+        seen = torch.arange(cache.max_len, device=at.device)[None, :] <= at[:, None]
+        return Rope(cos.index_select(0, at), sin.index_select(0, at), seen, at)
+
+    def new_cache(self, batch: int, max_len: int, n_layer: int | None = None, cursor: Cursor | None = None) -> KVCache:
+        """An empty cache for the trunk's blocks, or for `n_layer` blocks of the trunk's shape (a head's); with a
+        `Cursor`, static-shaped (see `KVCache`)."""
         c = self.config
+        if cursor is not None:
+            self.rope(0, max_len)  # the rotary table covers every position before any pass is captured
         return KVCache(len(self.blocks) if n_layer is None else n_layer, batch, c.kv_heads, c.head_dim, max_len,
-                       device=self.embed.weight.device, dtype=self.embed.weight.dtype, quant=self.kv_quant)
+                       device=self.embed.weight.device, dtype=self.embed.weight.dtype, quant=self.kv_quant,
+                       cursor=cursor)
 
     kv_quant: KVQuant | None = None
     """Evaluation with a compressed KV cache: every cache the trunk makes stores keys and values through this
@@ -231,13 +308,12 @@ class Trunk(nn.Module):
         """The hidden states after every block, or after the first `depth` blocks (where heads branch off)."""
         if cache is None and self.kv_quant is not None:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
-        offset = cache.length if cache is not None else 0
-        rope = self.rope(offset, input_ids.shape[1])
+        rope = self.rope_of(cache, input_ids.shape[1])
         x = self.embed(input_ids)
         for layer, block in enumerate(self.blocks[:depth]):
             x = block(x, rope, cache, layer)
-        if cache is not None:
-            cache.length = offset + input_ids.shape[1]
+        if cache is not None and cache.cursor is None:
+            cache.length += input_ids.shape[1]
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

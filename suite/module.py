@@ -13,12 +13,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 from objectives import NTP, Objective, from_spec
+from objectives.execution import Execution, executing
 from objectives.fused import FLOP_FORMULAS
 from objectives.heads import all_heads_at_once, head_scales
 from suite.checkpoints import attach, attach_stand_ins
 from suite.decoding import generate
 from suite.errors import UsageError, check_choice, check_range
-from suite.model import Block, Trunk
+from suite.model import Block, Trunk, compile_blocks
 from suite.sizes import ModelConfig, count_parameters, resolve
 from suite.schedule import WarmupCosine
 
@@ -74,7 +75,9 @@ class ObjectiveLM(L.LightningModule):
     def __init__(self, size: str | ModelConfig | None = None, objective: Objective | None = None,
                  vocab_size: int | None = None, init_from: str | None = None, freeze_trunk: bool = False,
                  head_init: Literal["random", "last_block"] = "random", lr: float = 1e-3, weight_decay: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1):
+                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 100, min_lr_ratio: float = 0.1,
+                 compile: bool = False, checkpoint_heads: bool = False,
+                 loss_kernel: Literal["auto", "foresight", "liger"] = "auto"):
         """
         Args:
             size: A name from `suite.sizes.SIZES` (nano, micro, tiny, small, base, large, 1b) or a full model config;
@@ -97,6 +100,15 @@ class ObjectiveLM(L.LightningModule):
             betas: AdamW betas.
             warmup_steps: Linear warmup steps before the cosine decay.
             min_lr_ratio: The cosine decays to lr * min_lr_ratio at the last step.
+            compile: torch.compile every transformer block (the trunk's and the heads') and the chunked loss for
+                training; decoding with the KV cache stays eager. Same loss and gradients to float tolerance.
+            checkpoint_heads: Recompute the head blocks' activations in the backward pass instead of keeping them
+                (less memory for heads, one more forward pass of each head block).
+            loss_kernel: The unembedding's cross-entropy: foresight's chunked loss (every device), liger
+                (Liger-Kernel's fused kernel: CUDA, the gpu extra), or auto (liger on CUDA where installed).
+
+        How the model runs (compile, checkpoint_heads, loss_kernel) is the run's config, not the checkpoint's: a
+        checkpoint trained with any of them loads and evaluates anywhere.
         """
         super().__init__()
         check_range("lr", lr, 0.0)
@@ -104,6 +116,7 @@ class ObjectiveLM(L.LightningModule):
         check_range("warmup_steps", warmup_steps, 0)
         check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
         check_choice("head_init", head_init, ("random", "last_block"))
+        self.execution = Execution(compile=compile, checkpoint_heads=checkpoint_heads, loss_kernel=loss_kernel)
         pretrained = None
         if init_from is not None:
             if size is not None:
@@ -171,7 +184,8 @@ class ObjectiveLM(L.LightningModule):
 
     def _loss(self, batch: dict[str, torch.Tensor]):
         tokens, mask = batch["tokens"], batch.get("loss_mask")
-        with self.trunk.within_documents(tokens, self.objective.separator if self.document_mask else None):
+        with self.trunk.within_documents(tokens, self.objective.separator if self.document_mask else None), \
+                executing(self.execution):
             return self.objective.loss(self.trunk, self.objective.hidden(self.trunk, tokens, mask), tokens, mask)
 
     def setup(self, stage: str) -> None:
@@ -204,6 +218,8 @@ class ObjectiveLM(L.LightningModule):
         return count_parameters(self.trunk, self.objective)
 
     def on_fit_start(self) -> None:
+        if self.execution.compile:  # after the model summary's eager pass; for this run's training and validation
+            compile_blocks(self)
         for logger in self.loggers:
             logger.log_metrics({f"params/{k}": v for k, v in self.parameter_counts().items()}, step=0)
 

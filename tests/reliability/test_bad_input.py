@@ -83,6 +83,10 @@ CASES = [
     Case(("fit", "--model.objective=SequentialMTP", "--model.objective.depth=x"), "depth: Expected an int"),
     Case(("fit", "--model.objective=FSPBoW", "--model.objective.tau=1"),
          "fsp_bow tau=1 is out of range; allowed: >= 2"),
+    Case(("fit", "--model.loss_kernel=fast"), "--model.loss_kernel: Expected a typing.Literal['auto', 'foresight', "
+                                             "'liger']. Got value: fast"),
+    Case(("fit", "--model.loss_kernel=liger"), "--model.loss_kernel=liger needs Liger-Kernel, which is not installed; "
+                                              "allowed: auto or foresight"),
     Case(("fit", "--data.task=chess"), "unknown task 'chess'; known: star_graph"),
     Case(("fit", "--data.options.degree=1"), "star_graph degree=1 is out of range; allowed: >= 2"),
     Case(("fit", "--data.options.path_length=1"), "star_graph path_length=1 is out of range; allowed: >= 2"),

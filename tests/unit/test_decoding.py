@@ -76,12 +76,13 @@ def trained_model(label: str) -> Model:
 
 @pytest.mark.parametrize("label", DRAFTING)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_untrained_speculative_and_plain_decoding_equal_naive_greedy(label, batch):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_untrained_speculative_and_plain_decoding_equal_naive_greedy(label, batch, graphs):
     model = build(DRAFTING[label])
     prompts = torch.randint(0, VOCAB, (batch, 5))
     expected = naive_greedy(model.trunk, prompts, 17)
-    plain, plain_stats = generate(model, prompts, 17)
-    fast, stats = generate(model, prompts, 17, speculative=True)
+    plain, plain_stats = generate(model, prompts, 17, graphs=graphs)
+    fast, stats = generate(model, prompts, 17, speculative=True, graphs=graphs)
     assert torch.equal(plain, expected) and torch.equal(fast, expected)
     assert plain_stats.trunk_passes == 17 and plain_stats.tokens_per_pass == 1.0
     assert stats.row_tokens == 17 * batch and stats.trunk_passes <= 17
@@ -90,13 +91,14 @@ def test_untrained_speculative_and_plain_decoding_equal_naive_greedy(label, batc
 
 @pytest.mark.parametrize("label", DRAFTING)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_trained_speculative_decoding_equals_greedy_and_drafts_hold(label, batch):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_trained_speculative_decoding_equals_greedy_and_drafts_hold(label, batch, graphs):
     model = trained_model(label)
     prompts = rule_batch(batch, 4, torch.Generator().manual_seed(batch))
     expected = naive_greedy(model.trunk, prompts, 20)
     assert torch.equal(expected, rule_batch(batch, 24, torch.Generator().manual_seed(batch))[:, 4:]), \
         "the trained model must have learned the rule for its drafts to be worth checking"
-    fast, stats = generate(model, prompts, 20, speculative=True)
+    fast, stats = generate(model, prompts, 20, speculative=True, graphs=graphs)
     assert torch.equal(fast, expected)
     n = model.objective.n
     # every head learned the rule: every draft holds, so each pass after the prompt's yields n tokens (the last
@@ -107,7 +109,8 @@ def test_trained_speculative_decoding_equals_greedy_and_drafts_hold(label, batch
 
 
 @pytest.mark.parametrize("label", ["parallel n=4", "causal n=4", "sequential n=4"])
-def test_trained_speculative_decoding_stops_at_an_eos_inside_a_draft(label):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_trained_speculative_decoding_stops_at_an_eos_inside_a_draft(label, graphs):
     model = trained_model(label)
     prompts = rule_batch(3, 4, torch.Generator().manual_seed(3))
     plain = naive_greedy(model.trunk, prompts, 20)
@@ -115,11 +118,69 @@ def test_trained_speculative_decoding_stops_at_an_eos_inside_a_draft(label):
     eos = int(plain[0, 6])
     assert eos not in plain[0, :6].tolist()
     expected = naive_greedy(model.trunk, prompts, 20, eos_id=eos)
-    fast, stats = generate(model, prompts, 20, speculative=True, eos_id=eos)
+    fast, stats = generate(model, prompts, 20, speculative=True, eos_id=eos, graphs=graphs)
     assert torch.equal(fast, expected)
     assert fast[0, 6:].tolist() == [eos] * 14
     assert stats.row_tokens == sum(int((row == eos).nonzero()[0]) + 1 if (row == eos).any() else 20
                                    for row in expected)
+
+
+# --- static-shaped passes (CUDA graphs on a GPU) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["parallel n=4", "parallel n=3, 2-block heads", "causal n=4", "sequential n=4"])
+def test_static_passes_are_kept_across_calls_and_what_a_call_leaves_is_never_read(label):
+    """Calls with a long prompt, then shorter ones, greedy and speculative alternating, reuse one set of static
+    caches per way of decoding: the entries a longer call left past a shorter call's positions are masked out, so
+    every call still gives the eager call's tokens and figures."""
+    model = trained_model(label)
+    model.trunk.__dict__.pop("_static_passes", None)  # what earlier tests' calls left
+    generator = torch.Generator().manual_seed(7)
+    for length, new in ((9, 30), (3, 12), (6, 20), (4, 3)):
+        prompts = rule_batch(2, length, generator)
+        prompts[1, -1] = (prompts[1, -1] + 5) % VOCAB  # a row off the rule: drafts get rejected, caches roll back
+        for speculative in (False, True):
+            eager, eager_stats = generate(model, prompts, new, speculative=speculative)
+            static, static_stats = generate(model, prompts, new, speculative=speculative, graphs=True)
+            assert torch.equal(static, eager) and torch.equal(eager, naive_greedy(model.trunk, prompts, new))
+            assert static_stats.as_dict() == eager_stats.as_dict()
+    kept = model.trunk._static_passes
+    assert len(kept) == 2 and {key[3] for key in kept} == {False, True}  # one set per way, reused by each call
+    assert all(passes.cache.max_len == 256 for passes in kept.values())
+
+
+def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
+    from suite.quantize import KVQuant
+
+    model = trained_model("parallel n=4")
+    model.trunk.__dict__.pop("_static_passes", None)
+    prompts = rule_batch(2, 5, torch.Generator().manual_seed(2))
+    model.trunk.kv_quant = KVQuant.of(2, rotate=True)
+    try:
+        for speculative in (False, True):
+            eager, _ = generate(model, prompts, 16, speculative=speculative)
+            static, _ = generate(model, prompts, 16, speculative=speculative, graphs=True)
+            assert torch.equal(static, eager)
+        assert [key[5] for key in model.trunk._static_passes] == [model.trunk.kv_quant] * 2
+    finally:
+        model.trunk.kv_quant = None
+        model.trunk.__dict__.pop("_static_passes", None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_replay_greedy_output():
+    model = trained_model("parallel n=4")
+    model.trunk.cuda(), model.objective.cuda()
+    try:
+        prompts = rule_batch(2, 5, torch.Generator().manual_seed(4)).cuda()
+        for speculative in (False, True):
+            eager, eager_stats = generate(model, prompts, 24, speculative=speculative)
+            for _ in range(2):  # captured on the first call, replayed on the second
+                graphed, stats = generate(model, prompts, 24, speculative=speculative, graphs=True)
+                assert torch.equal(graphed, eager) and stats.as_dict() == eager_stats.as_dict()
+        assert all(passes.graphs for passes in model.trunk._static_passes.values())
+    finally:
+        model.trunk.cpu(), model.objective.cpu()
+        model.trunk.__dict__.pop("_static_passes", None)
 
 
 # --- the verify-and-roll-back logic, with scripted drafts ------------------------------------------------------------

@@ -84,8 +84,8 @@ def test_make_block_builds_a_fresh_block_of_the_same_kind(tiny_config):
 
 def test_rope_matches_the_rotation_formula(tiny_config):
     trunk = Trunk(tiny_config)
-    cos, sin, mask = trunk.rope(3, 2)
-    assert mask is None
+    cos, sin, mask, at = trunk.rope(3, 2)
+    assert mask is None and at is None
     hd = tiny_config.head_dim
     inv_freq = 1.0 / tiny_config.rope_theta ** (torch.arange(0, hd, 2).float() / hd)
     angles = torch.tensor([3.0, 4.0])[:, None] * inv_freq
