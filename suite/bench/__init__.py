@@ -71,6 +71,37 @@ def interleave(candidates: dict[str, Callable[[], object]], rounds: int, device:
     return seconds
 
 
+def execution(settings: dict | None, *modules):
+    """The context a bench runs its steps in: `objectives.execution.Execution(**settings)` (compile,
+    checkpoint_heads, loss_kernel: as `ObjectiveLM` runs), with every block of `modules` compiled where it says so."""
+    from objectives.execution import Execution, executing
+    from suite.model import compile_blocks
+
+    chosen = Execution(**(settings or {}))
+    if chosen.compile:
+        for module in modules:
+            compile_blocks(module)
+    return executing(chosen)
+
+
+def execution_options(compile: bool, checkpoint_heads: bool, loss_kernel: str) -> dict:
+    """A bench's execution options, checked before anything runs (a bad kernel fails in one line, at once)."""
+    from objectives.execution import Execution
+
+    Execution(compile=compile, checkpoint_heads=checkpoint_heads, loss_kernel=loss_kernel)
+    return {"compile": compile, "checkpoint_heads": checkpoint_heads, "loss_kernel": loss_kernel}
+
+
+def describe_execution(config: dict) -> str:
+    """", compiled, head blocks checkpointed, liger loss": how a bench's steps ran, for its table's first line."""
+    parts = [", compiled" if config.get("compile") else ""]
+    if config.get("checkpoint_heads"):
+        parts.append(", head blocks checkpointed")
+    if config.get("loss_kernel", "auto") != "auto":
+        parts.append(f", {config['loss_kernel']} loss")
+    return "".join(parts)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -83,7 +83,7 @@ def prompts_of(task, count: int, prompt_tokens: int):
 
 def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_code", size: str = "micro", steps: int = 600,
            batch_size: int = 32, lr: float = 3e-3, horizons: list[int] = [2, 4], prompts: int = 24,
-           max_new_tokens: int = 96, device: str = "auto", quick: bool = False) -> tuple[dict, str]:
+           max_new_tokens: int = 96, device: str = "auto", graphs: bool = False, quick: bool = False) -> tuple[dict, str]:
     """Greedy against self-speculative decoding (batch size 1, KV-cached both) for parallel, causal and sequential
     MTP at each horizon: tokens/s of each, their ratio, tokens per trunk pass and each head's acceptance rate, and
     whether the outputs are identical (they must be).
@@ -100,6 +100,8 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
         prompts: Test prompts to decode, one at a time, each with both decoders.
         max_new_tokens: Tokens to decode per prompt (fewer where the model ends with <eos>).
         device: cpu, cuda, or auto (cuda when available).
+        graphs: Also decode both ways with static-shaped passes (CUDA graphs on a GPU: `generate(graphs=True)`),
+            timed beside the eager ones, and the outputs of all four compared.
         quick: A seconds-long run (nano, 20 steps, 3 prompts), to check the bench itself.
     """
     import torch
@@ -133,41 +135,48 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
     eos = data_task.tokenizer.token_to_id("<eos>")
     inputs = [prompt.to(device) for prompt in prompts_of(data_task, prompts, PROMPT_TOKENS)]
 
+    ways = [("greedy", False, False), ("speculative", True, False)]
+    if graphs:
+        ways += [("graphs_greedy", False, True), ("graphs_speculative", True, True)]
     rows = []
     for name, n, model, training in models:
-        for speculative in (False, True):  # warm up: first calls pay for allocations and kernel selection
-            generate(model, inputs[0], max_new_tokens, speculative=speculative, eos_id=eos)
-        outputs: dict[str, list[torch.Tensor]] = {"greedy": [], "speculative": []}
+        for _, speculative, static in ways:  # warm up: first calls pay for allocations, kernels and graph capture
+            generate(model, inputs[0], max_new_tokens, speculative=speculative, eos_id=eos, graphs=static)
+        outputs: dict[str, list[torch.Tensor]] = {label: [] for label, _, _ in ways}
         stats = DecodeStats()
-        seconds = {"greedy": 0.0, "speculative": 0.0}
+        seconds = {label: 0.0 for label, _, _ in ways}
         tokens = 0
 
         for prompt in inputs:
-            def run(speculative: bool, prompt=prompt):
-                out, call = generate(model, prompt, max_new_tokens, speculative=speculative, eos_id=eos)
-                outputs["speculative" if speculative else "greedy"].append(out)
-                if speculative:
+            def run(label: str, speculative: bool, static: bool, prompt=prompt):
+                out, call = generate(model, prompt, max_new_tokens, speculative=speculative, eos_id=eos,
+                                     graphs=static)
+                outputs[label].append(out)
+                if label == "speculative":
                     stats.add(call)
                 return call
 
-            timing = interleave({"greedy": lambda: run(False), "speculative": lambda: run(True)}, rounds=2,
-                                device=device, warmup=0)
+            timing = interleave({label: (lambda way=way: run(*way)) for way in ways for label in [way[0]]},
+                                rounds=2, device=device, warmup=0)
             for label in seconds:
                 seconds[label] += sum(timing[label])
             out = outputs["greedy"][-1][0]
             tokens += 2 * (int((out == eos).nonzero()[0]) + 1 if (out == eos).any() else len(out))
-        identical = all(torch.equal(a, b) for a, b in zip(outputs["greedy"], outputs["speculative"]))
+        identical = all(torch.equal(a, b) for label in outputs for a, b in zip(outputs["greedy"], outputs[label]))
         row = {"objective": name, "n": n, **training, "tokens": tokens,  # training: how, or which checkpoint
-               "greedy_tokens_per_s": tokens / seconds["greedy"],
-               "speculative_tokens_per_s": tokens / seconds["speculative"],
+               **{f"{label}_tokens_per_s": tokens / seconds[label] for label in seconds},
                "speedup": seconds["greedy"] / seconds["speculative"], "identical": identical,
                **{f"decode_{k}": v for k, v in stats.as_dict().items()}}
+        if graphs:
+            row["graphs_speedup"] = seconds["graphs_greedy"] / seconds["graphs_speculative"]
+            row["graphs_over_eager_greedy"] = seconds["greedy"] / seconds["graphs_greedy"]
         rows.append(row)
-        print(f"  decoded {name} n={n}: {row['speedup']:.2f}x, {stats.tokens_per_pass:.2f} tokens per pass, "
-              f"identical: {identical}", file=sys.stderr)
+        print(f"  decoded {name} n={n}: {row['speedup']:.2f}x, {stats.tokens_per_pass:.2f} tokens per pass"
+              + (f", with graphs {row['graphs_speedup']:.2f}x" if graphs else "") + f", identical: {identical}",
+              file=sys.stderr)
     report = {"config": {"checkpoint": checkpoint, "task": task if checkpoint is None else data_task.name,
                          "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "prompts": len(inputs),
-                         "max_new_tokens": max_new_tokens, "device": device,
+                         "max_new_tokens": max_new_tokens, "device": device, "graphs": graphs,
                          "dtype": "bf16-mixed training, fp32 decoding" if device == "cuda" else "fp32"},
               "rows": rows}
     if not all(row["identical"] for row in rows):
@@ -179,14 +188,19 @@ def decode_table(report: dict) -> str:
     c = report["config"]
     source = f"checkpoint {c['checkpoint']}" if c["checkpoint"] else f"{c['size']} trained {c['steps']} steps on {c['task']}"
     lines = [f"Greedy vs self-speculative decoding, batch 1, {source}, {c['prompts']} test prompts x up to "
-             f"{c['max_new_tokens']} tokens, {c['device']} ({c['dtype']}); both KV-cached, timed interleaved.",
+             f"{c['max_new_tokens']} tokens, {c['device']} ({c['dtype']}); both KV-cached, timed interleaved"
+             + ("; graphs: static-shaped passes, CUDA graphs on a GPU (the same passes run eagerly on a CPU)."
+                if c.get("graphs") else "."),
              "",
              "| objective | n | greedy tok/s | speculative tok/s | speedup | tokens / trunk pass | acceptance by head "
-             "| identical |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| identical |" + (" graphs: greedy tok/s | speculative tok/s | speedup |" if c.get("graphs") else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if c.get("graphs") else "")]
     for row in report["rows"]:
         rates = " ".join(f"{rate:.2f}" for rate in row["decode_acceptance"]) or "-"
+        graphed = (f" {row['graphs_greedy_tokens_per_s']:,.0f} | {row['graphs_speculative_tokens_per_s']:,.0f} | "
+                   f"{row['graphs_speedup']:.2f} |" if c.get("graphs") else "")
         lines.append(f"| {row['objective']} | {row['n']} | {row['greedy_tokens_per_s']:,.0f} | "
                      f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | "
-                     f"{row['decode_tokens_per_pass']:.2f} | {rates} | {'yes' if row['identical'] else 'NO'} |")
+                     f"{row['decode_tokens_per_pass']:.2f} | {rates} | {'yes' if row['identical'] else 'NO'} |"
+                     + graphed)
     return "\n".join(lines)

@@ -19,6 +19,7 @@ def measure_step(point: dict) -> dict:
     import torch
 
     import objectives
+    from suite.bench import execution
     from suite.checkpoints import attach_stand_ins
     from suite.model import Trunk
     from suite.overhead import memory_now, peak_memory  # imports Lightning: here, not before the options are checked
@@ -39,7 +40,8 @@ def measure_step(point: dict) -> dict:
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
+        with execution(point.get("execution"), trunk, objective):
+            loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
         loss.backward()
         if cuda:
             torch.cuda.synchronize()
@@ -66,11 +68,25 @@ def _in_fresh_process(point: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+MODES = ("headwise", "checkpointed", "all_at_once")
+"""How a step runs its heads: one at a time (`headwise`, the default where logits are large), one at a time with
+the head blocks' activations recomputed in the backward pass (`checkpointed`, --model.checkpoint_heads), or all in
+one graph (`all_at_once`, the reference)."""
+
+
+def modes(label: str, spec: dict) -> tuple[str, ...]:
+    """The modes an objective is measured in: NTP has one head and no head block (all three are the same step);
+    an objective without a headwise option has no all-at-once mode; teacherless has no head blocks."""
+    if label in ("ntp", "teacherless"):
+        return ("headwise",)
+    return MODES if has_headwise(spec) else ("headwise", "checkpointed")
+
+
 def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, batch_size: int = 1, n: int = 4,
            device: str = "auto", quick: bool = False) -> tuple[dict, str]:
-    """Peak memory of one training step of every objective at horizon n, against next-token prediction and against
-    the same objective with all heads in one graph (headwise=False), each measured in a fresh process (CPU: max
-    resident memory; GPU: max allocated).
+    """Peak memory of one training step of every objective at horizon n, against next-token prediction, with its
+    head blocks' activations recomputed (checkpoint_heads) and with all heads in one graph (headwise=False), each
+    measured in a fresh process (CPU: max resident memory; GPU: max allocated).
 
     Args:
         size: Model size (d=512 for `small`).
@@ -97,17 +113,18 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
     rows = []
     for label, spec in objectives_at_n:
         row = {"objective": label}
-        choice = label != "ntp" and has_headwise(spec)  # NTP's one head: headwise and all at once are the same
-        for mode in ("headwise", "all_at_once") if choice else ("headwise",):
-            mode_spec = ({**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode == "headwise"}}
-                         if choice else spec)
-            row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec})
+        for mode in modes(label, spec):
+            mode_spec = ({**spec, "init_args": {**spec.get("init_args", {}), "headwise": mode != "all_at_once"}}
+                         if has_headwise(spec) else spec)
+            execution = {"checkpoint_heads": True} if mode == "checkpointed" else {}
+            row[mode] = _in_fresh_process({**common, "label": f"{label} {mode}", "spec": mode_spec,
+                                           "execution": execution})
             print(f"  measured {label} {mode}: peak {row[mode]['peak_bytes'] / 2**20:,.0f} MiB", file=sys.stderr)
         rows.append(row)
 
     ntp = rows[0]["headwise"]
     for row in rows:
-        for mode in ("headwise", "all_at_once"):
+        for mode in MODES:
             if mode in row:
                 row[mode]["peak_ratio"] = row[mode]["peak_bytes"] / ntp["peak_bytes"]
                 row[mode]["step_ratio"] = row[mode]["step_bytes"] / ntp["step_bytes"]
@@ -123,14 +140,15 @@ def memory_table(report: dict) -> str:
              f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, n={c['n']}, {c['device']} "
              "(CPU: max resident memory; GPU: max allocated); 'step' is the peak above the model's resting memory.",
              "",
-             "| objective | peak MiB | x NTP | step MiB | x NTP | all heads at once: step MiB | x NTP | step s "
-             "| x NTP |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| objective | peak MiB | x NTP | step MiB | x NTP | checkpointed heads: peak MiB | x NTP | all heads at "
+             "once: step MiB | x NTP | step s | x NTP |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["rows"]:
-        h, a = row["headwise"], row.get("all_at_once")
+        h, c, a = row["headwise"], row.get("checkpointed"), row.get("all_at_once")
+        kept = f"{c['peak_bytes'] / mib:,.0f} | {c['peak_ratio']:.2f}" if c else "- | -"
         naive = f"{a['step_bytes'] / mib:,.0f} | {a['step_ratio']:.2f}" if a else "- | -"
         lines.append(f"| {row['objective']} | {h['peak_bytes'] / mib:,.0f} | {h['peak_ratio']:.2f} | "
-                     f"{h['step_bytes'] / mib:,.0f} | {h['step_ratio']:.2f} | {naive} | {h['seconds']:.2f} | "
+                     f"{h['step_bytes'] / mib:,.0f} | {h['step_ratio']:.2f} | {kept} | {naive} | {h['seconds']:.2f} | "
                      f"{h['time_ratio']:.2f} |")
     return "\n".join(lines)
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import sys
 
-from suite.bench import NO_HORIZON, STAND_IN, answer_mask, interleave, median, objectives_at, resolve_device
+from suite.bench import (NO_HORIZON, STAND_IN, answer_mask, describe_execution, execution, execution_options,
+                         interleave, median, objectives_at, resolve_device)
 from suite.errors import check_choice, check_range
 
 
 def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: list[int] = [2, 4, 8],
              vocab_size: int = 4096, seq_len: int = 256, batch_size: int = 8, rounds: int = 5,
-             memory: bool = True, device: str = "auto", quick: bool = False) -> tuple[dict, str]:
+             memory: bool = True, device: str = "auto", compile: bool = False, checkpoint_heads: bool = False,
+             loss_kernel: str = "auto", quick: bool = False) -> tuple[dict, str]:
     """Step time (forward and backward) of every objective at each horizon n against NTP's, the analytic FLOP
     ratio, efficiency = FLOP ratio / time ratio, and the peak-memory ratio, at each size.
 
@@ -30,6 +32,9 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
             median counts.
         memory: Also measure each step's peak memory, each in a fresh process (slower).
         device: cpu, cuda, or auto (cuda when available).
+        compile: Every objective's blocks and chunked loss through torch.compile (--model.compile), NTP's too.
+        checkpoint_heads: Head blocks recompute their activations in the backward pass (--model.checkpoint_heads).
+        loss_kernel: auto, foresight or liger (--model.loss_kernel), for every objective alike.
         quick: A seconds-long run (nano, n = 2, 64 tokens, batch 2, 2 rounds), to check the bench itself.
     """
     from suite.sizes import SIZES, ModelConfig
@@ -44,6 +49,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
     for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size),
                         ("rounds", rounds)):
         check_range(name, value, 1)
+    settings = execution_options(compile, checkpoint_heads, loss_kernel)
     # after the checks: suite.overhead imports Lightning, seconds that a bad option need not wait for
     import torch
 
@@ -72,7 +78,8 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
             flops[key] = analytic_flops_per_token(trunk, objective, seq_len)
 
             def step(trunk=trunk, objective=objective, mask=answer_mask(objective, tokens)):
-                loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
+                with execution(settings, trunk, objective):
+                    loss, _ = objective.loss(trunk, objective.hidden(trunk, tokens, mask), tokens, mask)
                 loss.backward()
                 for p in [*trunk.parameters(), *objective.parameters()]:
                     p.grad = None
@@ -86,7 +93,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                 before = torch.cuda.memory_allocated()
                 step()
                 peaks[key] = weights[key] + torch.cuda.max_memory_allocated() - before
-        seconds = interleave(steps, rounds, device)
+        seconds = interleave(steps, rounds, device, warmup=2 if compile else 1)
         del steps
         base_time, base_flops = median(seconds[("ntp", 1)]), flops[("ntp", 1)]
         base_memory = None
@@ -100,7 +107,8 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
                 # per step, and what the step adds above its resting memory, plus the weights, as on a GPU
                 row["peak_bytes"] = peaks.get((label, n)) or weights[(label, n)] + _in_fresh_process(
                     {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
-                     "device": device, "label": f"{size} {label} n={n}", "spec": spec})["step_bytes"]
+                     "device": device, "label": f"{size} {label} n={n}", "spec": spec,
+                     "execution": {**settings, "compile": False}})["step_bytes"]
                 base_memory = base_memory or row["peak_bytes"]
                 row["memory_ratio"] = row["peak_bytes"] / base_memory
             rows.append(row)
@@ -109,7 +117,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
         if device == "cuda":
             torch.cuda.empty_cache()
     report = {"config": {"sizes": sizes, "horizons": horizons, "vocab_size": vocab_size, "seq_len": seq_len,
-                         "batch_size": batch_size, "rounds": rounds, "device": device,
+                         "batch_size": batch_size, "rounds": rounds, "device": device, **settings,
                          "threads": torch.get_num_threads()},
               "rows": rows}
     return report, overhead_table(report)
@@ -118,7 +126,7 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
 def overhead_table(report: dict) -> str:
     c = report["config"]
     lines = [f"Objective overhead: one training step (forward and backward) against NTP's at the same size, "
-             f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, {c['device']}; median of "
+             f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, {c['device']}{describe_execution(c)}; median of "
              f"{c['rounds']} interleaved steps. Efficiency = FLOP ratio / time ratio (1.0: the extra time is the "
              "extra work).",
              "",

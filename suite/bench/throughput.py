@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import sys
 
-from suite.bench import interleave, median, resolve_device
+from suite.bench import describe_execution, execution, execution_options, interleave, median, resolve_device
 from suite.errors import check_choice, check_range
 
 
 def training_steps(size: str, vocab_size: int, seq_len: int, batch_size: int, device: str, dtype: str,
-                   compile: bool) -> dict:
+                   settings: dict) -> dict:
     """One training step (forward, loss, backward, fused AdamW step) of each model, as callables."""
     import torch
 
@@ -35,14 +35,14 @@ def training_steps(size: str, vocab_size: int, seq_len: int, batch_size: int, de
     tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-    def ours_loss():
-        return objective.loss(trunk, trunk_forward(tokens), tokens)[0]
+    def ours_loss():  # foresight compiled as `--model.compile` compiles it
+        with execution(settings, trunk):
+            return objective.loss(trunk, trunk(tokens), tokens)[0]
 
     def hf_loss():
         return hf(input_ids=tokens, labels=tokens).loss
 
-    trunk_forward = torch.compile(trunk) if compile else trunk
-    if compile:
+    if settings["compile"]:
         hf.model = torch.compile(hf.model)
 
     def step(model, loss_fn, optimizer):
@@ -63,7 +63,7 @@ def training_steps(size: str, vocab_size: int, seq_len: int, batch_size: int, de
 
 def throughput(sizes: list[str] = ["micro", "tiny", "small"], vocab_size: int = 4096, seq_len: int = 256,
                batch_size: int = 8, rounds: int = 10, device: str = "auto", dtype: str = "auto",
-               compile: bool = False, quick: bool = False) -> tuple[dict, str]:
+               compile: bool = False, loss_kernel: str = "auto", quick: bool = False) -> tuple[dict, str]:
     """Training tokens/s of foresight (trunk + NTP loss) and of Hugging Face LlamaForCausalLM (SDPA attention, its
     own loss) at each size, and their ratio; both with fused AdamW, the same weights and the same batch.
 
@@ -75,7 +75,9 @@ def throughput(sizes: list[str] = ["micro", "tiny", "small"], vocab_size: int = 
         rounds: Timed steps of each model, alternating (after one warm-up step each); the median counts.
         device: cpu, cuda, or auto (cuda when available).
         dtype: fp32, bf16 (autocast), or auto (bf16 on cuda, fp32 on cpu).
-        compile: torch.compile both models first.
+        compile: torch.compile both models first: foresight's blocks and chunked loss as --model.compile does,
+            Hugging Face's decoder as a whole.
+        loss_kernel: foresight's cross-entropy: auto, foresight or liger (--model.loss_kernel).
         quick: A seconds-long run (micro, 64 tokens, batch 2, 2 rounds), to check the bench itself.
     """
     import torch
@@ -92,9 +94,10 @@ def throughput(sizes: list[str] = ["micro", "tiny", "small"], vocab_size: int = 
     for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size),
                         ("rounds", rounds)):
         check_range(name, value, 1)
+    settings = execution_options(compile, False, loss_kernel)
     rows = []
     for size in sizes:
-        built = training_steps(size, vocab_size, seq_len, batch_size, device, dtype, compile)
+        built = training_steps(size, vocab_size, seq_len, batch_size, device, dtype, settings)
         seconds = interleave(built["steps"], rounds, device, warmup=2 if compile else 1)
         tokens = batch_size * seq_len
         row = {"size": size, "params": built["params"], "d_model": built["d_model"], "n_layer": built["n_layer"],
@@ -109,7 +112,7 @@ def throughput(sizes: list[str] = ["micro", "tiny", "small"], vocab_size: int = 
         if device == "cuda":
             torch.cuda.empty_cache()
     report = {"config": {"sizes": sizes, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,
-                         "rounds": rounds, "device": device, "dtype": dtype, "compile": compile,
+                         "rounds": rounds, "device": device, "dtype": dtype, **settings,
                          "threads": torch.get_num_threads()},
               "rows": rows}
     return report, throughput_table(report)
@@ -118,7 +121,7 @@ def throughput(sizes: list[str] = ["micro", "tiny", "small"], vocab_size: int = 
 def throughput_table(report: dict) -> str:
     c = report["config"]
     lines = [f"Training throughput (forward, loss, backward, fused AdamW), V={c['vocab_size']}, T={c['seq_len']}, "
-             f"batch {c['batch_size']}, {c['device']} {c['dtype']}{', compiled' if c['compile'] else ''}; median of "
+             f"batch {c['batch_size']}, {c['device']} {c['dtype']}{describe_execution(c)}; median of "
              f"{c['rounds']} steps each, interleaved.",
              "",
              "| size | params | foresight tok/s | HF Llama tok/s | foresight / HF |",

@@ -23,8 +23,10 @@ def test_memory_bench_quick_writes_its_table_and_json(tmp_path):
     assert report["bench"] == "memory" and report["command"] == f"foresight bench memory --quick --out {tmp_path}"
     assert report["commit"] and report["versions"]["torch"]
     assert [row["objective"] for row in report["rows"]] == list(objectives.OBJECTIVES)
-    for row in report["rows"]:
-        modes = ("headwise",) if row["objective"] in ("ntp", "teacherless") else ("headwise", "all_at_once")
+    for row in report["rows"]:  # ntp and teacherless have no head block; every other objective has a headwise option
+        heads = row["objective"] not in ("ntp", "teacherless")
+        modes = ("headwise", "checkpointed", "all_at_once") if heads else ("headwise",)
+        assert [key for key in row if key != "objective"] == list(modes)
         for mode in modes:
             assert row[mode]["peak_bytes"] > row[mode]["resting_bytes"] > 0
     table = result.stdout.strip().splitlines()
@@ -33,25 +35,27 @@ def test_memory_bench_quick_writes_its_table_and_json(tmp_path):
     assert [line.split("|")[1].strip() for line in table[-count:]] == list(objectives.OBJECTIVES)
 
 
-def bench_quick(name: str, tmp_path) -> tuple[dict, list[str]]:
-    result = foresight("bench", name, "--quick", "--out", str(tmp_path), cwd=tmp_path)
+def bench_quick(name: str, tmp_path, *options: str) -> tuple[dict, list[str]]:
+    result = foresight("bench", name, "--quick", "--out", str(tmp_path), *options, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / f"{name}-cpu-quick.json").read_text())
-    assert report["bench"] == name and report["command"] == f"foresight bench {name} --quick --out {tmp_path}"
+    assert report["bench"] == name
+    assert report["command"] == " ".join(["foresight bench", name, "--quick --out", str(tmp_path), *options])
     assert report["commit"] and report["versions"]["torch"]
     return report, result.stdout.strip().splitlines()
 
 
 @pytest.mark.slow
 def test_decode_bench_quick_trains_decodes_both_ways_and_finds_them_identical(tmp_path):
-    report, lines = bench_quick("decode", tmp_path)
+    report, lines = bench_quick("decode", tmp_path, "--graphs=true")
     rows = report["rows"]
     assert [(row["objective"], row["n"]) for row in rows] == [
         (name, n) for name in ("parallel_mtp", "causal_mtp", "sequential_mtp") for n in (2, 4)]
     for row in rows:
         assert row["identical"] is True  # the one property that must hold whatever the timing
         assert len(row["decode_acceptance"]) == row["n"] - 1
-        assert row["greedy_tokens_per_s"] > 0 and row["speculative_tokens_per_s"] > 0
+        assert all(row[f"{way}_tokens_per_s"] > 0
+                   for way in ("greedy", "speculative", "graphs_greedy", "graphs_speculative"))
         assert 1.0 <= row["decode_tokens_per_pass"] <= row["n"]
     assert lines[-8].startswith("| objective | n | greedy tok/s") and lines[-7].startswith("| --- |")
     assert [line.split("|")[1].strip() for line in lines[-6:]] == [row["objective"] for row in rows]
