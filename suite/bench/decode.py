@@ -19,7 +19,7 @@ DRAFTING = [("parallel_mtp", "n"), ("causal_mtp", "n"), ("sequential_mtp", "dept
 
 
 def trained_models(task: str, options: dict, size: str, horizons: list[int], steps: int, batch_size: int, lr: float,
-                   device: str) -> tuple[list[tuple[str, int, object, dict]], object]:
+                   device: str, compile: bool = False) -> tuple[list[tuple[str, int, object, dict]], object]:
     """(objective, n, ObjectiveLM, training figures) for every drafting objective at every horizon, trained on
     `task` through Lightning as `foresight fit` trains, and the task."""
     import lightning as L
@@ -35,7 +35,7 @@ def trained_models(task: str, options: dict, size: str, horizons: list[int], ste
             L.seed_everything(0, verbose=False)  # the same weights and batch order for each model
             objective = OBJECTIVES[name](**{option: n if option == "n" else n - 1})
             model = ObjectiveLM(size, objective=objective, vocab_size=data.vocab_size, lr=lr,
-                                warmup_steps=min(100, steps // 10))
+                                warmup_steps=min(100, steps // 10), compile=compile)
             trainer = L.Trainer(max_steps=steps, accelerator=device, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                                 precision="bf16-mixed" if device == "cuda" else "32-true")
@@ -83,7 +83,8 @@ def prompts_of(task, count: int, prompt_tokens: int):
 
 def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_code", size: str = "micro", steps: int = 600,
            batch_size: int = 32, lr: float = 3e-3, horizons: list[int] = [2, 4], prompts: int = 24,
-           max_new_tokens: int = 96, device: str = "auto", graphs: bool = False, quick: bool = False) -> tuple[dict, str]:
+           max_new_tokens: int = 96, device: str = "auto", graphs: bool = False, compile: bool = False,
+           quick: bool = False) -> tuple[dict, str]:
     """Greedy against self-speculative decoding (batch size 1, KV-cached both) for parallel, causal and sequential
     MTP at each horizon: tokens/s of each, their ratio, tokens per trunk pass and each head's acceptance rate, and
     whether the outputs are identical (they must be).
@@ -102,6 +103,7 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
         device: cpu, cuda, or auto (cuda when available).
         graphs: Also decode both ways with static-shaped passes (CUDA graphs on a GPU: `generate(graphs=True)`),
             timed beside the eager ones, and the outputs of all four compared.
+        compile: Train the models compiled (--model.compile); decoding is not compiled.
         quick: A seconds-long run (nano, 20 steps, 3 prompts), to check the bench itself.
     """
     import torch
@@ -111,12 +113,13 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
 
     if checkpoint is not None:  # the options that train models have nothing to train
         defaults = {name: p.default for name, p in inspect.signature(decode).parameters.items()}
-        given = {"task": task, "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "horizons": horizons}
+        given = {"task": task, "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "horizons": horizons,
+                 "compile": compile}
         conflicting = [f"--{name}" for name, value in given.items() if value != defaults[name]]
         if conflicting:
             raise UsageError(f"--checkpoint decodes the checkpoint's own model, so {', '.join(conflicting)} (for "
                              "training models first) cannot be given with it; allowed: --checkpoint with --prompts, "
-                             "--max_new_tokens, --device, --quick")
+                             "--max_new_tokens, --device, --graphs, --quick")
     if quick:
         size, steps, batch_size, prompts, max_new_tokens = "nano", 20, 8, 3, 16
     device = resolve_device(device)
@@ -129,7 +132,7 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
         if task not in task_registry.TASKS:
             raise UsageError(f"unknown task {task!r}; known: {', '.join(task_registry.TASKS)}")
         options = {"num_train": 2000 if quick else 20000, "num_val": 8, "num_test": max(prompts, 8)}
-        models, data_task = trained_models(task, options, size, horizons, steps, batch_size, lr, device)
+        models, data_task = trained_models(task, options, size, horizons, steps, batch_size, lr, device, compile)
     else:
         models, data_task = checkpoint_models([checkpoint] if isinstance(checkpoint, str) else checkpoint, device)
     eos = data_task.tokenizer.token_to_id("<eos>")
@@ -176,7 +179,7 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
               file=sys.stderr)
     report = {"config": {"checkpoint": checkpoint, "task": task if checkpoint is None else data_task.name,
                          "size": size, "steps": steps, "batch_size": batch_size, "lr": lr, "prompts": len(inputs),
-                         "max_new_tokens": max_new_tokens, "device": device, "graphs": graphs,
+                         "max_new_tokens": max_new_tokens, "device": device, "graphs": graphs, "compile": compile,
                          "dtype": "bf16-mixed training, fp32 decoding" if device == "cuda" else "fp32"},
               "rows": rows}
     if not all(row["identical"] for row in rows):

@@ -47,6 +47,31 @@ def test_checkpoint_round_trip_gives_the_same_logits(tmp_path):
     assert loaded.config == model.config and isinstance(loaded.objective, NTP)
 
 
+def test_compiled_checkpointed_training_takes_the_eager_steps(tmp_path):
+    """--model.compile and --model.checkpoint_heads change how a step runs, not what it computes: three steps of
+    parallel MTP give the eager run's weights to float tolerance; the checkpoint loads without them (they are the
+    run's config, not the model's)."""
+    from objectives import ParallelMTP
+    from suite.model import Block
+
+    weights = []
+    for fast in (False, True):
+        L.seed_everything(0, verbose=False)
+        data = TaskData(options=OPTIONS, batch_size=16)
+        model = ObjectiveLM("nano", ParallelMTP(n=2), vocab_size=data.vocab_size, compile=fast, checkpoint_heads=fast)
+        t = trainer(tmp_path / str(fast), max_steps=3, num_sanity_val_steps=0, limit_val_batches=0)
+        t.fit(model, data)
+        blocks = [m for m in model.modules() if isinstance(m, Block)]
+        assert len(blocks) == 3 and all(block.compiled == fast for block in blocks)
+        weights.append(model.state_dict())
+        path = tmp_path / f"{fast}.ckpt"
+        t.save_checkpoint(path)
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5)  # an Adam step is 1e-3
+    loaded = ObjectiveLM.load_from_checkpoint(path)
+    assert "compile" not in loaded.hparams and not loaded.execution.compile
+
+
 def test_test_split_scores_are_logged(tmp_path):
     data = TaskData(options=OPTIONS, eval_batch_size=32)
     model = ObjectiveLM("nano", vocab_size=data.vocab_size)

@@ -243,7 +243,7 @@ CASES = [
          {FSP_BOW: ""}),
     Case(("bench", "decode", "--checkpoint", REVERSE, "--horizons", "[2,3]", "--steps", "10"),
          "--checkpoint decodes the checkpoint's own model, so --steps, --horizons (for training models first) "
-         "cannot be given with it; allowed: --checkpoint with --prompts, --max_new_tokens, --device, --quick",
+         "cannot be given with it; allowed: --checkpoint with --prompts, --max_new_tokens, --device, --graphs, --quick",
          {REVERSE: ""}),
     Case(("bench", "memory", "--bogus", "1"),
          "unrecognized arguments: --bogus 1; allowed: the options `foresight bench memory --help` lists"),
