@@ -107,8 +107,8 @@ class _FusedLinearLoss(torch.autograd.Function):
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
                          chunk_logits: int = CHUNK_LOGITS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`scale` times `token_loss`'s mean cross-entropy of the logits x @ weight.T, the unembedding's mean (detached)
-    and top-1 accuracy, computed by `fused_linear_loss`, or by Liger-Kernel's fused kernel where the execution
+    """`scale` times `token_loss`'s mean cross-entropy of the logits x @ weight.T, the unscaled mean (detached) and
+    top-1 accuracy, computed by `fused_linear_loss`, or by Liger-Kernel's fused kernel where the execution
     settings choose it (`objectives.execution`). x: [..., D], weight: [V, D], targets: [...] with IGNORE."""
     x, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
     valid = targets != IGNORE

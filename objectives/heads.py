@@ -45,8 +45,9 @@ class _EmbeddingInto(torch.autograd.Function):
 def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor, cache=None) -> torch.Tensor:
     """`x` [B, T, D] through head blocks built with `trunk.make_block()`, at the trunk's positions 0..T-1, or,
     with a `KVCache` of those blocks (`trunk.new_cache(batch, length, len(blocks))`), at the positions after the
-    cached ones, which the cache then holds too (incremental drafting; a static cache's at its cursor). With `checkpoint_heads` set
-    (`objectives.execution`) a training pass recomputes each block's activations in the backward pass."""
+    cached ones, which the cache then holds too (incremental drafting; a static cache's at its cursor). With
+    `checkpoint_heads` set (`objectives.execution`) a training pass recomputes each block's activations in the
+    backward pass."""
     rope = trunk.rope_of(cache, x.shape[1])
     recompute = cache is None and torch.is_grad_enabled() and execution.current().checkpoint_heads
     for layer, block in enumerate(blocks):

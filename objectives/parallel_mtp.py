@@ -158,7 +158,9 @@ class ParallelMTP(Objective):
             for step, cache in zip(steps, caches):
                 state = step(hidden, state, cache)
                 drafts.append(trunk.logits(state[:, -1:] if last else state).argmax(-1))
-            return torch.stack(drafts, dim=-1) if drafts else hidden.new_zeros(hidden.shape[:2] + (0,), dtype=torch.long)
+            if not drafts:  # n = 1
+                return hidden.new_zeros(hidden.shape[:2] + (0,), dtype=torch.long)
+            return torch.stack(drafts, dim=-1)
 
         if shared.handle is not None:  # the hook goes when decoding drops the drafter
             weakref.finalize(draft, shared.handle.remove)

@@ -126,9 +126,9 @@ def overhead(sizes: list[str] = ["nano", "micro", "tiny", "small"], horizons: li
 def overhead_table(report: dict) -> str:
     c = report["config"]
     lines = [f"Objective overhead: one training step (forward and backward) against NTP's at the same size, "
-             f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, {c['device']}{describe_execution(c)}; median of "
-             f"{c['rounds']} interleaved steps. Efficiency = FLOP ratio / time ratio (1.0: the extra time is the "
-             "extra work).",
+             f"V={c['vocab_size']}, T={c['seq_len']}, batch {c['batch_size']}, {c['device']}{describe_execution(c)}; "
+             f"median of {c['rounds']} interleaved steps. Efficiency = FLOP ratio / time ratio (1.0: the extra time "
+             "is the extra work).",
              "",
              "| size | objective | n | time x NTP | FLOPs x NTP | efficiency | peak memory x NTP |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -21,7 +21,8 @@ from suite.sizes import ModelConfig
 
 CONFIG = ModelConfig(n_layer=2, d_model=32, n_head=2, vocab_size=300)  # V > 8d: heads run one at a time
 SPECS = [("ntp", {}), ("parallel_mtp", {"n": 3}), ("parallel_mtp", {"n": 2, "layout": "siblings"}),
-         ("causal_mtp", {"n": 3}), ("sequential_mtp", {"depth": 2}), ("fsp_bow", {"tau": 3}), ("fsp_revlm", {"reverse_lm": "stand-in"})]
+         ("causal_mtp", {"n": 3}), ("sequential_mtp", {"depth": 2}), ("fsp_bow", {"tau": 3}),
+         ("fsp_revlm", {"reverse_lm": "stand-in"})]
 
 
 def step(name: str, options: dict, settings: Execution, compiled: bool = False, separator: int | None = None):
