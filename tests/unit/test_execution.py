@@ -92,6 +92,18 @@ def test_compiled_blocks_and_loss_give_the_eager_loss_and_gradients(compiled_ste
         torch.testing.assert_close(grads_c[key], grads[key], rtol=1e-4, atol=1e-6), key
 
 
+def test_compiled_blocks_follow_the_sequence_length():
+    """A length the compiled blocks have not seen (validation's, a corpus's last row) recompiles once with that
+    dimension dynamic, and every length gives the eager hidden states."""
+    torch.manual_seed(0)
+    eager, compiled = Trunk(CONFIG), Trunk(CONFIG)
+    compiled.load_state_dict(eager.state_dict())
+    compile_blocks(compiled)
+    for length in (24, 17, 9):
+        tokens = torch.randint(0, CONFIG.vocab_size, (2, length))
+        torch.testing.assert_close(compiled(tokens), eager(tokens), rtol=1e-5, atol=1e-5)
+
+
 def test_compiled_blocks_keep_document_masks_and_decode_eagerly(compiled_steps):
     """Within documents (a mask in the rope) the compiled step is the eager one; a compiled trunk decodes with its
     KV cache eagerly (no recompile per length) and gives the eager tokens."""
