@@ -194,7 +194,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         kv = kv_quant.as_dict() if kv_quant is not None else {}
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative,
-                                   **{f"kv_{key}": value for key, value in kv.items() if key != "seed"})
+                                   **{f"kv_{key}": value for key, value in kv.items()})
     else:
         model = models.OracleLM(answer)
     unseen = untrained(data, names) if data is not None else []

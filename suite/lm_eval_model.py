@@ -46,7 +46,7 @@ def usable_device(device: str | None) -> str:
     return str(device)
 
 
-def kv_quant_of(bits, group, rotate) -> KVQuant | None:
+def kv_quant_of(bits, group, rotate, seed=0) -> KVQuant | None:
     """The KV-cache quantiser of lm-eval model arguments (strings from its command line, or values from Python)."""
     def number(name: str, value):
         try:
@@ -57,7 +57,7 @@ def kv_quant_of(bits, group, rotate) -> KVQuant | None:
     if str(rotate).lower() not in ("true", "false"):
         raise UsageError(f"kv_rotate={rotate!r} is not a boolean; allowed: true, false")
     return KVQuant.of(number("kv_bits", bits), None if group in (None, "", "None") else number("kv_group", group),
-                      str(rotate).lower() == "true")
+                      str(rotate).lower() == "true", number("kv_seed", seed))
 
 
 @register_model("foresight")
@@ -69,13 +69,14 @@ class ForesightLM(TemplateLM):
     `speculative=true` decodes greedy requests with the objective's heads (`suite.decoding`): the same text, fewer
     trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly.
 
-    `kv_bits=B` (1, 2, 4, 8; 16, the default, is none), `kv_group=G`, `kv_rotate=true`: every attention reads keys
-    and values as a B-bit cache would give them back (`suite.quantize`), generation and log-likelihoods alike."""
+    `kv_bits=B` (1, 2, 4, 8; 16, the default, is none), `kv_group=G`, `kv_rotate=true`, `kv_seed=S` (the rotation's):
+    every attention reads keys and values as a B-bit cache would give them back (`suite.quantize`), generation and
+    log-likelihoods alike."""
 
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
                  max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False,
                  kv_bits: int | str = 16, kv_group: int | str | None = None, kv_rotate: bool | str = False,
-                 **kwargs):
+                 kv_seed: int | str = 0, **kwargs):
         super().__init__()
         device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
@@ -83,7 +84,7 @@ class ForesightLM(TemplateLM):
         if str(speculative).lower() not in ("true", "false"):
             raise UsageError(f"speculative={speculative!r} is not a boolean; allowed: true, false")
         self.speculative = str(speculative).lower() == "true"
-        self.kv_quant = kv_quant_of(kv_bits, kv_group, kv_rotate)
+        self.kv_quant = kv_quant_of(kv_bits, kv_group, kv_rotate, kv_seed)
         if self.speculative:
             model, checkpoint_data = checkpoints.load_model(checkpoint)
             self.trunk = model.trunk

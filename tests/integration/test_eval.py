@@ -242,7 +242,7 @@ def test_an_evaluation_of_code_says_whether_programs_reads_are_confined(monkeypa
     assert code_confinement(["synthetic_code"])["reads"] == "confined" and capsys.readouterr().err == ""
 
 
-def test_a_compressed_kv_cache_is_recorded_and_changes_only_what_it_should(star_checkpoint, tmp_path):
+def test_a_compressed_kv_cache_is_recorded_and_changes_only_what_it_should(star_checkpoint, tmp_path, monkeypatch):
     """kv_bits=16 is no quantisation; 1 bit is recorded in the results; lm-eval's model arguments (strings, as
     `lm_eval --model_args kv_bits=2,kv_group=8,kv_rotate=true` passes them) reach the trunk, checked."""
     import suite.lm_eval_model as models
@@ -253,9 +253,17 @@ def test_a_compressed_kv_cache_is_recorded_and_changes_only_what_it_should(star_
     assert plain["kv_cache"] == {"bits": 16}
     squeezed = evaluate(str(path), ["star_graph"], tmp_path / "one_bit", limit=24, kv_quant=KVQuant(bits=1))
     assert squeezed["kv_cache"] == {"bits": 1, "group": None, "rotate": False, "seed": 0}
+    built = []  # the quantiser of the model evaluate builds: the rotation that scores is the one it was given
+    monkeypatch.setattr(models.ForesightLM, "__init__", lambda self, *args, __init__=models.ForesightLM.__init__,
+                        **kwargs: __init__(self, *args, **kwargs) or built.append(self.trunk.kv_quant))
+    turned = evaluate(str(path), ["star_graph"], tmp_path / "turned", limit=24,
+                      kv_quant=KVQuant(2, rotate=True, seed=3))
+    assert turned["kv_cache"]["seed"] == 3 and built == [KVQuant(2, rotate=True, seed=3)]
+    monkeypatch.undo()
     assert models.ForesightLM(str(path), kv_bits="16").trunk.kv_quant is None
     model = models.ForesightLM(str(path), kv_bits="2", kv_group="8", kv_rotate="true")
     assert model.trunk.kv_quant == KVQuant(bits=2, group=8, rotate=True)
+    assert models.ForesightLM(str(path), kv_bits="2", kv_rotate="true", kv_seed="3").trunk.kv_quant.seed == 3
     with pytest.raises(UsageError, match="kv_group=5 does not divide the head dimension 16"):
         models.ForesightLM(str(path), kv_bits="4", kv_group="5")
     with pytest.raises(UsageError, match="kv_rotate='yes' is not a boolean; allowed: true, false"):
