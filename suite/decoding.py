@@ -146,10 +146,11 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         return out, stats
     if graphs:
         passes = StaticPasses.reuse(trunk, objective, batch, max_len, drafter is not None)
+        if passes.in_pass is not None:  # the heads draft inside each pass: the eager drafter and its caches go
+            drafter = None
     else:
         passes = Passes(trunk, batch, max_len)
-    in_pass = passes.in_pass if drafter is not None else None
-    hidden, logits, every = passes.run(input_ids, in_pass)  # the prompt; its last position gives the first token
+    hidden, logits, every = passes.run(input_ids)  # the prompt; its last position gives the first token
     trunk_passes, row_passes = 1, row_passes + batch
     tokens = torch.cat([input_ids, choose(logits[:, -1:])], dim=1)
     commit(tokens[:, -1:])
@@ -165,7 +166,7 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         active = ~done
         trunk_passes += 1
         row_passes = row_passes + active.sum()
-        hidden, logits, every = passes.run(torch.cat([tokens[:, -1:], drafts], dim=1), in_pass)
+        hidden, logits, every = passes.run(torch.cat([tokens[:, -1:], drafts], dim=1))
         chosen = choose(logits)  # chosen[:, j]: the next token after reading drafts[:, :j]
         kept = 0
         if width:
@@ -187,16 +188,15 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
 
 class Passes:
     """The trunk passes of one `generate` call, eager: each pass as wide as what it reads, the KV cache cropped back
-    over the drafts it rejects. `run(ids, drafter)` -> (hidden [B, w, D], logits [B, w, V], drafts at every position
-    or None); `keep(read, kept)` after a pass that read `read` tokens and kept the first `kept` drafts."""
-
-    in_pass = None  # eager drafting reads the positions a pass kept, after it
+    over the drafts it rejects. `run(ids)` -> (hidden [B, w, D], logits [B, w, V], the heads' drafts at every position
+    when they draft inside the pass, else None: eager drafting reads the positions a pass kept, after it);
+    `keep(read, kept)` after a pass that read `read` tokens and kept the first `kept` drafts."""
 
     def __init__(self, trunk, batch: int, max_len: int):
         self.trunk = trunk
         self.cache = trunk.new_cache(batch, max_len)
 
-    def run(self, ids: torch.Tensor, drafter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def run(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hidden = self.trunk(ids, self.cache)
         return hidden, self.trunk.logits(hidden), None
 
@@ -245,35 +245,36 @@ class StaticPasses(Passes):
         passes.length = 0
         return passes
 
-    def _pass(self, ids: torch.Tensor, drafter):
+    def _pass(self, ids: torch.Tensor):
         hidden = self.trunk(ids, self.cache)
-        return hidden, self.trunk.logits(hidden), drafter(hidden) if drafter is not None else None
+        return hidden, self.trunk.logits(hidden), self.in_pass(hidden) if self.in_pass is not None else None
 
-    def run(self, ids, drafter):
+    def run(self, ids):
+        prompt = self.length == 0
         self.cursor.seek(self.length, ids.shape[1])
         self.length += ids.shape[1]
-        if not self.capture or self.length == ids.shape[1]:  # the prompt runs once: not worth a graph
-            return self._pass(ids, drafter)
+        if prompt or not self.capture:  # the prompt runs once: not worth a graph
+            return self._pass(ids)
         graph = self.graphs.get(ids.shape[1])
         if graph is None:
-            graph = self.graphs[ids.shape[1]] = self._captured(ids, drafter)
+            graph = self.graphs[ids.shape[1]] = self._captured(ids)
         cuda_graph, static_ids, outputs = graph
         static_ids.copy_(ids)
         cuda_graph.replay()
         return outputs
 
-    def _captured(self, ids: torch.Tensor, drafter):
+    def _captured(self, ids: torch.Tensor):
         """A CUDA graph of this width's pass, after a warm-up on a side stream (as CUDA graph capture requires);
         both write the caches at the cursor, as the replay that follows does again, with the same values."""
         static_ids = ids.clone()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._pass(static_ids, drafter)
+            self._pass(static_ids)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = self._pass(static_ids, drafter)
+            outputs = self._pass(static_ids)
         return graph, static_ids, outputs
 
     def keep(self, read: int, kept: int) -> None:
