@@ -258,7 +258,7 @@ class StaticPasses(Passes):
         graph = self.graphs.get(ids.shape[1])
         if graph is None:
             graph = self.graphs[ids.shape[1]] = self._captured(ids)
-        cuda_graph, static_ids, outputs = graph
+        cuda_graph, static_ids, outputs, _ = graph
         static_ids.copy_(ids)
         cuda_graph.replay()
         return outputs
@@ -275,7 +275,8 @@ class StaticPasses(Passes):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             outputs = self._pass(static_ids)
-        return graph, static_ids, outputs
+        # a graph reads memory by address: the rotary table it read stays alive even if the trunk's grows later
+        return graph, static_ids, outputs, self.trunk._rope_table
 
     def keep(self, read: int, kept: int) -> None:
         self.length -= read - kept - 1  # stale entries past it are masked out, then overwritten
