@@ -125,16 +125,28 @@ def probe_attention(checkpoint: str, limit: int = 200, example: int = 0, out: st
     return report
 
 
-def attention_report(checkpoint: str, limit: int = 200, example: int = 0, device: str = "cpu",
-                     kv_quant=None) -> tuple[dict, tuple]:
-    """The probe's report of a checkpoint and the maps of test graph `example`, with the keys read through
-    `kv_quant` (a `suite.quantize.KVQuant`: what a compressed KV cache would hold) where given."""
+@dataclass
+class Probed:
+    """A path-finding checkpoint loaded for the probe: its trunk and objective (with its heads where they predict
+    tokens), its task, the test examples and what the trunk read of them in training. Load once, read many times
+    (`attention_report` at several KV-cache widths)."""
+
+    checkpoint: str
+    trunk: torch.nn.Module
+    objective: object
+    task: object
+    examples: object
+    inputs: torch.Tensor
+    data: dict
+
+
+def load_probed(checkpoint: str, device: str = "cpu") -> Probed:
+    """A checkpoint trained left to right on a path task with paths of 4 nodes or more, ready for the probe."""
     import objectives
     import tasks
     from suite.checkpoints import load_model, load_trunk
     from suite.errors import check_choice
 
-    check_range("limit", limit, 1)
     check_choice("device", device, ("cpu", "cuda"))
     trunk, stored = load_trunk(checkpoint)
     data = stored.get("datamodule_hyper_parameters") or {}
@@ -153,12 +165,24 @@ def attention_report(checkpoint: str, limit: int = 200, example: int = 0, device
     if type(objective).drafter is not objectives.Objective.drafter:  # heads that predict tokens: read them too
         model, _ = load_model(checkpoint)
         trunk, objective = model.trunk, model.objective.to(device).eval()
+    return Probed(str(checkpoint), trunk.to(device).eval(), objective, task, examples, inputs, data)
+
+
+def attention_report(checkpoint: str | Probed, limit: int = 200, example: int = 0, device: str = "cpu",
+                     kv_quant=None) -> tuple[dict, tuple]:
+    """The probe's report of a checkpoint (a path, or one `load_probed` loaded on `device`) and the maps of test
+    graph `example`, with the keys read through `kv_quant` (a `suite.quantize.KVQuant`: what a compressed KV cache
+    would hold) where given."""
+    check_range("limit", limit, 1)
+    probed = checkpoint if isinstance(checkpoint, Probed) else load_probed(checkpoint, device)
+    trunk, objective, task, examples, inputs = (probed.trunk, probed.objective, probed.task, probed.examples,
+                                                probed.inputs)
+    device = trunk.embed.weight.device
     count = min(limit, len(examples.tokens))
     check_range("example", example, 0, count - 1)  # one of the graphs probed (the test split may hold fewer)
-    trunk.to(device).eval()
     if kv_quant is not None:
         kv_quant.check(trunk.config.head_dim)
-        trunk.kv_quant = kv_quant
+    trunk.kv_quant = kv_quant  # a loaded model read again at another width: this one, or none
     totals, example_maps = None, None
     for i in range(count):
         ids = examples.tokens[i].tolist()
@@ -174,8 +198,8 @@ def attention_report(checkpoint: str, limit: int = 200, example: int = 0, device
             example_maps = (weights, graph, tokens[: graph.length])
     means = {key: value / count for key, value in totals.items()}
     report = {
-        "checkpoint": str(checkpoint), "objective": type(objective).__name__,
-        "options": objective.spec()["init_args"], "graphs": count, "task": data.get("options") or {},
+        "checkpoint": probed.checkpoint, "objective": type(objective).__name__,
+        "options": objective.spec()["init_args"], "graphs": count, "task": probed.data.get("options") or {},
         "chance": {key: float(means[f"{key}_chance"]) for key in ("goal", "edge", "first")},
         "accuracy": {"first": float(means["first_acc"]), "middle": float(means["middle_acc"])},
         "heads": [{"head": k + 1, "answer": [float(value) for value in row]} for k, row in enumerate(means["heads"])],

@@ -86,7 +86,7 @@ def kv(results: str, runs: str = "runs", bits: list[int] = [8, 4, 2, 1], rotate:
     """
     from suite.bench import resolve_device
     from suite.evaluate import evaluate, task_kind
-    from suite.probe import PATH_TASKS, attention_report
+    from suite.probe import PATH_TASKS, attention_report, load_probed
 
     if quick:
         bits, rotate, limit, probe_limit = [2], [False], 24, 8
@@ -106,6 +106,7 @@ def kv(results: str, runs: str = "runs", bits: list[int] = [8, 4, 2, 1], rotate:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for point in chosen:
+            probed = load_probed(point["checkpoint"], device) if probing else None  # once, read at every width
             for k, quant in enumerate(quantisers):
                 scores = evaluate(point["checkpoint"], [task], Path(scratch) / f"{point['point']}-{k}", limit,
                                   device=device, kv_quant=quant)
@@ -113,7 +114,7 @@ def kv(results: str, runs: str = "runs", bits: list[int] = [8, 4, 2, 1], rotate:
                        "group": quant.group if quant else None,
                        "score": scores["results"][task][f"{primary},none"]}
                 if probing:
-                    report, _ = attention_report(point["checkpoint"], probe_limit, device=device, kv_quant=quant)
+                    report, _ = attention_report(probed, probe_limit, kv_quant=quant)
                     for key in ("goal", "edge", "first"):
                         row[f"probe_{key}"] = max(layer[key] for layer in report["layers"])
                 rows.append(row)

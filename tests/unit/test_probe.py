@@ -129,6 +129,20 @@ def star_checkpoint(tmp_path_factory):
     return path
 
 
+def test_a_checkpoint_loaded_once_reads_as_a_fresh_load_at_every_width(star_checkpoint):
+    """`foresight bench kv` loads each checkpoint once and reads it at every KV-cache width: each reading is the one
+    a fresh load gives, so a compressed width leaves nothing behind for the next."""
+    from suite.probe import attention_report, load_probed
+    from suite.quantize import KVQuant
+
+    probed = load_probed(str(star_checkpoint))
+    for quant in (KVQuant.of(1), None, KVQuant.of(2, rotate=True), None):
+        again, _ = attention_report(probed, limit=6, kv_quant=quant)
+        fresh, _ = attention_report(str(star_checkpoint), limit=6, kv_quant=quant)
+        assert again == fresh
+    assert probed.trunk.kv_quant is None
+
+
 def test_the_command_writes_the_table_json_and_heatmap_and_averages_over_graphs(star_checkpoint, tmp_path, capsys):
     import tasks
     from suite.checkpoints import load_trunk
