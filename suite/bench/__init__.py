@@ -86,10 +86,11 @@ def execution(settings: dict | None, *modules):
 
 def execution_options(compile: bool, checkpoint_heads: bool, loss_kernel: str) -> dict:
     """A bench's execution options, checked before anything runs (a bad kernel fails in one line, at once)."""
+    import dataclasses
+
     from objectives.execution import Execution
 
-    Execution(compile=compile, checkpoint_heads=checkpoint_heads, loss_kernel=loss_kernel)
-    return {"compile": compile, "checkpoint_heads": checkpoint_heads, "loss_kernel": loss_kernel}
+    return dataclasses.asdict(Execution(compile=compile, checkpoint_heads=checkpoint_heads, loss_kernel=loss_kernel))
 
 
 def describe_execution(config: dict) -> str:
