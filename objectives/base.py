@@ -28,9 +28,12 @@ C - 1; the whole prompt on the first call). The drafts are x_{C+1} .. x_{C+n-1}.
 between calls; the positions it is given never go back, so it never needs to be told about rejected drafts."""
 
 PassDrafter = Callable[[torch.Tensor], torch.Tensor]
-"""draft(hidden [B, w, D]) -> [B, w, n - 1]: greedy drafts of x_{t+2} .. x_{t+n} at every position t of a trunk
-pass (from x_{<=t} alone), however many of the pass's positions decoding keeps: the caller takes the drafts at the
-last position it keeps, and the next pass overwrites the heads' cache entries past it (`Objective.pass_drafter`)."""
+"""states(hidden [B, w, D]) -> [B, w, n - 1, D]: the draft heads' states (before the trunk's final norm and
+unembedding) at every position t of a trunk pass, from x_{<=t} alone; the pass turns them into greedy drafts of
+x_{t+2} .. x_{t+n} in the same matmul as its own logits. However many of the pass's positions decoding keeps, it
+takes the drafts at the last one, and the next pass overwrites the heads' cache entries past it
+(`Objective.pass_drafter`). Its `refresh()` reads the heads' weights again where it holds copies of them: decoding
+calls it before every call that reuses the drafter."""
 
 HEADWISE_VOCAB_RATIO = 8
 """`headwise=None` runs heads one at a time when vocab_size >= this x d_model (see `Objective.use_headwise`)."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from objectives.base import Objective
 from objectives.heads import Head, head_losses, run_blocks, token_head
+from objectives.stack import refresh, stack_blocks
 from suite.errors import UsageError, check_choice, check_range
 
 
@@ -136,35 +137,50 @@ class ParallelMTP(Objective):
 
     def drafter(self, trunk, batch, max_len):
         """Heads 2..n at the last position read, each over a KV cache of its blocks: the positions a drafter is given
-        are all kept (see `Drafter`), so the caches never roll back."""
-        every = self._drafts_at(trunk, batch, max_len)
-        return lambda hidden, tokens: every(hidden, last=True)[:, 0] if self.n > 1 else tokens[:, :0]
+        are all kept (see `Drafter`), so the caches never roll back. Their logits are one matmul over every head."""
+        states = self._states_at(trunk, batch, max_len)
+        return lambda hidden, tokens: trunk.logits(states(hidden)[:, -1]).argmax(-1)
 
     def pass_drafter(self, trunk, batch, max_len, cursor):
-        every = self._drafts_at(trunk, batch, max_len, cursor)
-        return lambda hidden: every(hidden, last=False)
+        return self._states_at(trunk, batch, max_len, cursor)
 
-    def _drafts_at(self, trunk, batch, max_len, cursor=None):
-        """draft(hidden [B, m, D], last) -> the heads' greedy drafts [B, m, n - 1] at every position the trunk just
-        read (at its last position only, [B, 1, n - 1], with last=True), each head over a KV cache of its blocks
-        (static-shaped at `cursor`, where given)."""
-        steps = [self._step(trunk, k) for k in range(2, self.n + 1)]
-        caches = [trunk.new_cache(batch, max_len, self.head_layers, cursor) for _ in steps]
+    def _states_at(self, trunk, batch, max_len, cursor=None):
+        """states(hidden [B, m, D]) -> heads 2..n's states [B, m, n - 1, D] at every position the trunk just read,
+        over KV caches of their blocks (static-shaped at `cursor`, where given). Parallel heads all read the shared
+        state, so they run side by side as one stacked block per layer (`objectives.stack`): the kernels of one
+        head, whatever n is; `states.refresh()` reads the heads' weights into the stack again."""
         shared = BranchState(trunk, self.branch_depth(trunk))
+        heads = self.n - 1
+        if self.chained or heads < 2:
+            steps = [self._step(trunk, k) for k in range(2, self.n + 1)]
+            caches = [trunk.new_cache(batch, max_len, self.head_layers, cursor) for _ in steps]
 
-        def draft(hidden: torch.Tensor, last: bool) -> torch.Tensor:
-            hidden = shared(hidden)
-            state, drafts = hidden, []
-            for step, cache in zip(steps, caches):
-                state = step(hidden, state, cache)
-                drafts.append(trunk.logits(state[:, -1:] if last else state).argmax(-1))
-            if not drafts:  # n = 1
-                return hidden.new_zeros(hidden.shape[:2] + (0,), dtype=torch.long)
-            return torch.stack(drafts, dim=-1)
+            def states(hidden: torch.Tensor) -> torch.Tensor:
+                hidden = shared(hidden)
+                state, every = hidden, []
+                for step, cache in zip(steps, caches):
+                    state = step(hidden, state, cache)
+                    every.append(state)
+                if not every:  # n = 1
+                    return hidden.new_zeros(hidden.shape[:2] + (0, hidden.shape[2]))
+                return torch.stack(every, dim=2)
+
+            states.refresh = lambda: None
+        else:
+            layers = [stack_blocks([head[layer] for head in self.heads]) for layer in range(self.head_layers)]
+            cache = trunk.new_cache(heads * batch, max_len, self.head_layers, cursor)
+
+            def states(hidden: torch.Tensor) -> torch.Tensor:
+                hidden = shared(hidden)
+                B, m, D = hidden.shape
+                every = run_blocks(trunk, layers, hidden.expand(heads, B, m, D).reshape(heads * B, m, D), cache)
+                return every.view(heads, B, m, D).permute(1, 2, 0, 3)
+
+            states.refresh = lambda: [refresh(layer) for layer in layers]
 
         if shared.handle is not None:  # the hook goes when decoding drops the drafter
-            weakref.finalize(draft, shared.handle.remove)
-        return draft
+            weakref.finalize(states, shared.handle.remove)
+        return states
 
 
 class BranchState:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -85,15 +86,20 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
     if max_new_tokens == 0:
         return out, stats
     max_len = prompt_len + max_new_tokens + (objective.n if graphs else 0)  # a static pass may read past the end
+    passes = None
+    if objective.decoding != "one_pass":
+        passes = StaticPasses.reuse(trunk, objective, batch, max_len, speculative) if graphs else \
+            Passes(trunk, batch, max_len)
     drafter = None
     if speculative:
         if temperature > 0:
             raise UsageError(f"speculative decoding is greedy; temperature={temperature} is not allowed with it; "
                              "allowed: temperature 0")
-        drafter = objective.drafter(trunk, batch, max_len)
-        if drafter is None:
-            raise UsageError(f"objective {objective.name!r} has no heads that draft tokens, so it cannot decode "
-                             "speculatively; allowed: ntp, parallel_mtp, causal_mtp, sequential_mtp")
+        if passes is None or passes.in_pass is None:  # heads that draft inside the pass need no eager drafter
+            drafter = objective.drafter(trunk, batch, max_len)
+            if drafter is None:
+                raise UsageError(f"objective {objective.name!r} has no heads that draft tokens, so it cannot decode "
+                                 "speculatively; allowed: ntp, parallel_mtp, causal_mtp, sequential_mtp")
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -102,6 +108,10 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
             return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(probs.shape[:-1])
         return logits.argmax(-1)
 
+    def pick(read: Read) -> torch.Tensor:
+        """The tokens a pass chooses: its greedy choices, computed inside the pass, unless decoding samples."""
+        return read.greedy if temperature == 0 else choose(read.logits)
+
     device = input_ids.device
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     may_finish = eos_id is not None or stop is not None
@@ -109,8 +119,7 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
     # must decide something (how many drafts to keep, whether every row is finished)
     row_passes, row_tokens = torch.zeros((), dtype=torch.long, device=device), torch.zeros((), dtype=torch.long,
                                                                                             device=device)
-    drafted, accepted = torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.long,
-                                                                                     device=device)
+    verified: list[tuple[torch.Tensor, int]] = []  # per pass: each row's kept drafts (-1: finished), drafts checked
     produced = 0
 
     def commit(new: torch.Tensor) -> None:
@@ -144,61 +153,99 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         commit(choose(objective.one_pass_logits(trunk, input_ids, max_new_tokens)))
         stats.trunk_passes, stats.row_passes, stats.row_tokens = 1, batch, int(row_tokens)
         return out, stats
-    if graphs:
-        passes = StaticPasses.reuse(trunk, objective, batch, max_len, drafter is not None)
-        if passes.in_pass is not None:  # the heads draft inside each pass: the eager drafter and its caches go
-            drafter = None
-    else:
-        passes = Passes(trunk, batch, max_len)
-    hidden, logits, every = passes.run(input_ids)  # the prompt; its last position gives the first token
+    read = passes.run(input_ids)  # the prompt; its last position gives the first token
     trunk_passes, row_passes = 1, row_passes + batch
-    tokens = torch.cat([input_ids, choose(logits[:, -1:])], dim=1)
+    tokens = torch.cat([input_ids, pick(read)[:, -1:]], dim=1)
     commit(tokens[:, -1:])
+    hidden = read.hidden
     while produced < max_new_tokens and not (may_finish and bool(done.all())):
         # tokens[:, -1] is chosen but unread; `hidden` holds the trunk output at the positions accepted last pass
-        if every is not None:  # drafted inside the last pass, at every position: those of the last one kept
-            drafts = every[:, hidden.shape[1] - 1]
+        if read.drafts is not None:  # drafted inside the last pass, at every position: those of the last one kept
+            drafts = read.drafts[:, hidden.shape[1] - 1]
         else:
             drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
         width = min(drafts.shape[1], max_new_tokens - produced - 1)  # a pass also yields a token after its drafts
         if not graphs:  # a static-shaped pass reads every draft and keeps at most `width`
             drafts = drafts[:, :width]
-        active = ~done
         trunk_passes += 1
-        row_passes = row_passes + active.sum()
-        hidden, logits, every = passes.run(torch.cat([tokens[:, -1:], drafts], dim=1))
-        chosen = choose(logits)  # chosen[:, j]: the next token after reading drafts[:, :j]
+        row_passes = row_passes + (~done).sum()
+        read = passes.run(torch.cat([tokens[:, -1:], drafts], dim=1))
+        chosen = pick(read)  # chosen[:, j]: the next token after reading drafts[:, :j]
         kept = 0
-        if width:
-            held = (chosen[:, :width] == drafts[:, :width]).long().cumprod(dim=1).sum(dim=1)  # longest kept prefix
-            kept = int(held.masked_fill(done, width).min())  # the one wait on the device per pass
-            if drafted.shape[0] < width:
-                drafted, accepted = (torch.cat([t, t.new_zeros(width - t.shape[0])]) for t in (drafted, accepted))
-            drafted[:width] += active.sum()
-            accepted[:width] += ((held[:, None] > torch.arange(width, device=device)) & active[:, None]).sum(0)
+        if width:  # read.held: each row's longest prefix of drafts equal to greedy's choices
+            verified.append((read.held.masked_fill(done, -1), width))
+            kept = min(int(read.held.masked_fill(done, width).min()), width)  # the one wait on the device a pass
         passes.keep(drafts.shape[1] + 1, kept)
-        hidden = hidden[:, : kept + 1]
+        hidden = read.hidden[:, : kept + 1]
         new = chosen[:, : kept + 1]  # the kept drafts (equal to the chosen tokens there) and the token after them
         tokens = torch.cat([tokens, new], dim=1)
         commit(new)
     stats.trunk_passes, stats.row_passes, stats.row_tokens = trunk_passes, int(row_passes), int(row_tokens)
-    stats.drafted, stats.accepted = drafted.tolist(), accepted.tolist()
+    stats.drafted, stats.accepted = tally(verified)
     return out, stats
+
+
+def tally(verified: list[tuple[torch.Tensor, int]]) -> tuple[list[int], list[int]]:
+    """`DecodeStats.drafted` and `.accepted` from each verifying pass's kept drafts per row (-1 where the row was
+    finished; a row's count may exceed what the pass kept, which is the least over rows) and its drafts checked."""
+    if not verified:
+        return [], []
+    widest = max(width for _, width in verified)
+    held = torch.stack([h for h, _ in verified]).cpu()  # [passes, B]
+    widths = torch.tensor([width for _, width in verified])
+    draft = torch.arange(widest)
+    checked = (held >= 0)[:, :, None] & (draft < widths[:, None, None])  # [passes, B, draft]
+    kept = checked & (held[:, :, None] > draft)
+    return checked.sum((0, 1)).tolist(), kept.sum((0, 1)).tolist()
+
+
+class Read(NamedTuple):
+    """What a trunk pass over ids [B, w] gives decoding."""
+
+    hidden: torch.Tensor
+    """The trunk output [B, w, D]."""
+    logits: torch.Tensor
+    """The next-token head's logits [B, w, V]."""
+    greedy: torch.Tensor
+    """Their greedy choices [B, w]: greedy[:, j] is the token after ids[:, : j + 1]."""
+    held: torch.Tensor | None
+    """Per row [B], how many of the drafts read, ids[:, 1:], equal greedy's choices before them (a prefix); None
+    when the pass read no drafts."""
+    drafts: torch.Tensor | None
+    """The heads' drafts [B, w, n - 1] at every position, when they draft inside the pass; else None (an eager
+    drafter reads the positions a pass kept, after it)."""
+
+
+def read_pass(trunk, ids: torch.Tensor, cache, in_pass=None) -> Read:
+    """One trunk pass over `ids` with `cache`, and what decoding needs of it, all on the device. With `in_pass`
+    (a `PassDrafter`) the heads' states go through the final norm and unembedding in one matmul with the trunk's
+    own: the unembedding is read once a pass."""
+    hidden = trunk(ids, cache)
+    drafts = None
+    if in_pass is None:
+        logits = trunk.logits(hidden)
+    else:
+        every = trunk.logits(torch.cat([hidden[:, :, None], in_pass(hidden)], dim=2))  # [B, w, n, V]
+        logits, drafts = every[:, :, 0], every[:, :, 1:].argmax(-1)
+    greedy = logits.argmax(-1)
+    held = (greedy[:, :-1] == ids[:, 1:]).long().cumprod(dim=1).sum(dim=1) if ids.shape[1] > 1 else None
+    return Read(hidden, logits, greedy, held, drafts)
 
 
 class Passes:
     """The trunk passes of one `generate` call, eager: each pass as wide as what it reads, the KV cache cropped back
-    over the drafts it rejects. `run(ids)` -> (hidden [B, w, D], logits [B, w, V], the heads' drafts at every position
-    when they draft inside the pass, else None: eager drafting reads the positions a pass kept, after it);
-    `keep(read, kept)` after a pass that read `read` tokens and kept the first `kept` drafts."""
+    over the drafts it rejects. `run(ids)` -> `Read`; `keep(read, kept)` after a pass that read `read` tokens and
+    kept the first `kept` drafts."""
+
+    in_pass = None
+    """The heads' `PassDrafter`, where they draft inside the pass (static-shaped passes only)."""
 
     def __init__(self, trunk, batch: int, max_len: int):
         self.trunk = trunk
         self.cache = trunk.new_cache(batch, max_len)
 
-    def run(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        hidden = self.trunk(ids, self.cache)
-        return hidden, self.trunk.logits(hidden), None
+    def run(self, ids: torch.Tensor) -> Read:
+        return read_pass(self.trunk, ids, self.cache)
 
     def keep(self, read: int, kept: int) -> None:
         self.cache.crop(self.cache.length - (read - kept - 1))
@@ -243,11 +290,12 @@ class StaticPasses(Passes):
             kept[key] = cls(trunk, objective, batch, bucket, drafting)
         passes = kept[key]
         passes.length = 0
+        if passes.in_pass is not None:
+            passes.in_pass.refresh()  # heads whose weights are copied for the pass read them as they are now
         return passes
 
-    def _pass(self, ids: torch.Tensor):
-        hidden = self.trunk(ids, self.cache)
-        return hidden, self.trunk.logits(hidden), self.in_pass(hidden) if self.in_pass is not None else None
+    def _pass(self, ids: torch.Tensor) -> Read:
+        return read_pass(self.trunk, ids, self.cache, self.in_pass)
 
     def run(self, ids):
         prompt = self.length == 0

@@ -4,13 +4,15 @@ EOS inside a draft. The verify-and-roll-back logic is also driven by scripted dr
 always wrong or right at random, where the exact pass and acceptance counts are known; each drafter's KV caches are
 checked against recomputing its heads over the whole sequence."""
 
+import copy
+
 import pytest
 import torch
 
 from objectives import NTP, CausalMTP, FSPBoW, ParallelMTP, SequentialMTP
 from objectives.heads import run_blocks
 from suite.checkpoints import Model
-from suite.decoding import DecodeStats, generate
+from suite.decoding import DecodeStats, Passes, StaticPasses, generate
 from suite.errors import UsageError
 from suite.model import Trunk
 from suite.sizes import ModelConfig
@@ -148,6 +150,24 @@ def test_static_passes_are_kept_across_calls_and_what_a_call_leaves_is_never_rea
     assert all(passes.cache.max_len == 256 for passes in kept.values())
 
 
+def test_reused_static_passes_draft_with_the_heads_weights_as_they_are_at_the_call():
+    """Stacked heads draft from copies of the heads' weights (`objectives.stack`); a call that reuses them after the
+    heads changed (a training step between evaluations, say) reads the new weights, as eager drafting does."""
+    source = trained_model("parallel n=4")
+    source.trunk.__dict__.pop("_static_passes", None)
+    model = copy.deepcopy(source)
+    prompts = rule_batch(2, 4, torch.Generator().manual_seed(5))
+    _, first = generate(model, prompts, 16, speculative=True, graphs=True)
+    assert first.acceptance == [1.0, 1.0, 1.0]
+    with torch.no_grad():
+        for parameter in model.objective.heads[1].parameters():  # head 3 unlearns the rule
+            parameter.copy_(torch.randn_like(parameter))
+    eager, eager_stats = generate(model, prompts, 16, speculative=True)
+    static, static_stats = generate(model, prompts, 16, speculative=True, graphs=True)
+    assert torch.equal(static, eager) and static_stats.as_dict() == eager_stats.as_dict()
+    assert static_stats.acceptance[0] == 1.0 and static_stats.acceptance[1] < 1.0
+
+
 def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
     from suite.quantize import KVQuant
 
@@ -164,6 +184,52 @@ def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
     finally:
         model.trunk.kv_quant = None
         model.trunk.__dict__.pop("_static_passes", None)
+
+
+IN_PASS = {label: DRAFTING[label] for label in ("parallel n=4", "parallel n=3, 2-block heads", "causal n=4")}
+IN_PASS["parallel siblings n=3"] = lambda: ParallelMTP(n=3, layout="siblings")
+
+
+@pytest.mark.parametrize("label", IN_PASS)
+@torch.no_grad()
+def test_a_static_pass_drafts_at_every_position_with_one_unembedding(label):
+    """A static pass gives the trunk's logits and every head's draft at every position it reads, as recomputing the
+    heads over the whole sequence does, from a single matmul with the unembedding."""
+    model = build(IN_PASS[label])
+    tokens = torch.randint(0, VOCAB, (2, 11))
+    passes = StaticPasses(model.trunk, model.objective, 2, 16, drafting=True)
+    calls = []
+    hook = model.trunk.unembed.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    try:
+        reads = [passes.run(tokens[:, :7]), passes.run(tokens[:, 7:])]
+    finally:
+        hook.remove()
+    n = model.objective.n
+    assert calls == [(2, 7, n, VOCAB), (2, 4, n, VOCAB)]
+    reference = model.objective.draft_logits(model.trunk, tokens)  # [B, T, n, V], no cache
+    read = {"logits": torch.cat([r.logits for r in reads], 1), "drafts": torch.cat([r.drafts for r in reads], 1)}
+    torch.testing.assert_close(read["logits"], reference[:, :, 0], rtol=0, atol=1e-5)
+    assert torch.equal(read["drafts"], reference[:, :, 1:].argmax(-1))
+    assert torch.equal(torch.cat([r.greedy for r in reads], 1), reference[:, :, 0].argmax(-1))
+
+
+@pytest.mark.parametrize("wrong", [0, 1, 2, None])
+@torch.no_grad()
+def test_a_pass_counts_the_drafts_that_hold_before_the_first_wrong_one(wrong):
+    model = build(NTP)
+    prompts = torch.randint(0, VOCAB, (1, 5))
+    truth = naive_greedy(model.trunk, prompts, 5)  # the first token, three to draft, and the one after them
+    drafts = truth[:, 1:4].clone()
+    if wrong is not None:
+        drafts[0, wrong] = (drafts[0, wrong] + 1) % VOCAB
+        if wrong < 2:
+            drafts[0, 2] = (drafts[0, 2] + 1) % VOCAB  # a later draft that is wrong too changes nothing
+    passes = Passes(model.trunk, 1, 16)
+    passes.run(prompts)
+    read = passes.run(torch.cat([truth[:, :1], drafts], dim=1))
+    held = 3 if wrong is None else wrong
+    assert read.held.tolist() == [held]
+    assert torch.equal(read.greedy[:, : held + 1], truth[:, 1: held + 2])  # greedy's tokens up to the first miss
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -1,0 +1,84 @@
+"""Independent heads run as one: `stack_blocks` turns G transformer blocks of one shape into a single block whose
+batch holds G groups of rows, group g through block g's weights. Every matmul becomes one batched matmul and every
+other kernel (norms, rotary embedding, attention, activations) runs once over all the groups, so drafting with
+parallel MTP's n - 1 heads launches as many kernels as one head does: what a launch-bound decoding step pays for.
+
+The stacked weights are copies (`refresh` reads the heads' current weights into them again); the block's forward
+is `Block`'s own code, with its linear layers and norms swapped for the grouped ones below."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GroupedLinear(nn.Module):
+    """G bias-free linear layers of one shape, applied to G groups of rows: input [G * B, ..., in]."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        super().__init__()
+        if any(linear.bias is not None for linear in linears):
+            raise ValueError("GroupedLinear stacks bias-free linear layers only")
+        self.sources = linears  # a plain list: the heads' own modules are not this module's children
+        self.register_buffer("weight", self._stacked(), persistent=False)  # [G, in, out]
+
+    def _stacked(self) -> torch.Tensor:
+        return torch.stack([linear.weight.detach() for linear in self.sources]).transpose(1, 2).contiguous()
+
+    def refresh(self) -> None:
+        self.weight.copy_(self._stacked())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups, size = self.weight.shape[0], x.shape[-1]
+        y = torch.bmm(x.reshape(groups, -1, size), self.weight)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+class GroupedRMSNorm(nn.Module):
+    """G RMSNorms of one shape, applied to G groups of rows: input [G * B, ..., D]."""
+
+    def __init__(self, norms: list[nn.RMSNorm]):
+        super().__init__()
+        self.sources, self.eps, self.shape = norms, norms[0].eps, tuple(norms[0].normalized_shape)
+        self.register_buffer("weight", self._stacked(), persistent=False)  # [G, D]
+
+    def _stacked(self) -> torch.Tensor:
+        return torch.stack([norm.weight.detach() for norm in self.sources])
+
+    def refresh(self) -> None:
+        self.weight.copy_(self._stacked())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = self.weight.shape[0]
+        y = F.rms_norm(x, self.shape, eps=self.eps).view(groups, -1, *x.shape[1:])
+        return (y * self.weight.view(groups, *[1] * (x.dim() - 1), -1)).view(x.shape)
+
+
+GROUPED = {nn.Linear: GroupedLinear, nn.RMSNorm: GroupedRMSNorm}
+
+
+def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
+    """One block that runs `blocks` (same class and shapes) side by side: its input's batch is len(blocks) groups
+    of B rows, group g through blocks[g]; a KV cache for it holds len(blocks) * B rows."""
+    stacked = copy.deepcopy(blocks[0])
+    for name, module in list(stacked.named_modules()):
+        grouped = GROUPED.get(type(module))
+        if grouped is None:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(stacked.get_submodule(parent), child, grouped([block.get_submodule(name) for block in blocks]))
+    leftover = [name for name, _ in stacked.named_parameters()]
+    if leftover:
+        raise ValueError(f"stack_blocks cannot group the parameters {leftover}; allowed: blocks whose parameters "
+                         "are in bias-free nn.Linear and nn.RMSNorm layers")
+    return stacked.requires_grad_(False)
+
+
+def refresh(stacked: nn.Module) -> None:
+    """Read the source blocks' current weights into a stacked block (after training steps, say)."""
+    for module in stacked.modules():
+        if isinstance(module, (GroupedLinear, GroupedRMSNorm)):
+            module.refresh()
