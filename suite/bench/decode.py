@@ -145,9 +145,13 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
     for name, n, model, training in models:
         for _, speculative, static in ways:  # warm up: first calls pay for allocations, kernels and graph capture
             generate(model, inputs[0], max_new_tokens, speculative=speculative, eos_id=eos, graphs=static)
+        ops = {label: operations_per_pass(lambda: generate(model, inputs[0], max_new_tokens, speculative=speculative,
+                                                              eos_id=eos, graphs=static))
+               for label, speculative, static in ways}
         outputs: dict[str, list[torch.Tensor]] = {label: [] for label, _, _ in ways}
         stats = DecodeStats()
         seconds = {label: 0.0 for label, _, _ in ways}
+        passes = {label: 0 for label, _, _ in ways}  # trunk passes, the prompts' included
         tokens = 0
 
         for prompt in inputs:
@@ -155,6 +159,7 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
                 out, call = generate(model, prompt, max_new_tokens, speculative=speculative, eos_id=eos,
                                      graphs=static)
                 outputs[label].append(out)
+                passes[label] += call.trunk_passes
                 if label == "speculative":
                     stats.add(call)
                 return call
@@ -169,10 +174,13 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
         row = {"objective": name, "n": n, **training, "tokens": tokens,  # training: how, or which checkpoint
                **{f"{label}_tokens_per_s": tokens / seconds[label] for label in seconds},
                "speedup": seconds["greedy"] / seconds["speculative"], "identical": identical,
+               **{f"{label}_trunk_passes": passes[label] for label in passes},
+               "pass_cost": pass_cost(seconds, passes, ""), "ops_per_pass": ops,
                **{f"decode_{k}": v for k, v in stats.as_dict().items()}}
         if graphs:
             row["graphs_speedup"] = seconds["graphs_greedy"] / seconds["graphs_speculative"]
             row["graphs_over_eager_greedy"] = seconds["greedy"] / seconds["graphs_greedy"]
+            row["graphs_pass_cost"] = pass_cost(seconds, passes, "graphs_")
         rows.append(row)
         print(f"  decoded {name} n={n}: {row['speedup']:.2f}x, {stats.tokens_per_pass:.2f} tokens per pass"
               + (f", with graphs {row['graphs_speedup']:.2f}x" if graphs else "") + f", identical: {identical}",
@@ -187,6 +195,31 @@ def decode(checkpoint: str | list[str] | None = None, task: str = "synthetic_cod
     return report, decode_table(report)
 
 
+def operations_per_pass(call) -> float:
+    """Tensor operations dispatched per trunk pass by `call()` (a `generate` call), views excluded: on a GPU each
+    is a kernel launch, except inside a replayed CUDA graph, whose operations are not dispatched again (there the
+    count is what still runs outside the graphs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        launched = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.launched += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    with Count() as count:
+        _, stats = call()
+    return count.launched / stats.trunk_passes
+
+
+def pass_cost(seconds: dict, passes: dict, way: str) -> float:
+    """Seconds a speculative pass takes over seconds a greedy step takes, each way's prompts' passes included: the
+    speedup is tokens per pass over this. It is the decoder's own cost, the heads' drafting included; how often the
+    drafts hold is the model's."""
+    return (seconds[f"{way}speculative"] / passes[f"{way}speculative"]) / (seconds[f"{way}greedy"] / passes[f"{way}greedy"])
+
+
 def decode_table(report: dict) -> str:
     c = report["config"]
     source = f"checkpoint {c['checkpoint']}" if c["checkpoint"] else f"{c['size']} trained {c['steps']} steps on {c['task']}"
@@ -195,15 +228,26 @@ def decode_table(report: dict) -> str:
              + ("; graphs: static-shaped passes, CUDA graphs on a GPU (the same passes run eagerly on a CPU)."
                 if c.get("graphs") else "."),
              "",
-             "| objective | n | greedy tok/s | speculative tok/s | speedup | tokens / trunk pass | acceptance by head "
-             "| identical |" + (" graphs: greedy tok/s | speculative tok/s | speedup |" if c.get("graphs") else ""),
-             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if c.get("graphs") else "")]
+             "| objective | n | greedy tok/s | speculative tok/s | speedup | pass / greedy step: time | ops "
+             "| tokens / trunk pass | acceptance by head | identical |"
+             + (" graphs: greedy tok/s | speculative tok/s | speedup | pass / greedy step: time | ops |"
+                if c.get("graphs") else ""),
+             "|" + " --- |" * (15 if c.get("graphs") else 10)]
+
+    def ratio(row: dict, key: str) -> str:
+        return f"{row[key]:.2f}" if key in row else "-"  # reports from before it was measured lack it
+
+    def ops(row: dict, way: str) -> str:
+        counts = row.get("ops_per_pass")
+        return f"{counts[way + 'speculative'] / counts[way + 'greedy']:.2f}" if counts else "-"
+
     for row in report["rows"]:
         rates = " ".join(f"{rate:.2f}" for rate in row["decode_acceptance"]) or "-"
         graphed = (f" {row['graphs_greedy_tokens_per_s']:,.0f} | {row['graphs_speculative_tokens_per_s']:,.0f} | "
-                   f"{row['graphs_speedup']:.2f} |" if c.get("graphs") else "")
+                   f"{row['graphs_speedup']:.2f} | {ratio(row, 'graphs_pass_cost')} | {ops(row, 'graphs_')} |"
+                   if c.get("graphs") else "")
         lines.append(f"| {row['objective']} | {row['n']} | {row['greedy_tokens_per_s']:,.0f} | "
-                     f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | "
-                     f"{row['decode_tokens_per_pass']:.2f} | {rates} | {'yes' if row['identical'] else 'NO'} |"
-                     + graphed)
+                     f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | {ratio(row, 'pass_cost')} | "
+                     f"{ops(row, '')} | {row['decode_tokens_per_pass']:.2f} | {rates} | "
+                     f"{'yes' if row['identical'] else 'NO'} |" + graphed)
     return "\n".join(lines)
