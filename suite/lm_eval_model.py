@@ -46,6 +46,13 @@ def usable_device(device: str | None) -> str:
     return str(device)
 
 
+def flag(name: str, value) -> bool:
+    """A boolean lm-eval model argument: true or false (a string from its command line, or a bool from Python)."""
+    if str(value).lower() not in ("true", "false"):
+        raise UsageError(f"{name}={value!r} is not a boolean; allowed: true, false")
+    return str(value).lower() == "true"
+
+
 def kv_quant_of(bits, group, rotate, seed=0) -> KVQuant | None:
     """The KV-cache quantiser of lm-eval model arguments (strings from its command line, or values from Python)."""
     def number(name: str, value):
@@ -54,10 +61,8 @@ def kv_quant_of(bits, group, rotate, seed=0) -> KVQuant | None:
         except (TypeError, ValueError):
             raise UsageError(f"{name}={value!r} is not a whole number; allowed: {name}=N") from None
 
-    if str(rotate).lower() not in ("true", "false"):
-        raise UsageError(f"kv_rotate={rotate!r} is not a boolean; allowed: true, false")
     return KVQuant.of(number("kv_bits", bits), None if group in (None, "", "None") else number("kv_group", group),
-                      str(rotate).lower() == "true", number("kv_seed", seed))
+                      flag("kv_rotate", rotate), number("kv_seed", seed))
 
 
 @register_model("foresight")
@@ -67,7 +72,8 @@ class ForesightLM(TemplateLM):
     KV-cached, greedy unless `do_sample` asks for sampling (pass@k).
 
     `speculative=true` decodes greedy requests with the objective's heads (`suite.decoding`): the same text, fewer
-    trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly.
+    trunk passes; `decode_stats` adds up what decoding took. Sampled requests are decoded plainly. `graphs=true`
+    decodes with static-shaped passes, CUDA graphs on a GPU (`generate(graphs=True)`): the same text.
 
     `kv_bits=B` (1, 2, 4, 8; 16, the default, is none), `kv_group=G`, `kv_rotate=true`, `kv_seed=S` (the rotation's):
     every attention reads keys and values as a B-bit cache would give them back (`suite.quantize`), generation and
@@ -76,14 +82,12 @@ class ForesightLM(TemplateLM):
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
                  max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False,
                  kv_bits: int | str = 16, kv_group: int | str | None = None, kv_rotate: bool | str = False,
-                 kv_seed: int | str = 0, **kwargs):
+                 kv_seed: int | str = 0, graphs: bool | str = False, **kwargs):
         super().__init__()
         device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
         check_range("batch_size", batch_size, 1)
-        if str(speculative).lower() not in ("true", "false"):
-            raise UsageError(f"speculative={speculative!r} is not a boolean; allowed: true, false")
-        self.speculative = str(speculative).lower() == "true"
+        self.speculative, self.graphs = flag("speculative", speculative), flag("graphs", graphs)
         self.kv_quant = kv_quant_of(kv_bits, kv_group, kv_rotate, kv_seed)
         if self.speculative:
             model, checkpoint_data = checkpoints.load_model(checkpoint)
@@ -172,7 +176,7 @@ class ForesightLM(TemplateLM):
                     return any(s in self.tok_decode(new) for s in until)
 
                 new, stats = generate(self, prompts, max_new, self.speculative and temperature == 0,
-                                      self.eot_token_id, stop if until else None, temperature)
+                                      self.eot_token_id, stop if until else None, temperature, graphs=self.graphs)
                 self.decode_stats.add(stats)
                 for i, ids in zip(chunk, new.tolist()):
                     results[i] = truncate(self.tok_decode(ids[: ids.index(self.eot_token_id)]

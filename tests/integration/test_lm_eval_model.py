@@ -94,6 +94,16 @@ def test_speculative_generation_gives_the_same_text_with_the_heads_drafting(tmp_
     assert len(fast.decode_stats.drafted) == 2 and fast.decode_stats.drafted[0] > 0
     assert fast.decode_stats.row_tokens == plain.decode_stats.row_tokens
     assert fast.decode_stats.trunk_passes <= plain.decode_stats.trunk_passes
+    text = plain.generate_until(requests, disable_tqdm=True)
+    for eager in (plain, fast):  # static-shaped passes: the same text and figures
+        static = ForesightLM(str(path), batch_size=2, speculative=str(eager.speculative), graphs="true")
+        assert static.generate_until(requests, disable_tqdm=True) == text
+        calls = 2 if eager is plain else 1  # plain has answered the requests twice
+        assert static.decode_stats.row_tokens * calls == eager.decode_stats.row_tokens
+        assert static.decode_stats.trunk_passes * calls == eager.decode_stats.trunk_passes
+        assert static.decode_stats.accepted == eager.decode_stats.accepted
+    with pytest.raises(UsageError, match="graphs='yes' is not a boolean; allowed: true, false"):
+        ForesightLM(str(path), graphs="yes")
     with pytest.raises(UsageError, match="speculative='maybe' is not a boolean; allowed: true, false"):
         ForesightLM(str(path), speculative="maybe")
     checkpoint = torch.load(path, weights_only=False)
