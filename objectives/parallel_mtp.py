@@ -178,6 +178,7 @@ class ParallelMTP(Objective):
 
             states.refresh = lambda: [refresh(layer) for layer in layers]
 
+        states.shared = shared
         if shared.handle is not None:  # the hook goes when decoding drops the drafter
             weakref.finalize(states, shared.handle.remove)
         return states
@@ -187,7 +188,8 @@ class BranchState:
     """During decoding, the trunk's state after its first `depth` blocks at the positions of the last trunk pass,
     for heads that branch off there: a forward hook on that block records it (the decoding loop only sees the
     trunk's output). Called with the trunk output the drafter was given, it returns the matching positions of the
-    recorded state, or the trunk output itself when the heads branch off at the end."""
+    recorded state, once, or the trunk output itself when the heads branch off at the end. Passes with gradients
+    (training, while static passes keep the hook) are not recorded."""
 
     def __init__(self, trunk, depth: int):
         self.state, self.handle = None, None
@@ -196,9 +198,11 @@ class BranchState:
             self.handle = where.register_forward_hook(self._record)
 
     def _record(self, module, args, output) -> None:
-        self.state = output
+        if not torch.is_grad_enabled():  # decoding's passes; a training step's output (and its graph) is not held
+            self.state = output
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.handle is None:
             return hidden
-        return self.state[:, : hidden.shape[1]]  # the pass's first positions are the ones it kept
+        state, self.state = self.state, None  # read once: the drafter keeps no activation between passes
+        return state[:, : hidden.shape[1]]  # the pass's first positions are the ones it kept

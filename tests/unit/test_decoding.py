@@ -168,6 +168,23 @@ def test_reused_static_passes_draft_with_the_heads_weights_as_they_are_at_the_ca
     assert static_stats.acceptance[0] == 1.0 and static_stats.acceptance[1] < 1.0
 
 
+def test_kept_sibling_heads_hold_no_activation_of_training_steps():
+    """Sibling heads read the trunk's state below its last block through a hook, which stays while static passes
+    are kept; a training step's activations are not recorded by it, and a decoding pass's are held until read."""
+    model = build(lambda: ParallelMTP(n=3, layout="siblings"))
+    prompts = torch.randint(0, VOCAB, (1, 5))
+    expected = naive_greedy(model.trunk, prompts, 9)
+    assert torch.equal(generate(model, prompts, 9, speculative=True, graphs=True)[0], expected)
+    (passes,) = model.trunk._static_passes.values()
+    shared = passes.in_pass.shared  # the BranchState the heads read through
+    assert shared.handle is not None and shared.state is None  # read by the last pass
+    model.trunk(prompts).sum().backward()  # a training step's forward
+    assert shared.state is None
+    with torch.no_grad():
+        model.trunk(prompts)
+    assert shared.state is not None and shared.state.shape == (1, 5, CONFIG.d_model)
+
+
 def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
     from suite.quantize import KVQuant
 
