@@ -10,7 +10,7 @@ import sys
 import time
 
 from suite.bench import STAND_IN, answer_mask, has_headwise, objectives_at, resolve_device
-from suite.errors import check_range
+from suite.errors import check_choice, check_range
 
 
 def measure_step(point: dict) -> dict:
@@ -85,7 +85,7 @@ def modes(label: str, spec: dict) -> tuple[str, ...]:
 
 
 def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, batch_size: int = 1, n: int = 4,
-           device: str = "auto", quick: bool = False) -> tuple[dict, str]:
+           objectives: list[str] | None = None, device: str = "auto", quick: bool = False) -> tuple[dict, str]:
     """Peak memory of one training step of every objective at horizon n, against next-token prediction, with its
     head blocks' activations recomputed (checkpoint_heads) and with all heads in one graph (headwise=False), each
     measured in a fresh process (CPU: max resident memory; GPU: max allocated).
@@ -96,6 +96,8 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
         seq_len: Tokens per sequence.
         batch_size: Sequences per step.
         n: Tokens predicted ahead: n heads for parallel/causal MTP, n - 1 sequential modules, tau = n for FSP-BoW.
+        objectives: Measure these only, beside NTP (the reference), e.g. [parallel_mtp, sequential_mtp]; every
+            objective when not given.
         device: cpu, cuda, or auto (cuda when available).
         quick: A seconds-long run on a tiny config (nano, vocabulary 512, 64 tokens; NTP and parallel MTP, in
             every mode), to check the bench itself.
@@ -111,6 +113,11 @@ def memory(size: str = "small", vocab_size: int = 32768, seq_len: int = 1024, ba
     config = ModelConfig.from_name(size, vocab_size=vocab_size)
 
     objectives_at_n = objectives_at(n, STAND_IN)
+    if objectives is not None:
+        known = [label for label, _ in objectives_at_n]
+        for name in objectives:
+            check_choice("objective", name, known)
+        objectives_at_n = [(label, spec) for label, spec in objectives_at_n if label == "ntp" or label in objectives]
     if quick:  # every mode, in four processes rather than twenty (`bench overhead --quick` measures each objective)
         objectives_at_n = objectives_at_n[:2]
     common = {"size": size, "vocab_size": vocab_size, "seq_len": seq_len, "batch_size": batch_size,

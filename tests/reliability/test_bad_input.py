@@ -227,6 +227,8 @@ CASES = [
     Case(("bench", "memory", "--n", "1"), "n=1 is out of range; allowed: in [2, 1023]"),
     Case(("bench", "memory", "--n", "64", "--seq_len", "32"), "n=64 is out of range; allowed: in [2, 31]"),
     Case(("bench", "memory", "--device", "tpu"), "unknown device 'tpu'; known: cpu, cuda"),
+    Case(("bench", "memory", "--objectives", "[parallel_mtp,medusa]"),
+         "unknown objective 'medusa'; known: ntp, parallel_mtp, causal_mtp"),
     Case(("bench", "memory", "--out", "keep.txt/bench"),
          "--out 'keep.txt/bench' cannot be written ('keep.txt' is a file); allowed: a folder you can write"),
     Case(("bench", "memory", "--out", "/proc/foresight"), "--out '/proc/foresight' cannot be written ("),
