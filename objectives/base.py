@@ -35,6 +35,11 @@ takes the drafts at the last one, and the next pass overwrites the heads' cache 
 (`Objective.pass_drafter`). Its `refresh()` reads the heads' weights again where it holds copies of them: decoding
 calls it before every call that reuses the drafter."""
 
+WindowDrafter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""draft(hidden [B, w, D], known [B, w]) -> [B, n - 1]: greedy drafts of x_{p+2} .. x_{p+n} after a pass whose last
+kept position is p, from the trunk output at the last w positions kept (p - w + 1 .. p) and the decided tokens
+x_{p-w+2} .. x_{p+1}; w = n after the first call, which reads the whole prompt (`Objective.window_drafter`)."""
+
 HEADWISE_VOCAB_RATIO = 8
 """`headwise=None` runs heads one at a time when vocab_size >= this x d_model (see `Objective.use_headwise`)."""
 
@@ -154,7 +159,13 @@ class Objective(nn.Module):
     def pass_drafter(self, trunk, batch: int, max_len: int, cursor) -> PassDrafter | None:
         """For static-shaped decoding (`suite.decoding.generate(graphs=True)`): a `PassDrafter` whose heads keep
         static KV caches at `cursor` (a `suite.model.Cursor`), run inside the trunk pass's CUDA graph; None where
-        drafting needs the decided tokens (sequential modules), which then drafts with `drafter` after the pass."""
+        drafting needs the decided tokens (sequential modules: `window_drafter`, after the pass)."""
+        return None
+
+    def window_drafter(self, trunk, batch: int, max_len: int, cursor) -> WindowDrafter | None:
+        """For static-shaped decoding where drafting needs the decided tokens (sequential modules): a
+        `WindowDrafter`, run after each pass at one shape (its own CUDA graph), its caches static at `cursor`;
+        None where the heads draft inside the pass (`pass_drafter`) or not at all."""
         return None
 
     def loss(self, trunk, hidden: torch.Tensor, tokens: torch.Tensor,

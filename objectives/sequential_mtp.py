@@ -123,6 +123,26 @@ class SequentialMTP(Objective):
             drafts.append(trunk.logits(state))
         return torch.stack(drafts, dim=2)
 
+    def window_drafter(self, trunk, batch, max_len, cursor):
+        """Modules 1..D over the last w positions the trunk kept, p - w + 1 .. p, re-read every call at `cursor` with
+        static KV caches: draft(hidden [B, w, D], known [B, w]) -> [B, D], where hidden is the trunk output there and
+        known the decided tokens x_{p-w+2} .. x_{p+1}. Module k at window position i reads x_{p-w+1+i+k}: entry
+        i + k - 1 of known followed by this call's drafts, a fixed slice. With w = n every entry a module wrote with
+        a draft that was then rejected lies in the window and is written again with the decided token (entries
+        before the window read decided tokens, or drafts that were kept), so the drafts are `drafter`'s, at one shape
+        for every call after the first (which reads the whole prompt)."""
+        caches = [trunk.new_cache(batch, max_len, 1, cursor) for _ in range(self.depth)]
+
+        def draft(hidden: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+            width, sequence, state, drafts = hidden.shape[1], known, hidden, []
+            for k, cache in enumerate(caches, start=1):
+                state = self._step(trunk, k, sequence[:, k - 1: k - 1 + width])(None, state, cache)
+                drafts.append(trunk.logits(state[:, -1]).argmax(-1))
+                sequence = torch.cat([sequence, drafts[-1][:, None]], dim=1)
+            return torch.stack(drafts, dim=1) if drafts else known[:, :0]
+
+        return draft
+
     def drafter(self, trunk, batch, max_len):
         """Modules 1..D over KV caches of their blocks, teacher-forced wherever the token they read is decided (as in
         training) and reading this call's drafts where it is not, as DeepSeek-V3's modules decode.

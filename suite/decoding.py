@@ -95,7 +95,7 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         if temperature > 0:
             raise UsageError(f"speculative decoding is greedy; temperature={temperature} is not allowed with it; "
                              "allowed: temperature 0")
-        if passes is None or passes.in_pass is None:  # heads that draft inside the pass need no eager drafter
+        if passes is None or (passes.in_pass is None and passes.window is None):  # else the passes draft
             drafter = objective.drafter(trunk, batch, max_len)
             if drafter is None:
                 raise UsageError(f"objective {objective.name!r} has no heads that draft tokens, so it cannot decode "
@@ -156,12 +156,15 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
     read = passes.run(input_ids)  # the prompt; its last position gives the first token
     trunk_passes, row_passes = 1, row_passes + batch
     tokens = torch.cat([input_ids, pick(read)[:, -1:]], dim=1)
+    passes.decided(0, tokens)
     commit(tokens[:, -1:])
     hidden = read.hidden
     while produced < max_new_tokens and not (may_finish and bool(done.all())):
         # tokens[:, -1] is chosen but unread; `hidden` holds the trunk output at the positions accepted last pass
         if read.drafts is not None:  # drafted inside the last pass, at every position: those of the last one kept
             drafts = read.drafts[:, hidden.shape[1] - 1]
+        elif passes.window is not None:  # drafted after it, over its last positions
+            drafts = passes.draft()
         else:
             drafts = drafter(hidden, tokens) if drafter is not None else tokens[:, :0]
         width = min(drafts.shape[1], max_new_tokens - produced - 1)  # a pass also yields a token after its drafts
@@ -179,6 +182,7 @@ def generate(lm, input_ids: torch.Tensor, max_new_tokens: int, speculative: bool
         hidden = read.hidden[:, : kept + 1]
         new = chosen[:, : kept + 1]  # the kept drafts (equal to the chosen tokens there) and the token after them
         tokens = torch.cat([tokens, new], dim=1)
+        passes.decided(tokens.shape[1] - new.shape[1], new)
         commit(new)
     stats.trunk_passes, stats.row_passes, stats.row_tokens = trunk_passes, int(row_passes), int(row_tokens)
     stats.drafted, stats.accepted = tally(verified)
@@ -239,6 +243,8 @@ class Passes:
 
     in_pass = None
     """The heads' `PassDrafter`, where they draft inside the pass (static-shaped passes only)."""
+    window = None
+    """The heads' `WindowDrafter`, where they draft after the pass at one shape (static-shaped passes only)."""
 
     def __init__(self, trunk, batch: int, max_len: int):
         self.trunk = trunk
@@ -250,6 +256,9 @@ class Passes:
     def keep(self, read: int, kept: int) -> None:
         self.cache.crop(self.cache.length - (read - kept - 1))
 
+    def decided(self, start: int, tokens: torch.Tensor) -> None:
+        """Tokens [B, m] at positions start .. start + m - 1 are decided (for a window drafter to read)."""
+
 
 STATIC_LENGTH = 256
 """Static caches hold a multiple of this many positions, so calls with prompts of different lengths share them
@@ -259,24 +268,34 @@ STATIC_KEPT = 4
 
 
 class StaticPasses(Passes):
-    """Static-shaped passes: the KV caches (the trunk's and, through `Objective.pass_drafter`, the heads') hold
-    every position up to `max_len` and a pass writes at a `Cursor`, so every pass after the prompt has the same
-    shapes. On a GPU each width's pass (trunk, logits and the heads' drafting) is captured once as a CUDA graph and
-    replayed, one launch instead of one per kernel; elsewhere it runs eagerly, the same computation. Caches and
-    graphs are kept for the next call with the same model and shapes (`reuse`): entries a call leaves are masked
-    out in the next until it overwrites them."""
+    """Static-shaped passes: the KV caches (the trunk's and the heads') hold every position up to `max_len` and a
+    pass writes at a `Cursor`, so every pass after the prompt has the same shapes. The heads draft inside the pass
+    (`Objective.pass_drafter`) or, where they need the decided tokens, after it over a window of the last positions
+    kept (`Objective.window_drafter`, `draft`), also at one shape. On a GPU each shape's pass and drafting is
+    captured once as a CUDA graph and replayed, one launch instead of one per kernel; elsewhere it runs eagerly, the
+    same computation. Caches and graphs are kept for the next call with the same model and shapes (`reuse`): entries
+    a call leaves are masked out in the next until it overwrites them."""
 
     def __init__(self, trunk, objective, batch: int, max_len: int, drafting: bool):
         from suite.model import Cursor
 
         device = trunk.embed.weight.device
-        self.trunk = trunk
+        self.trunk, self.n = trunk, objective.n
         self.cursor = Cursor(device)
         self.cache = trunk.new_cache(batch, max_len, cursor=self.cursor)
         self.in_pass = objective.pass_drafter(trunk, batch, max_len, self.cursor) if drafting else None
+        self.window = None
+        if drafting and self.in_pass is None:
+            self.window_cursor = Cursor(device)
+            self.window = objective.window_drafter(trunk, batch, max_len, self.window_cursor)
+        if self.window is not None:  # what the window reads: the trunk's output and the tokens decided
+            self.hidden = torch.zeros(batch, max_len, trunk.config.d_model, device=device,
+                                      dtype=trunk.embed.weight.dtype)
+            self.tokens = torch.zeros(batch, max_len + 1, dtype=torch.long, device=device)
         self.length = 0  # positions decided: where the next pass writes
+        self.windows = 0  # drafting calls so far in this `generate` call
         self.capture = device.type == "cuda"
-        self.graphs: dict[int, tuple] = {}
+        self.graphs: dict = {}
 
     @classmethod
     def reuse(cls, trunk, objective, batch: int, max_len: int, drafting: bool) -> StaticPasses:
@@ -289,13 +308,16 @@ class StaticPasses(Passes):
                 kept.pop(next(iter(kept)))
             kept[key] = cls(trunk, objective, batch, bucket, drafting)
         passes = kept[key]
-        passes.length = 0
+        passes.length = passes.windows = 0
         if passes.in_pass is not None:
             passes.in_pass.refresh()  # heads whose weights are copied for the pass read them as they are now
         return passes
 
     def _pass(self, ids: torch.Tensor) -> Read:
-        return read_pass(self.trunk, ids, self.cache, self.in_pass)
+        read = read_pass(self.trunk, ids, self.cache, self.in_pass)
+        if self.window is not None:
+            self.hidden.index_copy_(1, self.cursor.at, read.hidden)
+        return read
 
     def run(self, ids):
         prompt = self.length == 0
@@ -303,28 +325,53 @@ class StaticPasses(Passes):
         self.length += ids.shape[1]
         if prompt or not self.capture:  # the prompt runs once: not worth a graph
             return self._pass(ids)
-        graph = self.graphs.get(ids.shape[1])
+        return self._replayed(("pass", ids.shape[1]), self._pass, ids)
+
+    def decided(self, start: int, tokens: torch.Tensor) -> None:
+        if self.window is not None:
+            self.tokens[:, start: start + tokens.shape[1]] = tokens
+
+    def draft(self) -> torch.Tensor:
+        """The window drafter's drafts [B, n - 1] after the last pass kept position p = length - 1: over the last n
+        positions (all of them while there are fewer), or over every position on a call's first drafting (its
+        modules have not read the prompt)."""
+        last = self.length - 1
+        width = min(self.n, self.length) if self.windows else self.length
+        self.windows += 1
+        self.window_cursor.seek(last - width + 1, width)
+        if width != self.n or not self.capture:
+            return self._window()
+        return self._replayed(("window", width), self._window)
+
+    def _window(self) -> torch.Tensor:
+        at = self.window_cursor.at
+        return self.window(self.hidden.index_select(1, at), self.tokens.index_select(1, at + 1))
+
+    def _replayed(self, key, run, ids: torch.Tensor | None = None):
+        """`run(ids)` (or `run()`) as a CUDA graph: captured on first use, replayed after."""
+        graph = self.graphs.get(key)
         if graph is None:
-            graph = self.graphs[ids.shape[1]] = self._captured(ids)
+            graph = self.graphs[key] = self._captured(run, ids)
         cuda_graph, static_ids, outputs, _ = graph
-        static_ids.copy_(ids)
+        if ids is not None:
+            static_ids.copy_(ids)
         cuda_graph.replay()
         return outputs
 
-    def _captured(self, ids: torch.Tensor):
-        """A CUDA graph of this width's pass, after a warm-up on a side stream (as CUDA graph capture requires);
-        both write the caches at the cursor, as the replay that follows does again, with the same values."""
-        static_ids = ids.clone()
+    def _captured(self, run, ids: torch.Tensor | None):
+        """A CUDA graph of `run`, after a warm-up on a side stream (as CUDA graph capture requires); both write the
+        caches at the cursor, as the replay that follows does again, with the same values."""
+        inputs = () if ids is None else (ids.clone(),)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self._pass(static_ids)
+            run(*inputs)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = self._pass(static_ids)
+            outputs = run(*inputs)
         # a graph reads memory by address: the rotary table it read stays alive even if the trunk's grows later
-        return graph, static_ids, outputs, self.trunk._rope_table
+        return graph, inputs[0] if inputs else None, outputs, self.trunk._rope_table
 
     def keep(self, read: int, kept: int) -> None:
         self.length -= read - kept - 1  # stale entries past it are masked out, then overwritten

@@ -250,8 +250,9 @@ def test_a_pass_counts_the_drafts_that_hold_before_the_first_wrong_one(wrong):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graphs_replay_greedy_output():
-    model = trained_model("parallel n=4")
+@pytest.mark.parametrize("label", ["parallel n=4", "causal n=4", "sequential n=4"])
+def test_cuda_graphs_replay_greedy_output(label):
+    model = trained_model(label)
     model.trunk.cuda(), model.objective.cuda()
     try:
         prompts = rule_batch(2, 5, torch.Generator().manual_seed(4)).cuda()
@@ -261,6 +262,8 @@ def test_cuda_graphs_replay_greedy_output():
                 graphed, stats = generate(model, prompts, 24, speculative=speculative, graphs=True)
                 assert torch.equal(graphed, eager) and stats.as_dict() == eager_stats.as_dict()
         assert all(passes.graphs for passes in model.trunk._static_passes.values())
+        if label.startswith("sequential"):  # its modules draft after the pass, in a graph of their own
+            assert any(key[0] == "window" for passes in model.trunk._static_passes.values() for key in passes.graphs)
     finally:
         model.trunk.cpu(), model.objective.cpu()
         model.trunk.__dict__.pop("_static_passes", None)
@@ -405,6 +408,30 @@ def test_a_drafter_fed_in_chunks_drafts_what_full_recompute_drafts(label, chunks
             break
         hidden = model.trunk(tokens[:, read: read + chunk], cache)
         read += chunk
+
+
+@pytest.mark.parametrize("prompt", [1, 2, 6])
+@torch.no_grad()
+def test_sequential_modules_drafting_over_a_static_window_draft_what_full_recompute_drafts(prompt):
+    """Static-shaped passes, then the sequential modules' window drafter after each, keeping 0 to n - 1 of the
+    drafts each pass (the token after them drawn at random): after every pass the drafts are the full recompute's,
+    though the window re-reads only the last n positions (after the first drafting, which reads the prompt)."""
+    model = build(DRAFTING["sequential n=4"])
+    generator = torch.Generator().manual_seed(prompt)
+    tokens = torch.randint(0, VOCAB, (2, prompt + 1), generator=generator)  # the prompt and the token after it
+    passes = StaticPasses(model.trunk, model.objective, 2, 40, drafting=True)
+    assert passes.window is not None and passes.in_pass is None
+    passes.run(tokens[:, :prompt])
+    passes.decided(0, tokens)
+    for kept in (0, 3, 1, 2, 0, 3, 3, 1):
+        drafts = passes.draft()
+        assert torch.equal(drafts, reference_drafts(model, tokens)), (prompt, tokens.shape[1])
+        passes.run(torch.cat([tokens[:, -1:], drafts], dim=1))
+        passes.keep(4, kept)
+        new = torch.cat([drafts[:, :kept], torch.randint(0, VOCAB, (2, 1), generator=generator)], dim=1)
+        tokens = torch.cat([tokens, new], dim=1)
+        passes.decided(tokens.shape[1] - new.shape[1], new)
+    assert passes.windows == 8 and passes.window_cursor.at.shape == (4,)  # one width after the first
 
 
 @pytest.mark.parametrize("layers", [1, 2])
