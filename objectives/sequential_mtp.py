@@ -127,10 +127,11 @@ class SequentialMTP(Objective):
         """Modules 1..D over the last w positions the trunk kept, p - w + 1 .. p, re-read every call at `cursor` with
         static KV caches: draft(hidden [B, w, D], known [B, w]) -> [B, D], where hidden is the trunk output there and
         known the decided tokens x_{p-w+2} .. x_{p+1}. Module k at window position i reads x_{p-w+1+i+k}: entry
-        i + k - 1 of known followed by this call's drafts, a fixed slice. With w = n every entry a module wrote with
-        a draft that was then rejected lies in the window and is written again with the decided token (entries
-        before the window read decided tokens, or drafts that were kept), so the drafts are `drafter`'s, at one shape
-        for every call after the first (which reads the whole prompt)."""
+        i + k - 1 of known followed by this call's drafts, a fixed slice. Entries before the window stay as an
+        earlier call wrote them. In decoding, where the decided tokens after a pass are the drafts it kept and the
+        token after them, w = n suffices: every entry a module wrote with a draft that was then rejected lies in the
+        window (those before it read decided tokens, or drafts that were kept), so one shape serves every call after
+        the first, which reads the whole prompt. `drafter` re-reads a window wide enough for any decided tokens."""
         caches = [trunk.new_cache(batch, max_len, 1, cursor) for _ in range(self.depth)]
 
         def draft(hidden: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -144,34 +145,20 @@ class SequentialMTP(Objective):
         return draft
 
     def drafter(self, trunk, batch, max_len):
-        """Modules 1..D over KV caches of their blocks, teacher-forced wherever the token they read is decided (as in
-        training) and reading this call's drafts where it is not, as DeepSeek-V3's modules decode.
-
-        Module k at position s reads x_{s+k}. With tokens x_0 .. x_C decided, its positions s <= C - k are final:
-        they stay in its cache. Positions C - k + 1 .. C - 1 read drafts: computed for this call's drafts, then
-        rolled back, and computed again with the decided tokens on a later call. Module k + 1's next call starts
-        one position before module k's, so module k keeps its state at that position for it (`carried`)."""
-        caches = [trunk.new_cache(batch, max_len, 1) for _ in range(self.depth)]
-        carried: list[torch.Tensor | None] = [None] * (self.depth + 1)  # depth k's final states module k+1 lacks
+        """Modules 1..D teacher-forced wherever the token they read is decided (as in training) and reading this
+        call's drafts where it is not, as DeepSeek-V3's modules decode: `window_drafter` over the positions the trunk
+        read since the previous call and the D before them, whose entries read the previous call's drafts (the whole
+        prompt on the first call). Those are all the entries that a decided token can change, whichever tokens the
+        caller decided."""
+        cursor = trunk.new_cursor()
+        window = self.window_drafter(trunk, batch, max_len, cursor)
+        read = trunk.embed.weight.new_zeros(batch, max_len, trunk.config.d_model)  # the trunk output so far
 
         def draft(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
             decided = tokens.shape[1] - 1  # C: the trunk has read positions 0 .. C - 1
-            known, drafts = tokens, []
-            state, previous_carried = hidden, carried[:]
-            for k in range(1, self.depth + 1):
-                cache = caches[k - 1]
-                first = cache.length  # module k's first position not final yet
-                if previous_carried[k - 1] is not None:
-                    state = torch.cat([previous_carried[k - 1], state], dim=1)
-                assert state.shape[1] == decided - first, (k, state.shape, decided, first)
-                step = self._step(trunk, k, known[:, first + k: decided + k])
-                state = step(None, state, cache)
-                final = max(decided - k + 1, 0)  # module k's positions that read decided tokens only
-                cache.crop(final)
-                after = max(decided - k, 0)  # where module k + 1's next call starts
-                carried[k] = state[:, after - first: final - first] if final > after else None
-                drafts.append(trunk.logits(state[:, -1]).argmax(-1))
-                known = torch.cat([known, drafts[-1][:, None]], dim=1)
-            return torch.stack(drafts, dim=1) if drafts else tokens[:, :0]
+            read[:, decided - hidden.shape[1]: decided] = hidden
+            start = max(decided - hidden.shape[1] - self.depth, 0)
+            cursor.seek(start, decided - start)
+            return window(read[:, start: decided], tokens[:, start + 1: decided + 1])
 
         return draft

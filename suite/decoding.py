@@ -277,16 +277,14 @@ class StaticPasses(Passes):
     a call leaves are masked out in the next until it overwrites them."""
 
     def __init__(self, trunk, objective, batch: int, max_len: int, drafting: bool):
-        from suite.model import Cursor
-
         device = trunk.embed.weight.device
         self.trunk, self.n = trunk, objective.n
-        self.cursor = Cursor(device)
+        self.cursor = trunk.new_cursor()
         self.cache = trunk.new_cache(batch, max_len, cursor=self.cursor)
         self.in_pass = objective.pass_drafter(trunk, batch, max_len, self.cursor) if drafting else None
         self.window = None
         if drafting and self.in_pass is None:
-            self.window_cursor = Cursor(device)
+            self.window_cursor = trunk.new_cursor()
             self.window = objective.window_drafter(trunk, batch, max_len, self.window_cursor)
         if self.window is not None:  # what the window reads: the trunk's output and the tokens decided
             self.hidden = torch.zeros(batch, max_len, trunk.config.d_model, device=device,

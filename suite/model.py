@@ -299,6 +299,10 @@ class Trunk(nn.Module):
                        device=self.embed.weight.device, dtype=self.embed.weight.dtype, quant=self.kv_quant,
                        cursor=cursor)
 
+    def new_cursor(self) -> Cursor:
+        """A cursor on the trunk's device, for static-shaped caches (`new_cache`)."""
+        return Cursor(self.embed.weight.device)
+
     kv_quant: KVQuant | None = None
     """Evaluation with a compressed KV cache: every cache the trunk makes stores keys and values through this
     quantiser, and a pass without a cache reads its keys and values through one too, so scoring, decoding and
