@@ -144,6 +144,18 @@ class ParallelMTP(Objective):
     def pass_drafter(self, trunk, batch, max_len, cursor):
         return self._states_at(trunk, batch, max_len, cursor)
 
+    def _stacked_heads(self) -> list[nn.Module]:
+        """Heads 2..n stacked layer by layer (`objectives.stack`), kept for later drafters on the same device and
+        dtype (not a submodule: no state of the objective's), their weights read again where the heads changed."""
+        weight = next(self.heads.parameters())
+        key = (weight.device, weight.dtype)
+        if getattr(self, "_stacks", (None,))[0] != key:
+            self._stacks = (key, [stack_blocks([head[layer] for head in self.heads])
+                                  for layer in range(self.head_layers)])
+        for layer in self._stacks[1]:
+            refresh(layer)
+        return self._stacks[1]
+
     def _states_at(self, trunk, batch, max_len, cursor=None):
         """states(hidden [B, m, D]) -> heads 2..n's states [B, m, n - 1, D] at every position the trunk just read,
         over KV caches of their blocks (static-shaped at `cursor`, where given). Parallel heads all read the shared
@@ -167,7 +179,7 @@ class ParallelMTP(Objective):
 
             states.refresh = lambda: None
         else:
-            layers = [stack_blocks([head[layer] for head in self.heads]) for layer in range(self.head_layers)]
+            layers = self._stacked_heads()
             cache = trunk.new_cache(heads * batch, max_len, self.head_layers, cursor)
 
             def states(hidden: torch.Tensor) -> torch.Tensor:
@@ -176,7 +188,7 @@ class ParallelMTP(Objective):
                 every = run_blocks(trunk, layers, hidden.expand(heads, B, m, D).reshape(heads * B, m, D), cache)
                 return every.view(heads, B, m, D).permute(1, 2, 0, 3)
 
-            states.refresh = lambda: [refresh(layer) for layer in layers]
+            states.refresh = self._stacked_heads
 
         states.shared = shared
         if shared.handle is not None:  # the hook goes when decoding drops the drafter

@@ -3,8 +3,8 @@ batch holds G groups of rows, group g through block g's weights. Every matmul be
 other kernel (norms, rotary embedding, attention, activations) runs once over all the groups, so drafting with
 parallel MTP's n - 1 heads launches as many kernels as one head does: what a launch-bound decoding step pays for.
 
-The stacked weights are copies (`refresh` reads the heads' current weights into them again); the block's forward
-is `Block`'s own code, with its linear layers and norms swapped for the grouped ones below."""
+The stacked weights are copies: `refresh` reads the heads' weights into them again where they changed since. The
+block's forward is `Block`'s own code, with its linear layers and norms swapped for the grouped ones below."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def versions(modules: list[nn.Module]) -> tuple:
+    """Where each module's weight lives and how often it was changed in place (an optimizer step, a load): a copy
+    made at these versions is still current."""
+    return tuple((module.weight.data_ptr(), module.weight._version) for module in modules)
 
 
 class GroupedLinear(nn.Module):
@@ -24,12 +30,15 @@ class GroupedLinear(nn.Module):
             raise ValueError("GroupedLinear stacks bias-free linear layers only")
         self.sources = linears  # a plain list: the heads' own modules are not this module's children
         self.register_buffer("weight", self._stacked(), persistent=False)  # [G, in, out]
+        self.read = versions(self.sources)
 
     def _stacked(self) -> torch.Tensor:
         return torch.stack([linear.weight.detach() for linear in self.sources]).transpose(1, 2).contiguous()
 
     def refresh(self) -> None:
-        self.weight.copy_(self._stacked())
+        if versions(self.sources) != self.read:
+            self.weight.copy_(self._stacked())
+            self.read = versions(self.sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, size = self.weight.shape[0], x.shape[-1]
@@ -44,12 +53,15 @@ class GroupedRMSNorm(nn.Module):
         super().__init__()
         self.sources, self.eps, self.shape = norms, norms[0].eps, tuple(norms[0].normalized_shape)
         self.register_buffer("weight", self._stacked(), persistent=False)  # [G, D]
+        self.read = versions(self.sources)
 
     def _stacked(self) -> torch.Tensor:
         return torch.stack([norm.weight.detach() for norm in self.sources])
 
     def refresh(self) -> None:
-        self.weight.copy_(self._stacked())
+        if versions(self.sources) != self.read:
+            self.weight.copy_(self._stacked())
+            self.read = versions(self.sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.weight.shape[0]
@@ -63,7 +75,8 @@ GROUPED = {nn.Linear: GroupedLinear, nn.RMSNorm: GroupedRMSNorm}
 def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
     """One block that runs `blocks` (same class and shapes) side by side: its input's batch is len(blocks) groups
     of B rows, group g through blocks[g]; a KV cache for it holds len(blocks) * B rows."""
-    stacked = copy.deepcopy(blocks[0])
+    placeholder = torch.empty(0)  # the copy's own weights are replaced below: not worth copying
+    stacked = copy.deepcopy(blocks[0], {id(p): placeholder for p in blocks[0].parameters()})
     for name, module in list(stacked.named_modules()):
         grouped = GROUPED.get(type(module))
         if grouped is None:

@@ -103,3 +103,20 @@ def test_parallel_heads_draft_with_the_operations_of_one_head():
     assert drafting_ops(ParallelMTP(n=5, layout="siblings")) == drafting_ops(ParallelMTP(n=3, layout="siblings"))
     # a chain cannot be stacked: each causal head adds its own
     assert drafting_ops(CausalMTP(n=5)) > drafting_ops(CausalMTP(n=3)) > drafting_ops(ParallelMTP(n=3))
+
+
+@torch.no_grad()
+def test_drafters_share_one_stack_of_the_heads_and_it_follows_their_weights():
+    trunk = Trunk(CONFIG)
+    objective = ParallelMTP(n=3)
+    objective.attach(trunk)
+    first = objective._stacked_heads()
+    assert objective._stacked_heads() is first  # a drafter per `generate` call: the stack is made once
+    down = objective.heads[1][0].mlp.down.weight
+    down.mul_(-1.0)  # an optimizer step, say
+    assert objective._stacked_heads() is first
+    assert torch.equal(first[0].mlp.down.weight[1], down.t())
+    assert "_stacks" not in dict(objective.named_modules()) and not any("_stacks" in k for k in objective.state_dict())
+    objective.double()
+    again = objective._stacked_heads()
+    assert again is not first and again[0].mlp.down.weight.dtype == torch.float64
