@@ -299,7 +299,8 @@ class StaticPasses(Passes):
     def reuse(cls, trunk, objective, batch: int, max_len: int, drafting: bool) -> StaticPasses:
         """The passes of an earlier call with this trunk, objective and shapes, rewound, or new ones."""
         bucket = -(-max_len // STATIC_LENGTH) * STATIC_LENGTH
-        key = (id(objective), batch, bucket, drafting, trunk.embed.weight.device, trunk.kv_quant)
+        weight = trunk.embed.weight
+        key = (id(objective), batch, bucket, drafting, weight.device, weight.dtype, trunk.kv_quant)
         kept = trunk.__dict__.setdefault("_static_passes", {})  # dies with the trunk (a cycle: the passes read it)
         if key not in kept:
             while len(kept) >= STATIC_KEPT:  # the oldest shapes' caches and graphs go

@@ -185,6 +185,16 @@ def test_kept_sibling_heads_hold_no_activation_of_training_steps():
     assert shared.state is not None and shared.state.shape == (1, 5, CONFIG.d_model)
 
 
+def test_static_passes_of_another_dtype_are_other_passes():
+    model = build(DRAFTING["parallel n=4"])
+    prompts = torch.randint(0, VOCAB, (1, 5))
+    generate(model, prompts, 9, speculative=True, graphs=True)
+    model.trunk.double(), model.objective.double()
+    assert torch.equal(generate(model, prompts, 9, speculative=True, graphs=True)[0],
+                       naive_greedy(model.trunk, prompts, 9))
+    assert sorted(str(key[5]) for key in model.trunk._static_passes) == ["torch.float32", "torch.float64"]
+
+
 def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
     from suite.quantize import KVQuant
 
@@ -197,7 +207,7 @@ def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
             eager, _ = generate(model, prompts, 16, speculative=speculative)
             static, _ = generate(model, prompts, 16, speculative=speculative, graphs=True)
             assert torch.equal(static, eager)
-        assert [key[5] for key in model.trunk._static_passes] == [model.trunk.kv_quant] * 2
+        assert [key[6] for key in model.trunk._static_passes] == [model.trunk.kv_quant] * 2
     finally:
         model.trunk.kv_quant = None
         model.trunk.__dict__.pop("_static_passes", None)
