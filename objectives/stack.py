@@ -15,30 +15,38 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def versions(modules: list[nn.Module]) -> tuple:
-    """Where each module's weight lives and how often it was changed in place (an optimizer step, a load): a copy
-    made at these versions is still current."""
-    return tuple((module.weight.data_ptr(), module.weight._version) for module in modules)
+class Grouped(nn.Module):
+    """G modules' weights stacked into one buffer `weight` (a copy: `refresh` reads them again where they changed
+    since, an optimizer step or a load, as their tensors' versions tell)."""
+
+    def __init__(self, sources: list[nn.Module]):
+        super().__init__()
+        self.sources = sources  # a plain list: the heads' own modules are not this module's children
+        self.register_buffer("weight", self.stacked(), persistent=False)
+        self.read = self.versions()
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([source.weight.detach() for source in self.sources])
+
+    def versions(self) -> tuple:
+        return tuple((source.weight.data_ptr(), source.weight._version) for source in self.sources)
+
+    def refresh(self) -> None:
+        if self.versions() != self.read:
+            self.weight.copy_(self.stacked())
+            self.read = self.versions()
 
 
-class GroupedLinear(nn.Module):
+class GroupedLinear(Grouped):
     """G bias-free linear layers of one shape, applied to G groups of rows: input [G * B, ..., in]."""
 
     def __init__(self, linears: list[nn.Linear]):
-        super().__init__()
         if any(linear.bias is not None for linear in linears):
             raise ValueError("GroupedLinear stacks bias-free linear layers only")
-        self.sources = linears  # a plain list: the heads' own modules are not this module's children
-        self.register_buffer("weight", self._stacked(), persistent=False)  # [G, in, out]
-        self.read = versions(self.sources)
+        super().__init__(linears)
 
-    def _stacked(self) -> torch.Tensor:
-        return torch.stack([linear.weight.detach() for linear in self.sources]).transpose(1, 2).contiguous()
-
-    def refresh(self) -> None:
-        if versions(self.sources) != self.read:
-            self.weight.copy_(self._stacked())
-            self.read = versions(self.sources)
+    def stacked(self) -> torch.Tensor:
+        return super().stacked().transpose(1, 2).contiguous()  # [G, in, out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, size = self.weight.shape[0], x.shape[-1]
@@ -46,22 +54,12 @@ class GroupedLinear(nn.Module):
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
-class GroupedRMSNorm(nn.Module):
+class GroupedRMSNorm(Grouped):
     """G RMSNorms of one shape, applied to G groups of rows: input [G * B, ..., D]."""
 
     def __init__(self, norms: list[nn.RMSNorm]):
-        super().__init__()
-        self.sources, self.eps, self.shape = norms, norms[0].eps, tuple(norms[0].normalized_shape)
-        self.register_buffer("weight", self._stacked(), persistent=False)  # [G, D]
-        self.read = versions(self.sources)
-
-    def _stacked(self) -> torch.Tensor:
-        return torch.stack([norm.weight.detach() for norm in self.sources])
-
-    def refresh(self) -> None:
-        if versions(self.sources) != self.read:
-            self.weight.copy_(self._stacked())
-            self.read = versions(self.sources)
+        super().__init__(norms)
+        self.eps, self.shape = norms[0].eps, tuple(norms[0].normalized_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.weight.shape[0]
@@ -93,5 +91,5 @@ def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
 def refresh(stacked: nn.Module) -> None:
     """Read the source blocks' current weights into a stacked block (after training steps, say)."""
     for module in stacked.modules():
-        if isinstance(module, (GroupedLinear, GroupedRMSNorm)):
+        if isinstance(module, Grouped):
             module.refresh()
