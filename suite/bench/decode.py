@@ -217,7 +217,10 @@ def pass_cost(seconds: dict, passes: dict, way: str) -> float:
     """Seconds a speculative pass takes over seconds a greedy step takes, each way's prompts' passes included: the
     speedup is tokens per pass over this. It is the decoder's own cost, the heads' drafting included; how often the
     drafts hold is the model's."""
-    return (seconds[f"{way}speculative"] / passes[f"{way}speculative"]) / (seconds[f"{way}greedy"] / passes[f"{way}greedy"])
+    def step(label: str) -> float:
+        return seconds[way + label] / passes[way + label]
+
+    return step("speculative") / step("greedy")
 
 
 def decode_table(report: dict) -> str:
@@ -234,20 +237,16 @@ def decode_table(report: dict) -> str:
                 if c.get("graphs") else ""),
              "|" + " --- |" * (15 if c.get("graphs") else 10)]
 
-    def ratio(row: dict, key: str) -> str:
-        return f"{row[key]:.2f}" if key in row else "-"  # reports from before it was measured lack it
-
     def ops(row: dict, way: str) -> str:
-        counts = row.get("ops_per_pass")
-        return f"{counts[way + 'speculative'] / counts[way + 'greedy']:.2f}" if counts else "-"
+        return f"{row['ops_per_pass'][way + 'speculative'] / row['ops_per_pass'][way + 'greedy']:.2f}"
 
     for row in report["rows"]:
         rates = " ".join(f"{rate:.2f}" for rate in row["decode_acceptance"]) or "-"
         graphed = (f" {row['graphs_greedy_tokens_per_s']:,.0f} | {row['graphs_speculative_tokens_per_s']:,.0f} | "
-                   f"{row['graphs_speedup']:.2f} | {ratio(row, 'graphs_pass_cost')} | {ops(row, 'graphs_')} |"
+                   f"{row['graphs_speedup']:.2f} | {row['graphs_pass_cost']:.2f} | {ops(row, 'graphs_')} |"
                    if c.get("graphs") else "")
         lines.append(f"| {row['objective']} | {row['n']} | {row['greedy_tokens_per_s']:,.0f} | "
-                     f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | {ratio(row, 'pass_cost')} | "
+                     f"{row['speculative_tokens_per_s']:,.0f} | {row['speedup']:.2f} | {row['pass_cost']:.2f} | "
                      f"{ops(row, '')} | {row['decode_tokens_per_pass']:.2f} | {rates} | "
                      f"{'yes' if row['identical'] else 'NO'} |" + graphed)
     return "\n".join(lines)
