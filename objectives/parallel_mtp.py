@@ -1,14 +1,17 @@
 """Parallel multi-token prediction (Gloeckle et al., "Better & Faster Large Language Models via Multi-token
 Prediction", ICML 2024): n heads on a shared trunk, head k predicts x_{t+k}, all through the trunk's shared final
-norm and unembedding. Two layouts:
+norm and unembedding. The next-token head is always the trunk itself (every checkpoint stays a plain causal LM);
+heads 2..n read the trunk's state after `branch_layer` of its blocks and run `head_layers` blocks of their own:
 
-    stacked   head 1 is the trunk output itself; heads 2..n are `head_layers` blocks each on top of it, so every
-              extra head sits one block deeper than the next-token head
-    siblings  Gloeckle et al.'s: every head, the next-token head included, is its own `head_layers` blocks on a
-              shared trunk. Head 1's blocks are the trunk's last ones; heads 2..n branch off below them.
+    siblings  (the default, Gloeckle et al.'s) branch_layer = n_layer - head_layers: every head, the next-token head
+              included, is its own `head_layers` blocks on a shared trunk (head 1's are the trunk's last ones)
+    stacked   branch_layer = n_layer: heads 2..n sit on the very state the next-token head unembeds, each one
+              `head_layers` blocks deeper than it
+    any other branch_layer in 0 .. n_layer, e.g. 1 with head_layers = 0: a linear head off the first block's
+              residual (Huang et al. 2026's theory model, where the goal-attending circuit must form in the trunk)
 
-Either way the next-token path is the trunk's, so ParallelMTP(n=1) is NTP exactly and every checkpoint stays a
-plain causal LM; the two layouts have the same parameters, and differ only in where heads 2..n read from."""
+head_layers = 0 makes each extra head a linear readout (a D x D map of its own, the identity at the start) through
+the shared final norm and unembedding. ParallelMTP(n=1) is NTP exactly, whatever the layout."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 from torch import nn
 
 from objectives.base import Objective
-from objectives.heads import Head, head_losses, run_blocks, token_head
+from objectives.heads import Head, Readout, head_losses, run_blocks, token_head
 from objectives.stack import refresh, stack_blocks
 from suite.errors import UsageError, check_choice, check_range
 
@@ -27,28 +30,39 @@ from suite.errors import UsageError, check_choice, check_range
 class ParallelMTP(Objective):
     name = "parallel_mtp"
     chained = False
-    layouts = ("stacked", "siblings")
+    default_layout = "siblings"
 
     def __init__(self, n: int = 2, head_layers: int = 1, loss_reduction: Literal["sum", "mean"] = "sum",
                  head_weights: list[float] | None = None, match_params: bool = False, headwise: bool | None = None,
-                 layout: Literal["stacked", "siblings"] = "stacked"):
+                 layout: Literal["siblings", "stacked"] | None = None, branch_layer: int | None = None):
         """
         Args:
             n: Tokens predicted per position (heads); n = 1 is next-token prediction.
-            head_layers: Transformer blocks in each extra head.
+            head_layers: Transformer blocks in each extra head; 0: a linear readout (a D x D map of its own)
+                through the shared final norm and unembedding.
             loss_reduction: Sum the heads' losses (as Gloeckle et al.) or average them.
             head_weights: One weight per head (overrides loss_reduction), e.g. [1, 0.5, 0.25, 0.125].
             match_params: Remove n - 1 trunk blocks so the total matches NTP's parameter count (Gloeckle et al.'s
                 comparison); by default the heads are added on top of the trunk.
             headwise: Run heads one at a time (forward and backward) so only one head's logits and activations
                 are alive; None decides by shape (`Objective.use_headwise`), False builds one graph over all heads.
-            layout: "stacked" (heads 2..n on the trunk output) or "siblings" (Gloeckle et al.: heads 2..n beside
-                the trunk's last `head_layers` blocks, which are the next-token head).
+            layout: Where the extra heads attach, by name: "siblings" (Gloeckle et al.: after n_layer - head_layers
+                trunk blocks, beside the next-token head's own last head_layers blocks) or "stacked" (on the trunk
+                output, after all n_layer blocks); None: the objective's default (parallel MTP: siblings; causal
+                MTP: stacked). branch_layer, where given, says it instead.
+            branch_layer: How many trunk blocks the extra heads read after (0 .. n_layer: 0 reads the embeddings);
+                None: as the layout says.
         """
         super().__init__()
-        check_choice(f"{self.name} layout", layout, self.layouts)
+        layout = layout or self.default_layout
+        check_choice(f"{self.name} layout", layout, ("siblings", "stacked"))
         check_range(f"{self.name} n", n, 1)
-        check_range(f"{self.name} head_layers", head_layers, 1)
+        check_range(f"{self.name} head_layers", head_layers, 0)
+        if branch_layer is not None:
+            check_range(f"{self.name} branch_layer", branch_layer, 0)
+        if match_params and head_layers == 0:
+            raise UsageError(f"{self.name} match_params removes a trunk block per extra head, and head_layers=0 heads "
+                             "have no block; allowed: match_params with head_layers >= 1")
         if head_weights is not None:
             if len(head_weights) != n:
                 raise UsageError(f"{self.name} head_weights has {len(head_weights)} entries; allowed: one per head, "
@@ -57,6 +71,7 @@ class ParallelMTP(Objective):
                 raise UsageError(f"{self.name} head_weights={head_weights} has a negative weight; allowed: >= 0")
         self.n, self.head_layers, self.loss_reduction = n, head_layers, loss_reduction
         self.head_weights, self.match_params, self.headwise, self.layout = head_weights, match_params, headwise, layout
+        self.branch_layer = branch_layer
 
     @classmethod
     def horizon_options(cls, n: int) -> dict:
@@ -74,18 +89,30 @@ class ParallelMTP(Objective):
                 raise UsageError(f"{self.name} match_params with n={self.n} would remove {self.n - 1} of the trunk's "
                                  f"{len(trunk.blocks)} blocks; allowed: n <= {len(trunk.blocks)}")
             trunk.blocks = trunk.blocks[: len(trunk.blocks) - (self.n - 1)]
-        if self.layout == "siblings" and self.n > 1 and self.head_layers > len(trunk.blocks):
+        blocks = len(trunk.blocks)
+        if self.n > 1 and self.branch_layer is not None and self.branch_layer > blocks:
+            raise UsageError(f"{self.name} branch_layer={self.branch_layer} is past the trunk's {blocks} blocks; "
+                             f"allowed: 0 .. {blocks}")
+        if self.n > 1 and self.branch_layer is None and self.layout == "siblings" and self.head_layers > blocks:
             raise UsageError(f"{self.name} layout=siblings needs the trunk's last head_layers={self.head_layers} "
-                             f"blocks as the next-token head, and the trunk has {len(trunk.blocks)}; allowed: "
-                             f"head_layers <= {len(trunk.blocks)}")
-        self.heads = nn.ModuleList(
-            nn.ModuleList(trunk.make_block() for _ in range(self.head_layers)) for _ in range(self.n - 1))
+                             f"blocks as the next-token head, and the trunk has {blocks}; allowed: "
+                             f"head_layers <= {blocks}")
+        self.heads = nn.ModuleList(self._new_head(trunk) for _ in range(self.n - 1))
+
+    def _new_head(self, trunk) -> nn.ModuleList:
+        if self.head_layers == 0:
+            return nn.ModuleList([Readout(trunk.config.d_model).to(trunk.embed.weight)])
+        return nn.ModuleList(trunk.make_block() for _ in range(self.head_layers))
 
     def branch_depth(self, trunk) -> int:
-        """How many trunk blocks the heads share: all of them when stacked; with siblings, all but the last
-        `head_layers`, which are the next-token head."""
-        siblings = self.layout == "siblings" and self.n > 1
-        return len(trunk.blocks) - (self.head_layers if siblings else 0)
+        """How many trunk blocks the heads share: `branch_layer`, or as the layout says (all of them when stacked;
+        with siblings, all but the last `head_layers`, which are the next-token head); all of them when n = 1."""
+        blocks = len(trunk.blocks)
+        if self.n == 1:
+            return blocks
+        if self.branch_layer is not None:
+            return self.branch_layer
+        return blocks - (self.head_layers if self.layout == "siblings" else 0)
 
     def hidden(self, trunk, tokens, mask=None):
         return trunk(self.inputs(tokens, mask), depth=self.branch_depth(trunk))
@@ -151,7 +178,7 @@ class ParallelMTP(Objective):
         key = (weight.device, weight.dtype)
         if getattr(self, "_stacks", (None,))[0] != key:
             self._stacks = (key, [stack_blocks([head[layer] for head in self.heads])
-                                  for layer in range(self.head_layers)])
+                                  for layer in range(len(self.heads[0]))])
         for layer in self._stacks[1]:
             refresh(layer)
         return self._stacks[1]

@@ -30,6 +30,7 @@ from suite.errors import check_choice
 class SelfDistillMTP(ParallelMTP):
     name = "self_distill_mtp"
     distills_trunk = True
+    default_layout = "stacked"  # heads on the pretrained trunk's output, as Medusa's
     targets_choices = ("greedy", "distribution")
 
     def __init__(self, n: int = 2, head_layers: int = 1, target: Literal["greedy", "distribution"] = "greedy",

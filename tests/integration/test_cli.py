@@ -241,7 +241,7 @@ def test_multi_token_objective_options_from_the_command_line(tmp_path):
     assert saved["hyper_parameters"]["objective"] == {
         "class_path": "objectives.parallel_mtp.ParallelMTP",
         "init_args": {"n": 4, "head_layers": 2, "loss_reduction": "sum", "head_weights": None, "match_params": False,
-                      "headwise": None, "layout": "stacked"}}
+                      "headwise": None, "layout": "siblings", "branch_layer": None}}
     assert sum(key.startswith("objective.heads.") for key in saved["state_dict"]) == 3 * 2 * 6
 
 

@@ -24,9 +24,10 @@ CONFIG = ModelConfig(n_layer=2, d_model=32, n_head=4, vocab_size=VOCAB, init_std
 
 DRAFTING = {
     "ntp": NTP,
-    "parallel n=2": lambda: ParallelMTP(n=2),
-    "parallel n=4": lambda: ParallelMTP(n=4),
-    "parallel n=3, 2-block heads": lambda: ParallelMTP(n=3, head_layers=2),
+    "parallel n=2": lambda: ParallelMTP(n=2, layout="stacked"),
+    "parallel n=4": lambda: ParallelMTP(n=4, layout="stacked"),
+    "parallel n=3, 2-block heads": lambda: ParallelMTP(n=3, head_layers=2, layout="stacked"),
+    "parallel n=3, linear heads off block 1": lambda: ParallelMTP(n=3, head_layers=0, branch_layer=1),
     "causal n=4": lambda: CausalMTP(n=4),
     "sequential n=2": lambda: SequentialMTP(depth=1),
     "sequential n=4": lambda: SequentialMTP(depth=3),
@@ -56,7 +57,7 @@ def trained(make, steps: int = 60) -> Model:
     model.trunk.train(), model.objective.train()
     for _ in range(steps):
         tokens = rule_batch(32, 28, generator)
-        loss, _ = model.objective.loss(model.trunk, model.trunk(tokens), tokens)
+        loss, _ = model.objective.loss(model.trunk, model.objective.hidden(model.trunk, tokens), tokens)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -215,6 +216,7 @@ def test_static_passes_read_a_compressed_cache_as_the_eager_ones_do():
 
 IN_PASS = {label: DRAFTING[label] for label in ("parallel n=4", "parallel n=3, 2-block heads", "causal n=4")}
 IN_PASS["parallel siblings n=3"] = lambda: ParallelMTP(n=3, layout="siblings")
+IN_PASS["parallel linear heads off the embeddings n=3"] = lambda: ParallelMTP(n=3, head_layers=0, branch_layer=0)
 
 
 @pytest.mark.parametrize("label", IN_PASS)

@@ -133,6 +133,8 @@ EQUIVALENT_TO_NTP = [
     ("parallel n=1", lambda path: ParallelMTP(n=1)),
     ("parallel n=1 mean", lambda path: ParallelMTP(n=1, loss_reduction="mean")),
     ("parallel siblings n=1", lambda path: ParallelMTP(n=1, layout="siblings")),
+    ("parallel stacked n=1", lambda path: ParallelMTP(n=1, layout="stacked")),
+    ("parallel linear off block 1 n=1", lambda path: ParallelMTP(n=1, head_layers=0, branch_layer=1)),
     ("causal n=1", lambda path: CausalMTP(n=1)),
     ("sequential depth=0", lambda path: SequentialMTP(depth=0)),
     ("sequential lambda=0", lambda path: SequentialMTP(depth=2, loss_weight=0.0)),
@@ -159,12 +161,18 @@ def test_degenerate_settings_give_ntp_loss_and_gradients_exactly(label, make, ti
 
 ALL = [
     ("ntp", lambda path, headwise: NTP()),
-    ("parallel", lambda path, headwise: ParallelMTP(n=3, head_weights=[1.0, 0.5, 0.25], headwise=headwise)),
-    ("parallel 2 layers", lambda path, headwise: ParallelMTP(n=2, head_layers=2, headwise=headwise)),
+    ("parallel", lambda path, headwise: ParallelMTP(n=3, head_weights=[1.0, 0.5, 0.25], layout="stacked",
+                                                    headwise=headwise)),
+    ("parallel 2 layers", lambda path, headwise: ParallelMTP(n=2, head_layers=2, layout="stacked", headwise=headwise)),
+    ("parallel linear off block 1", lambda path, headwise: ParallelMTP(n=3, head_layers=0, branch_layer=1,
+                                                                       headwise=headwise)),
+    ("parallel off the embeddings", lambda path, headwise: ParallelMTP(n=2, branch_layer=0, headwise=headwise)),
     ("parallel siblings", lambda path, headwise: ParallelMTP(n=3, layout="siblings", headwise=headwise)),
     ("parallel siblings 2 layers", lambda path, headwise: ParallelMTP(n=2, head_layers=2, layout="siblings",
                                                                       headwise=headwise)),
     ("causal", lambda path, headwise: CausalMTP(n=3, headwise=headwise)),
+    ("causal siblings", lambda path, headwise: CausalMTP(n=3, layout="siblings", headwise=headwise)),
+    ("causal linear", lambda path, headwise: CausalMTP(n=3, head_layers=0, headwise=headwise)),
     ("sequential", lambda path, headwise: SequentialMTP(depth=2, headwise=headwise)),
     ("fsp_bow", lambda path, headwise: FSPBoW(tau=4, headwise=headwise)),
     ("fsp_revlm", lambda path, headwise: FSPRevLM(str(path), headwise=headwise)),
@@ -191,7 +199,7 @@ def test_parallel_total_is_the_weighted_sum_of_head_losses(tiny_config):
     tokens = torch.randint(0, 23, (2, 8))
     for reduction, scale in (("sum", 1.0), ("mean", 1 / 3)):
         trunk, objective = build(ParallelMTP(n=3, loss_reduction=reduction), tiny_config)
-        loss, metrics = objective.loss(trunk, trunk(tokens), tokens)
+        loss, metrics = objective.loss(trunk, objective.hidden(trunk, tokens), tokens)
         heads = sum(metrics[f"loss/head_{k}"] for k in (1, 2, 3))
         torch.testing.assert_close(loss, scale * heads)
 
@@ -219,9 +227,11 @@ def perturb_after(tokens, t, vocab):
     return changed
 
 
-DRAFTERS = [("ntp", NTP, 1), ("parallel", lambda: ParallelMTP(n=3), 3), ("causal", lambda: CausalMTP(n=4), 4),
-            ("sequential", lambda: SequentialMTP(depth=2), 3),
-            ("parallel siblings", lambda: ParallelMTP(n=3, layout="siblings"), 3)]
+DRAFTERS = [("ntp", NTP, 1), ("parallel", lambda: ParallelMTP(n=3, layout="stacked"), 3),
+            ("causal", lambda: CausalMTP(n=4), 4), ("sequential", lambda: SequentialMTP(depth=2), 3),
+            ("parallel siblings", lambda: ParallelMTP(n=3, layout="siblings"), 3),
+            ("parallel linear off block 1", lambda: ParallelMTP(n=3, head_layers=0, branch_layer=1), 3),
+            ("causal off the embeddings", lambda: CausalMTP(n=3, branch_layer=0), 3)]
 
 
 @pytest.mark.parametrize("label, make, n", DRAFTERS, ids=[d[0] for d in DRAFTERS])
@@ -290,7 +300,7 @@ def test_siblings_heads_branch_off_below_the_trunks_last_block(tiny_config):
                 state = block(state, trunk.rope(0, 9))
             torch.testing.assert_close(drafts[:, :, k - 1], trunk.logits(state))
         torch.testing.assert_close(drafts[:, :, 0], trunk.logits(trunk(tokens)))  # head 1: the whole trunk
-    stacked_trunk, stacked = build(ParallelMTP(n=3), tiny_config)
+    stacked_trunk, stacked = build(ParallelMTP(n=3, layout="stacked"), tiny_config)
     assert count_parameters(trunk, objective) == count_parameters(stacked_trunk, stacked)
 
 
@@ -304,13 +314,84 @@ def test_siblings_train_the_next_token_heads_blocks_from_every_head(tiny_config)
 
 
 def test_layouts_are_checked():
-    with pytest.raises(UsageError, match="unknown causal_mtp layout 'siblings'; known: stacked$"):
-        CausalMTP(n=2, layout="siblings")
-    with pytest.raises(UsageError, match="unknown parallel_mtp layout 'beside'; known: stacked, siblings"):
-        ParallelMTP(layout="beside")
+    with pytest.raises(UsageError, match="unknown causal_mtp layout 'beside'; known: siblings, stacked"):
+        CausalMTP(n=2, layout="beside")
+    with pytest.raises(UsageError, match="unknown parallel_mtp layout 'stacke'; known: siblings, stacked; did you "
+                                         "mean 'stacked'"):
+        ParallelMTP(layout="stacke")
     with pytest.raises(UsageError, match="needs the trunk's last head_layers=3 blocks as the next-token head, and the "
                                          "trunk has 2; allowed: head_layers <= 2"):
         ParallelMTP(n=2, head_layers=3, layout="siblings").attach(Trunk(ModelConfig(n_layer=2, vocab_size=23)))
+    with pytest.raises(UsageError, match=r"parallel_mtp branch_layer=3 is past the trunk's 2 blocks; allowed: 0 \.\. 2$"):
+        ParallelMTP(n=2, branch_layer=3).attach(Trunk(ModelConfig(n_layer=2, vocab_size=23)))
+    with pytest.raises(UsageError, match=r"parallel_mtp branch_layer=-1 is out of range; allowed: >= 0"):
+        ParallelMTP(n=2, branch_layer=-1)
+    with pytest.raises(UsageError, match=r"parallel_mtp head_layers=-1 is out of range; allowed: >= 0"):
+        ParallelMTP(n=2, head_layers=-1)
+    with pytest.raises(UsageError, match="match_params removes a trunk block per extra head, and head_layers=0"):
+        ParallelMTP(n=2, head_layers=0, match_params=True)
+
+
+def test_defaults_are_the_papers_layouts(tiny_config):
+    """Parallel MTP is Gloeckle et al.'s siblings unless told otherwise; causal MTP's chain starts at the
+    next-token head (their appendix), as do self-distilled heads on a pretrained trunk (Medusa's)."""
+    config = tiny_config.replace(n_layer=3)
+    for objective, depth in ((ParallelMTP(n=2), 2), (ParallelMTP(n=2, head_layers=2), 1), (CausalMTP(n=2), 3),
+                             (objectives.build("self_distill_mtp", n=2), 3), (ParallelMTP(n=2, layout="stacked"), 3),
+                             (ParallelMTP(n=2, head_layers=0), 3), (ParallelMTP(n=2, branch_layer=0), 0)):
+        trunk, objective = build(objective, config)
+        assert objective.branch_depth(trunk) == depth, objective
+
+
+@pytest.mark.parametrize("branch", [0, 1, 2])
+@pytest.mark.parametrize("head_layers", [0, 1, 2])
+def test_extra_heads_read_the_trunk_after_branch_layer_blocks(tiny_config, branch, head_layers):
+    """Head k's drafts are its own blocks (or linear map) over the trunk's state after `branch_layer` blocks,
+    computed here block by block from the trunk's own modules; head 1 is always the whole trunk."""
+    trunk, objective = build(ParallelMTP(n=3, branch_layer=branch, head_layers=head_layers), tiny_config)
+    tokens = torch.randint(0, 23, (2, 9))
+    with torch.no_grad():
+        for head in objective.heads:  # a linear head starts as the identity: move it off, so it is seen to apply
+            for module in head:
+                if head_layers == 0:
+                    module.proj.weight.add_(0.1 * torch.randn_like(module.proj.weight))
+        drafts = objective.draft_logits(trunk, tokens)
+        x, rope = trunk.embed(tokens), trunk.rope(0, 9)
+        for block in trunk.blocks[:branch]:
+            x = block(x, rope)
+        for k in (2, 3):
+            state = x
+            for module in objective.heads[k - 2]:
+                state = state @ module.proj.weight.T if head_layers == 0 else module(state, rope)
+            torch.testing.assert_close(drafts[:, :, k - 1], trunk.unembed(trunk.final_norm(state)))
+        torch.testing.assert_close(drafts[:, :, 0], trunk.logits(trunk(tokens)))
+    own = sum(p.numel() for p in objective.parameters())
+    per_head = tiny_config.d_model ** 2 if head_layers == 0 else head_layers * sum(
+        p.numel() for p in trunk.blocks[0].parameters())
+    assert own == 2 * per_head
+
+
+def test_a_linear_head_starts_as_the_branch_states_own_readout(tiny_config):
+    """head_layers = 0 at n = 2 starts as the parameter-free readout: head 2's logits at t are the shared norm and
+    unembedding of the state after branch_layer blocks."""
+    trunk, objective = build(ParallelMTP(n=2, head_layers=0, branch_layer=1), tiny_config)
+    tokens = torch.randint(0, 23, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(objective.draft_logits(trunk, tokens)[:, :, 1], trunk.logits(trunk(tokens, depth=1)),
+                                   rtol=0, atol=0)
+
+
+def test_causal_chain_branches_where_told(tiny_config):
+    """Causal MTP with branch_layer b: head 2 reads the trunk after b blocks, head 3 reads head 2's state."""
+    trunk, objective = build(CausalMTP(n=3, branch_layer=1), tiny_config)
+    tokens = torch.randint(0, 23, (2, 8))
+    with torch.no_grad():
+        drafts = objective.draft_logits(trunk, tokens)
+        rope = trunk.rope(0, 8)
+        head_2 = objective.heads[0][0](trunk(tokens, depth=1), rope)
+        head_3 = objective.heads[1][0](head_2, rope)
+        torch.testing.assert_close(drafts[:, :, 1], trunk.logits(head_2))
+        torch.testing.assert_close(drafts[:, :, 2], trunk.logits(head_3))
 
 
 def test_reverse_lm_is_frozen_and_counted_apart(tiny_config, reverse_lm):

@@ -99,8 +99,10 @@ def drafting_ops(objective) -> int:
 
 
 def test_parallel_heads_draft_with_the_operations_of_one_head():
-    assert drafting_ops(ParallelMTP(n=3)) == drafting_ops(ParallelMTP(n=5)) == drafting_ops(ParallelMTP(n=8))
+    assert drafting_ops(ParallelMTP(n=3, layout="stacked")) == drafting_ops(ParallelMTP(n=5, layout="stacked")) \
+        == drafting_ops(ParallelMTP(n=8, layout="stacked"))
     assert drafting_ops(ParallelMTP(n=5, layout="siblings")) == drafting_ops(ParallelMTP(n=3, layout="siblings"))
+    assert drafting_ops(ParallelMTP(n=5, head_layers=0)) == drafting_ops(ParallelMTP(n=3, head_layers=0))
     # a chain cannot be stacked: each causal head adds its own
     assert drafting_ops(CausalMTP(n=5)) > drafting_ops(CausalMTP(n=3)) > drafting_ops(ParallelMTP(n=3))
 
@@ -108,7 +110,7 @@ def test_parallel_heads_draft_with_the_operations_of_one_head():
 @torch.no_grad()
 def test_drafters_share_one_stack_of_the_heads_and_it_follows_their_weights():
     trunk = Trunk(CONFIG)
-    objective = ParallelMTP(n=3)
+    objective = ParallelMTP(n=3, layout="stacked")
     objective.attach(trunk)
     first = objective._stacked_heads()
     assert objective._stacked_heads() is first  # a drafter per `generate` call: the stack is made once
