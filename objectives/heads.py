@@ -60,6 +60,20 @@ def run_blocks(trunk, blocks: nn.ModuleList, x: torch.Tensor, cache=None) -> tor
     return x
 
 
+class Readout(nn.Module):
+    """A linear head in place of head blocks (parallel MTP's head_layers = 0): x W, a D x D map of its own that starts
+    as the identity, before the shared final norm and unembedding. It takes a block's arguments and ignores the
+    positions and cache, so `run_blocks` and `objectives.stack` run it as they run blocks."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        nn.init.eye_(self.proj.weight)
+
+    def forward(self, x: torch.Tensor, rope=None, cache=None, layer: int = 0) -> torch.Tensor:
+        return self.proj(x)
+
+
 @dataclass
 class Head:
     """One prediction head for `head_losses`.
@@ -128,6 +142,38 @@ def head_scales(objective, trunk, tokens: torch.Tensor, mask: torch.Tensor | Non
         norm = torch.sqrt(sum((g.float().pow(2).sum() for g in grads if g is not None), torch.zeros(())))
         scales[label] = {"loss": float(loss.detach()), "grad_norm": float(norm)}
     return scales
+
+
+def head_gradients(objective, trunk, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each head's gradient on the state the heads share (`objective.hidden`: the trunk output, or the trunk's state
+    where heads branch off below it), one head's weighted loss at a time: {label: [B, T, D]}. What the heads ask of
+    the shared state, side by side: a head whose gradient points against the next-token head's ("head_1") pulls the
+    trunk away from what next-token prediction needs. Callable inside `torch.inference_mode` (validation)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        tokens = tokens.clone()  # tensors made under inference mode cannot be saved for a backward pass
+        mask = None if mask is None else mask.clone()
+        hidden = objective.hidden(trunk, tokens, mask).detach().requires_grad_()
+        with torch.no_grad(), only_heads() as labels:
+            objective.loss(trunk, hidden, tokens, mask)
+        grads = {}
+        for label in labels:
+            with only_heads([label]):
+                loss, _ = objective.loss(trunk, hidden, tokens, mask)
+            grad = torch.autograd.grad(loss, hidden, allow_unused=True)[0] if loss.requires_grad else None
+            grads[label] = torch.zeros_like(hidden) if grad is None else grad
+    return grads
+
+
+def gradient_alignment(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """From `head_gradients`: norm/<label> for every head, and cos/<label>, the cosine between each other head's
+    gradient and the next-token head's (0 where either is zero)."""
+    flat = {label: grad.detach().flatten().float() for label, grad in grads.items()}
+    found = {f"norm/{label}": vector.norm() for label, vector in flat.items()}
+    first = flat.get("head_1")
+    for label, vector in flat.items():
+        if first is not None and label != "head_1":
+            found[f"cos/{label}"] = torch.nn.functional.cosine_similarity(vector, first, dim=0, eps=1e-30)
+    return found
 
 
 @contextmanager

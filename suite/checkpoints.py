@@ -127,6 +127,19 @@ def load_model(path: str | Path, what: str = "checkpoint") -> tuple[Model, dict]
     return model, checkpoint
 
 
+def load_readable(path: str | Path) -> tuple[Model, dict]:
+    """A checkpoint's model as its every head can be read (`Objective.head_logits`, `inputs`): with the objective's
+    heads where they draft tokens (`load_model`), else the trunk and the objective unattached (the next-token head
+    alone, with the inputs it trained on: a teacherless model's dummies); and the checkpoint."""
+    import objectives
+
+    trunk, checkpoint = load_trunk(path)
+    objective = objectives.from_spec(checkpoint["hyper_parameters"].get("objective") or "ntp")
+    if type(objective).drafter is objectives.Objective.drafter:
+        return Model(trunk, objective), checkpoint
+    return load_model(path)
+
+
 def answering_objective(checkpoint: dict) -> Objective:
     """What a checkpoint's model answers with when it is asked without its heads: its own objective when that
     decodes in one pass (teacherless, whose answers must come from dummy inputs), else next-token prediction, the

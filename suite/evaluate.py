@@ -182,11 +182,13 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
 
 def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
              device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False,
-             speculative: bool = False, kv_quant=None) -> dict:
+             speculative: bool = False, kv_quant=None, decode: str = "next") -> dict:
     """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
     scores, what generation took (`suite.decoding.DecodeStats`), and with `items` each document's primary metric
     (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting; `kv_quant`
-    (a `suite.quantize.KVQuant`) scores with a compressed KV cache."""
+    (a `suite.quantize.KVQuant`) scores with a compressed KV cache; `decode` (head_k, vote) writes answers from the
+    heads' drafts instead of the next-token head (`suite.plan`). For path tasks the checkpoint trained on, `plan`
+    holds where each head keeps the plan on the test split (`plans`)."""
     import suite.lm_eval_model as models  # registers foresight and foresight-oracle with lm-eval
 
     confined = code_confinement(names)
@@ -194,7 +196,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         kv = kv_quant.as_dict() if kv_quant is not None else {}
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative,
-                                   **{f"kv_{key}": value for key, value in kv.items()})
+                                   decode=decode, **{f"kv_{key}": value for key, value in kv.items()})
     else:
         model = models.OracleLM(answer)
     unseen = untrained(data, names) if data is not None else []
@@ -213,11 +215,30 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     if confined is not None:
         report["sandbox"] = confined
     if answer is None:
-        report["decoding"] = {"speculative": speculative, **model.decode_stats.as_dict()}
+        report["decoding"] = {"speculative": speculative, "rule": decode, **model.decode_stats.as_dict()}
         report["kv_cache"] = kv_quant.as_dict() if kv_quant is not None else {"bits": 16}
+        report["plan"] = plans(checkpoint, data, names, device) if kv_quant is None else {}
     if items:
         report["items"] = item_scores(results.get("samples"))
     return report
+
+
+def plans(checkpoint: str, data: dict, names: list[str], device: str = "cpu") -> dict[str, dict]:
+    """{task: `suite.plan.plan_report` on its test split} for the path tasks among `names` the checkpoint trained
+    on, read left to right: every head's teacher-forced accuracy on every answer token, and plan decoding."""
+    import tasks
+    from suite.plan import plan_report, supports
+
+    found, model = {}, None
+    for name in names:
+        if name not in tasks.TASKS or name not in trained_on(data) or (data.get("datamodule_hyper_parameters")
+                                                                       or {}).get("reverse"):
+            continue
+        task = tasks.build(name, **task_options(data, name))
+        if supports(task):
+            model = model or checkpoints.load_readable(checkpoint)[0]
+            found[name] = plan_report(model.objective.to(device).eval(), model.trunk.to(device).eval(), task)
+    return found
 
 
 def code_confinement(names: list[str]) -> dict | None:
@@ -270,6 +291,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speculative", action=ActionYesNo, default=False,
                         help="decode greedy generations self-speculatively with the objective's heads (same text)")
+    parser.add_argument("--decode", type=str, default="next",
+                        help="next (next-token decoding), or plan decoding from the heads' drafts: head_K (each "
+                             "token from head K, K tokens back) or vote (every head's log-probabilities added)")
     parser.add_argument("--kv_bits", type=int, default=16,
                         help="score with keys and values stored at 1, 2, 4 or 8 bits (16: as computed)")
     parser.add_argument("--kv_group", type=int, help="channels per quantisation scale (default: the head dimension)")
@@ -309,7 +333,7 @@ def main(argv: list[str]) -> None:
     check_writable("--out", out)
     origin = provenance(["eval", *argv])  # the code as it starts
     report = evaluate(args.checkpoint, names, out / stamp, args.limit, args.batch_size, args.device, args.seed,
-                      speculative=args.speculative, kv_quant=kv_quant)
+                      speculative=args.speculative, kv_quant=kv_quant, decode=args.decode)
     report = {**origin, **report}
     path = out / f"results_{stamp}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -335,6 +359,12 @@ def results_table(report: dict) -> str:
         lines.append(f"\nKV cache at {width} (groups of {kv['group'] or 'a whole head'}"
                      f"{', rotated' if kv['rotate'] else ''}): keys and values as such a cache gives them back")
     decoding = report.get("decoding") or {}
+    if decoding.get("rule", "next") != "next":
+        lines.append(f"\ndecoding: plan decoding by {decoding['rule']} from the heads' drafts, NOT next-token decoding "
+                     "(it says whether the model knows the answer, not whether its next-token head writes it)")
+    from suite.plan import plan_lines
+
+    lines += plan_lines(report.get("plan") or {})
     if decoding.get("speculative"):
         rates = ", ".join(f"head {k} {rate:.2f}" for k, rate in enumerate(decoding["acceptance"], start=2))
         lines.append(f"\nspeculative decoding: {decoding['tokens_per_pass']:.2f} tokens per trunk pass; "

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from suite import checkpoints
 from suite.decoding import DecodeStats, generate
 from suite.errors import UsageError, check_range
+from suite.plan import check_rule, plan_decode
 from suite.provenance import git_commit
 from suite.quantize import KVQuant
 from tasks.base import truncate
@@ -77,25 +78,32 @@ class ForesightLM(TemplateLM):
 
     `kv_bits=B` (1, 2, 4, 8; 16, the default, is none), `kv_group=G`, `kv_rotate=true`, `kv_seed=S` (the rotation's):
     every attention reads keys and values as a B-bit cache would give them back (`suite.quantize`), generation and
-    log-likelihoods alike."""
+    log-likelihoods alike.
+
+    `decode=head_k` or `decode=vote` writes greedy answers from the heads' own drafts (`suite.plan.plan_decode`), not
+    with the next-token head: plan decoding, which says whether the model knows an answer its next-token head does
+    not write. `decode=next` (the default) is next-token decoding."""
 
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
                  max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False,
                  kv_bits: int | str = 16, kv_group: int | str | None = None, kv_rotate: bool | str = False,
-                 kv_seed: int | str = 0, graphs: bool | str = False, **kwargs):
+                 kv_seed: int | str = 0, graphs: bool | str = False, decode: str = "next", **kwargs):
         super().__init__()
         device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
         check_range("batch_size", batch_size, 1)
         self.speculative, self.graphs = flag("speculative", speculative), flag("graphs", graphs)
         self.kv_quant = kv_quant_of(kv_bits, kv_group, kv_rotate, kv_seed)
-        if self.speculative:
+        self.decode = str(decode)
+        if self.speculative or self.decode != "next":
             model, checkpoint_data = checkpoints.load_model(checkpoint)
             self.trunk = model.trunk
             self.objective = model.objective.to(device=device, dtype=getattr(torch, dtype)).eval()
         else:
             self.trunk, checkpoint_data = checkpoints.load_trunk(checkpoint)
             self.objective = checkpoints.answering_objective(checkpoint_data)
+        if self.decode != "next":
+            check_rule(self.objective, self.decode)
         self.decode_stats = DecodeStats()
         self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
         if self.tokenizer.get_vocab_size() != self.trunk.config.vocab_size:
@@ -175,9 +183,15 @@ class ForesightLM(TemplateLM):
                 def stop(row: int, new: list[int]) -> bool:
                     return any(s in self.tok_decode(new) for s in until)
 
-                new, stats = generate(self, prompts, max_new, self.speculative and temperature == 0,
-                                      self.eot_token_id, stop if until else None, temperature, graphs=self.graphs)
-                self.decode_stats.add(stats)
+                if self.decode != "next":
+                    if temperature:
+                        raise UsageError(f"decode={self.decode} writes greedy answers from the heads' drafts, and "
+                                         "this task samples (do_sample); allowed: decode=next for sampled tasks")
+                    new = plan_decode(self.objective, self.trunk, prompts, max_new, self.decode)
+                else:
+                    new, stats = generate(self, prompts, max_new, self.speculative and temperature == 0,
+                                          self.eot_token_id, stop if until else None, temperature, graphs=self.graphs)
+                    self.decode_stats.add(stats)
                 for i, ids in zip(chunk, new.tolist()):
                     results[i] = truncate(self.tok_decode(ids[: ids.index(self.eot_token_id)]
                                                      if self.eot_token_id in ids else ids), until)

@@ -266,7 +266,8 @@ class Trunk(nn.Module):
         end = offset + length
         cos, sin = self._rope_table
         device = self.embed.weight.device
-        if end > cos.shape[0] or cos.device != device:  # grow geometrically: a cache, not a limit
+        stale = cos.is_inference() and torch.is_grad_enabled()  # made in evaluation, now read by autograd
+        if end > cos.shape[0] or cos.device != device or stale:  # grow geometrically: a cache, not a limit
             c = self.config
             inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, device=device).float() / c.head_dim)
             positions = torch.arange(max(end, 2 * cos.shape[0], 256), device=device).float()

@@ -5,6 +5,7 @@ read (tokens seen, FLOPs per batch)."""
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from typing import Literal
 
 import lightning as L
@@ -15,11 +16,12 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 from objectives import NTP, Objective, from_spec
 from objectives.execution import Execution, executing
 from objectives.fused import FLOP_FORMULAS
-from objectives.heads import all_heads_at_once, head_scales
+from objectives.heads import all_heads_at_once, gradient_alignment, head_gradients, head_scales
 from suite.checkpoints import attach, attach_stand_ins
 from suite.decoding import generate
 from suite.errors import UsageError, check_choice, check_range
 from suite.model import Block, Trunk, compile_blocks
+from suite.plan import plan_scores, supports
 from suite.sizes import ModelConfig, count_parameters, resolve
 from suite.schedule import WarmupCosine
 
@@ -182,10 +184,17 @@ class ObjectiveLM(L.LightningModule):
         """Greedy continuations [B, max_new_tokens] (`suite.decoding.generate` for speculative decoding and stats)."""
         return generate(self, prompt_ids, max_new_tokens)[0]
 
-    def _loss(self, batch: dict[str, torch.Tensor]):
-        tokens, mask = batch["tokens"], batch.get("loss_mask")
+    @contextmanager
+    def _running(self, tokens: torch.Tensor):
+        """How the objective runs on a batch: attention within documents where the data says so, the execution
+        options (compiled blocks, checkpointed heads, the loss kernel)."""
         with self.trunk.within_documents(tokens, self.objective.separator if self.document_mask else None), \
                 executing(self.execution):
+            yield
+
+    def _loss(self, batch: dict[str, torch.Tensor]):
+        tokens, mask = batch["tokens"], batch.get("loss_mask")
+        with self._running(tokens):
             return self.objective.loss(self.trunk, self.objective.hidden(self.trunk, tokens, mask), tokens, mask)
 
     def setup(self, stage: str) -> None:
@@ -253,23 +262,37 @@ class ObjectiveLM(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])  # the rate this step trained at
         return loss
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch, stage: str, batch_idx: int = 0) -> None:
         loss, metrics = self._loss(batch)
         size = batch["tokens"].shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, batch_size=size, sync_dist=True)
+        if batch_idx == 0:
+            self.log_dict({f"{stage}/grad/{k}": v for k, v in self.gradient_alignment(batch).items()},
+                          batch_size=size, sync_dist=True)
         datamodule = self._trainer.datamodule if self._trainer else None
         if datamodule is not None:
             task = datamodule.task
-            for name, scores in datamodule.evaluate(self.generate, batch).items():
-                self.log(f"{stage}/{task.name}/{name}", scores.mean(), prog_bar=name == task.primary,
+            scores = datamodule.evaluate(self.generate, batch)
+            if scores and supports(task):  # a path task read left to right: where each head holds the plan
+                scores |= plan_scores(self.objective, self.trunk, task, batch)
+            for name, values in scores.items():
+                self.log(f"{stage}/{task.name}/{name}", values.float().mean(), prog_bar=name == task.primary,
                          batch_size=size, sync_dist=True)
 
+    def gradient_alignment(self, batch) -> dict[str, torch.Tensor]:
+        """Each head's gradient on the state the heads share, on this batch: its norm (`norm/<head>`) and its cosine
+        with the next-token head's (`cos/<head>`), logged at every validation as `val/grad/...`
+        (`objectives.heads.gradient_alignment`)."""
+        with self._running(batch["tokens"]):
+            return gradient_alignment(head_gradients(self.objective, self.trunk, batch["tokens"],
+                                                     batch.get("loss_mask")))
+
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        self._evaluate(batch, "val", batch_idx)
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", batch_idx)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["tokens_seen"] = self.tokens_seen

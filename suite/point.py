@@ -45,6 +45,14 @@ def objective_spec(spec: dict) -> dict:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(spec["options"])}
 
 
+def resolved_spec(spec: dict) -> dict:
+    """The point's objective with every constructor argument, defaults included: a row says what ran even after a
+    default changes (the sweep's options alone would not)."""
+    import objectives
+
+    return objectives.from_spec(objective_spec(spec)).spec()
+
+
 def folder_flags(spec: dict, always: bool) -> list[str]:
     """--runs and --results as the sweep that made the point was given them (with always=False, only where they
     differ from the defaults)."""
@@ -69,7 +77,7 @@ def base_row(spec: dict) -> dict:
             "axes": {"objective": spec["objective"], "label": spec.get("label") or spec["objective"],
                      "control": bool(spec.get("control")), "n": spec["n"], "size": spec["size"], "seed": spec["seed"],
                      "data": spec["data"].get("task")},
-            "objective": objective_spec(spec),
+            "objective": resolved_spec(spec),
             "config": {key: spec[key] for key in ("data", "model", "trainer", "budget", "eval")},
             "run_dir": spec["run_dir"], "status": None, "error": None, **origin}
 
@@ -205,6 +213,7 @@ def finished_row(base: dict, spec: dict, trained: dict, overhead: dict, scores: 
     return {**base, "status": "ok",
             "scores": {task: metric_values(metrics) for task, metrics in (scores.get("results") or {}).items()},
             "families": scores.get("families") or {}, "items": scores.get("items") or {},
+            "plan": scores.get("plan") or {},  # path tasks: every head's accuracy on every answer token, plan decoding
             "overhead": {key: value for key, value in overhead.items() if key != "params"},
             "params": trained["params"],
             "train": {**{key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
@@ -223,6 +232,10 @@ def wandb_summary(row: dict) -> dict:
     summary |= {f"family/{family}": value for family, value in row["families"].items()}
     summary |= {f"overhead/{key}": value for key, value in row["overhead"].items() if isinstance(value, (int, float))}
     summary |= {f"params/{key}": value for key, value in row["params"].items()}
+    for task, plan in (row.get("plan") or {}).items():
+        summary |= {f"plan/{task}/first_step/{head}": value for head, value in plan["first_step"].items()}
+        summary |= {f"plan/{task}/decode_{rule}/{metric}": value for rule, scores in plan["decode"].items()
+                    for metric, value in scores.items()}
     return summary | {"status": row["status"], "seconds": row["seconds"]}
 
 

@@ -142,13 +142,12 @@ class Probed:
 
 def load_probed(checkpoint: str, device: str = "cpu") -> Probed:
     """A checkpoint trained left to right on a path task with paths of 4 nodes or more, ready for the probe."""
-    import objectives
     import tasks
-    from suite.checkpoints import load_model, load_trunk
+    from suite.checkpoints import load_readable
     from suite.errors import check_choice
 
     check_choice("device", device, ("cpu", "cuda"))
-    trunk, stored = load_trunk(checkpoint)
+    model, stored = load_readable(checkpoint)
     data = stored.get("datamodule_hyper_parameters") or {}
     if data.get("task") not in PATH_TASKS or data.get("reverse"):
         raise UsageError(f"checkpoint {checkpoint!r} was trained on {data.get('task')!r}"
@@ -160,12 +159,9 @@ def load_probed(checkpoint: str, device: str = "cpu") -> Probed:
                          "nodes or more (the probe compares the first step with the ones between it and the last)")
     examples = task.examples("test")
     # what the trunk read in training: a teacherless model saw dummies where the answer is
-    objective = objectives.from_spec(stored["hyper_parameters"].get("objective") or "ntp")
-    inputs = objective.inputs(examples.tokens, examples.loss_mask)
-    if type(objective).drafter is not objectives.Objective.drafter:  # heads that predict tokens: read them too
-        model, _ = load_model(checkpoint)
-        trunk, objective = model.trunk, model.objective.to(device).eval()
-    return Probed(str(checkpoint), trunk.to(device).eval(), objective, task, examples, inputs, data)
+    inputs = model.objective.inputs(examples.tokens, examples.loss_mask)
+    return Probed(str(checkpoint), model.trunk.to(device).eval(), model.objective.to(device).eval(), task, examples,
+                  inputs, data)
 
 
 def attention_report(checkpoint: str | Probed, limit: int = 200, example: int = 0, device: str = "cpu",
@@ -191,7 +187,9 @@ def attention_report(checkpoint: str | Probed, limit: int = 200, example: int = 
         read = inputs[i, : graph.length][None].to(device)
         weights = trunk.attention_weights(read)[:, 0].float().cpu()
         found = masses(weights, graph)
-        heads = head_accuracy(trunk, objective, read, int(examples.prompt_len[i]), torch.tensor(ids))
+        with torch.no_grad():  # every head, teacher-forced on what the trunk read (`suite.plan`)
+            predicted = objective.head_logits(trunk, read).argmax(-1)
+        heads = task.head_accuracy(predicted.cpu(), torch.tensor([ids]))[0]
         found |= {"first_acc": heads[0, 1], "middle_acc": heads[0, 2:-2].mean(), "heads": heads}
         totals = found if totals is None else {key: totals[key] + found[key] for key in totals}
         if i == example:
@@ -211,21 +209,6 @@ def attention_report(checkpoint: str | Probed, limit: int = 200, example: int = 
     if kv_quant is not None:
         report["kv_cache"] = kv_quant.as_dict()
     return report, example_maps
-
-
-@torch.no_grad()
-def head_accuracy(trunk, objective, read: torch.Tensor, prompt_len: int, ids: torch.Tensor) -> torch.Tensor:
-    """[heads, answer tokens]: 1 where head k, teacher-forced, predicts answer token i (the path nodes, then
-    <eos>) from position prompt_len + i - k (head 1 from the token before, head 2 from the one before that, ...):
-    the objective's `head_logits` of `read`, the trunk's input (a sequential module reads the true tokens
-    between, as trained)."""
-    predicted = objective.head_logits(trunk, read)[0].argmax(-1)  # [T, heads]
-    answer = ids[prompt_len: read.shape[1] + 1].to(predicted.device)  # the path and <eos>
-    right = torch.zeros(predicted.shape[1], len(answer))
-    for k in range(1, predicted.shape[1] + 1):
-        positions = torch.arange(len(answer), device=predicted.device) + prompt_len - k
-        right[k - 1] = (predicted[positions, k - 1] == answer).float().cpu()
-    return right
 
 
 def control(means: dict) -> str:
@@ -324,7 +307,7 @@ def compare(folders: list[str], out: str | None = None) -> str:
              f"the probe's control: a model with {CONTROL_ACCURACY:.0%} of them right must show a head at "
              f"{CONTROL_RATIO:g}x even spreading on the edge, or the probe misses what it does.", "",
              "| probe | objective | options | graphs | " + " | ".join(title for _, title in MASSES)
-             + " | middle steps right | first step right | head 2: first step from `=` | control |",
+             + " | middle steps right | first step right | first step, by head (teacher-forced) | control |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in MASSES) + " | --- | --- | --- | --- |"]
     for folder, report in reports:
         cells = [Path(folder).name, report["objective"],
@@ -335,9 +318,10 @@ def compare(folders: list[str], out: str | None = None) -> str:
             best = max(report["layers"], key=lambda row: row[key])
             cells.append(f"{best['layer']}.{best['head']}: {best[key]:.3f} ({best[key] / report['chance'][key]:.1f}x)")
         accuracy, heads = report.get("accuracy"), report.get("heads") or []
-        second = f"{heads[1]['answer'][1]:.3f}" if len(heads) > 1 else "—"  # node 1, predicted before p0 is read
+        # node 1 (the first step) as each head predicts it: head k from the position k before it
+        by_head = ", ".join(f"h{row['head']} {row['answer'][1]:.3f}" for row in heads) or "—"
         cells += [f"{accuracy['middle']:.3f}" if accuracy else "—", f"{accuracy['first']:.3f}" if accuracy else "—",
-                  second, report.get("control", "—")]
+                  by_head, report.get("control", "—")]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [Path(folder).name for folder, report in reports if report.get("control") == "fails"]
     if failed:

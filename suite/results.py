@@ -18,6 +18,9 @@ Row schema (SCHEMA = 1):
     scores       {task: {metric: value}}: lm-eval's metrics of each eval task
     families     {family: score}: the mean of each family's primary metrics
     items        {task: [per-document value of the primary metric, in document order]}, for paired tests
+    plan         {task: `suite.plan.plan_report`} for path tasks (rows before it have none): on the test split,
+                 every head's teacher-forced accuracy on every answer token ("heads"), the first step's by head
+                 ("first_step"), and the scores of plan decoding, which is not next-token decoding ("decode")
     overhead     {"step_time_s": median seconds per optimizer step, "tokens_per_s", "steps_timed",
                   "peak_memory_bytes": the process's peak, "train_memory_bytes": peak minus the memory at the start
                   of training, "memory_kind": "max_rss" | "cuda_max_allocated", "flops_per_token": counted by
@@ -26,7 +29,8 @@ Row schema (SCHEMA = 1):
     train        {"steps", "tokens", "final_loss", "seconds", "resumed_from_step": null or the step a resumed
                   attempt started from}
     curves       {key: [[step, value], ...]}: the curves `kept_curve` keeps from the run folder's metrics.jsonl
-                  (training and per-head losses, validation scores, each head's loss and gradient at step 0), at
+                  (training and per-head losses, validation scores and plans, each head's gradient on the shared
+                  state at every validation, each head's loss and gradient at step 0), at
                   most CURVE_POINTS per key, so a report's learning curves need runs.jsonl alone
     eval_seconds wall time of the evaluation
     seconds      wall time of the point

@@ -50,6 +50,23 @@ class PathTask(RowTask):
         """Where in the answer the source's successor is."""
         return 1 if self.answer_order == "forward" else self.path_length - 2
 
+    def answer_token_names(self) -> list[str]:
+        """The answer's tokens as tables name them: the path's nodes in the answer's order, then <eos>."""
+        return [f"node {i}" for i in range(self.path_length)] + [EOS]
+
+    def head_accuracy(self, predicted: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, heads, answer tokens]: 1 where head k, teacher-forced, predicts answer token i (the path's nodes, then
+        <eos>) from position prompt_len + i - k: head 1 from the token before it, head 2 from the one before that
+        (the first step from `=`, before any answer token is read), and so on. `predicted` [B, T', heads] holds
+        each head's greedy token at every position of `tokens` [B, T] read so far (T' >= prompt_len + answer_len -
+        1)."""
+        offsets = torch.arange(self.answer_len, device=tokens.device)
+        answer = tokens[:, self.prompt_len + offsets]
+        right = torch.empty(predicted.shape[0], predicted.shape[2], self.answer_len, device=tokens.device)
+        for k in range(1, predicted.shape[2] + 1):
+            right[:, k - 1] = (predicted[:, self.prompt_len + offsets - k, k - 1] == answer).float()
+        return right
+
     def _graphs(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` random graphs: their edges [count, num_edges, 2] as (parent, child) labels, in any fixed order,
         and the path from source to goal [count, path_length]."""

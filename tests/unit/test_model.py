@@ -131,3 +131,16 @@ def test_within_documents_each_document_of_a_row_is_read_as_if_alone(tiny_config
         torch.testing.assert_close(within[:, 3:3 + second_valid, k], alone[1][:, :second_valid, k], rtol=0,
                                    atol=1e-5)
     assert not torch.allclose(crossing[:, 3:, 0], alone[1][:, :, 0], atol=1e-3)
+
+
+def test_a_trunk_first_read_in_inference_mode_still_trains(tiny_config):
+    """Validation (Lightning's inference mode) may build the rotary table first; a pass with gradients afterwards
+    (training, or each head's gradient at validation) must not read that inference tensor."""
+    trunk = Trunk(tiny_config)
+    tokens = torch.randint(0, 23, (2, 7))
+    with torch.inference_mode():
+        expected = trunk(tokens)
+    hidden = trunk(tokens)
+    hidden.sum().backward()
+    torch.testing.assert_close(hidden.detach(), expected)
+    assert trunk.blocks[0].attn.qkv.weight.grad is not None

@@ -227,33 +227,12 @@ def test_compare_names_each_probes_strongest_head_and_its_ratio_to_even_spreadin
     main(["probe", "compare", ntp, mtp, "--out", str(tmp_path / "compare.md")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[4:6] == [
-        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) | 1.000 | 0.500 | — "
-        "| passes |",
+        "| ntp-s0 | NTP | - | 200 | 1.1: 0.200 (4.0x) | 0.0: 0.300 (3.0x) | 1.1: 0.040 (0.5x) | 1.000 | 0.500 "
+        "| h1 0.500 | passes |",
         "| mtp-s0 | ParallelMTP | n=4 | 200 | 0.0: 0.400 (8.0x) | 0.1: 0.200 (2.0x) | 0.0: 0.600 (7.5x) | 0.990 "
-        "| 0.500 | 0.875 | fails |"]
+        "| 0.500 | h1 0.500, h2 0.875 | fails |"]
     assert lines[7].startswith("The probe's control fails for mtp-s0: those models find the edges")
     assert (tmp_path / "compare.md").read_text().splitlines() == lines
-
-
-def test_head_accuracy_reads_head_k_at_the_position_k_before_each_answer_token():
-    from suite.probe import head_accuracy
-
-    ids = torch.tensor([10 + i for i in range(21)] + [30, 31, 32, 33, 2])  # a prompt of 21, then 4 nodes and <eos>
-
-    class Scripted:
-        """Head 1 right everywhere but at node 1; head 2 right only at node 1 (from "=", position 20)."""
-
-        def head_logits(self, trunk, read):
-            logits = torch.zeros(1, read.shape[1], 2, 40)
-            for position in range(read.shape[1]):
-                for k in (1, 2):
-                    truth = int(ids[position + k]) if position + k < len(ids) else 0
-                    wanted = (k == 1) != (position + k == 22)
-                    logits[0, position, k - 1, truth if wanted else 0] = 1.0
-            return logits
-
-    right = head_accuracy(None, Scripted(), ids[:25][None], 21, ids)
-    assert right.tolist() == [[1, 0, 1, 1, 1], [0, 1, 0, 0, 0]]
 
 
 def test_the_probes_control_by_hand():
