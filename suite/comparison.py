@@ -100,6 +100,7 @@ def comparison(rows: list[dict], alpha: float = 0.05, notes: list[str] | None = 
                  "run_dirs": [row.get("run_dir") for row in ordered],
                  "data": (ordered[0].get("config") or {}).get("data"),
                  "curves": [row.get("curves") or {} for row in ordered],
+                 "plans": [row.get("plan") or {} for row in ordered], "by_seed": by_seed,
                  "scores": task_intervals(ordered), "families": family_intervals(ordered),
                  "overhead": overhead_ratios(by_seed, reference), "tests": {}, "family_tests": {}}
         if objective != REFERENCE:

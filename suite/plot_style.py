@@ -6,6 +6,7 @@ plus the reference lines every plot labels (next-token prediction's level, a tas
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 DASHES = ("-", "--", "-.", ":")
@@ -72,3 +73,17 @@ def figure_legend(fig, skip=("_",)) -> None:
                 handles.setdefault(text, handle)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+
+
+def mean_curve(entry: dict, key: str) -> list[tuple[int, float]]:
+    """An entry's curve of `key`: at each step, the mean over the seeds that logged it there."""
+    by_step: dict[int, list[float]] = {}
+    for logged in entry["curves"]:
+        for step, value in logged.get(key, []):
+            by_step.setdefault(int(step), []).append(float(value))
+    return [(step, sum(values) / len(values)) for step, values in sorted(by_step.items())]
+
+
+def save(fig, path: Path) -> None:
+    # no Software key: the PNG depends on the data, not on the matplotlib version that drew it
+    fig.savefig(path, dpi=100, metadata={"Software": None})

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from suite.comparison import REFERENCE, label, size_order, table_columns
-from suite.plot_style import DASHES, chance, figure_legend, log_ticks, styles
+from suite.plot_style import chance, figure_legend, log_ticks, mean_curve, save, styles
+from suite.plots_heads import plot_gradient_cosines, plot_head_losses, plot_plans
 
 def score_value(entry: dict, kind: str, name: str, metric: str | None) -> tuple[float, float] | None:
     """(mean, error bar) of one score of an entry; the error bar is the CI half-width, 0 with one seed."""
@@ -131,15 +132,6 @@ LOSSES = (("train/loss/head_1", "next-token loss, training"), ("val/loss/head_1"
 optimizes, on the training batches and on the validation split side by side."""
 
 
-def mean_curve(entry: dict, key: str) -> list[tuple[int, float]]:
-    """An entry's curve of `key`: at each step, the mean over the seeds that logged it there."""
-    by_step: dict[int, list[float]] = {}
-    for logged in entry["curves"]:
-        for step, value in logged.get(key, []):
-            by_step.setdefault(int(step), []).append(float(value))
-    return [(step, sum(values) / len(values)) for step, values in sorted(by_step.items())]
-
-
 def validation_panels(entries: list[dict]) -> list[tuple[str, str]]:
     """(key, title) of each task's primary score during training (`val/<task>/<metric>`), where rows have one."""
     panels = []
@@ -208,64 +200,16 @@ LOSS_FLOOR = 1e-3
 """The lowest loss the learning curves show."""
 
 
-def plot_head_losses(entries: list[dict], path: Path) -> bool:
-    """One panel per multi-head entry: each head's training loss against step (head_1 is the next-token head),
-    one line per seed (color: the head; line: the seed), and NTP's next-token loss (its mean over seeds) dotted:
-    whether an objective starves its next-token head, and which head learns, seed by seed."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    reference = {entry["size"]: mean_curve(entry, "train/loss/head_1") for entry in entries
-                 if entry["objective"] == REFERENCE}
-    shown = []
-    for entry in entries:
-        heads = sorted({key for logged in entry["curves"] for key in logged
-                        if key.startswith("train/loss/")}, key=lambda key: (not key.endswith("head_1"), key))
-        if len(heads) > 1:
-            shown.append((entry, heads))
-    if not shown:
-        return False
-    columns = min(4, len(shown))
-    rows = -(-len(shown) // columns)
-    fig = Figure(figsize=(4.5 * columns, 3.5 * rows), layout="constrained")
-    for axis, (entry, heads) in zip(fig.subplots(rows, columns, squeeze=False).flat, shown):
-        legend = []
-        for index, key in enumerate(heads):
-            color = f"C{index % 10}"
-            for position, logged in enumerate(entry["curves"]):
-                if logged.get(key):
-                    steps, values = zip(*logged[key])
-                    axis.plot(steps, values, color=color, linewidth=1,
-                              linestyle=DASHES[position % len(DASHES)])
-            legend.append(Line2D([], [], color=color, label=key.removeprefix("train/loss/")))
-        if reference.get(entry["size"]):
-            steps, values = zip(*reference[entry["size"]])
-            axis.plot(steps, values, ":", color="black", linewidth=1.5)
-            legend.append(Line2D([], [], color="black", linestyle=":", label=f"{REFERENCE} head_1"))
-        if len(entry["curves"]) > 1:
-            legend += [Line2D([], [], color="gray", linestyle=DASHES[position % len(DASHES)],
-                              label=f"seed {seed}") for position, seed in enumerate(entry["seeds"])]
-        axis.set(title=f"{label(entry['objective'], entry['n'])} ({entry['size']})", xlabel="step",
-                 ylabel="training loss", yscale="log")
-        log_ticks(axis)
-        axis.legend(handles=legend, fontsize="x-small", ncol=2)
-    for axis in list(fig.axes)[len(shown):]:
-        axis.set_visible(False)
-    save(fig, path)
-    return True
-
-
-def save(fig, path: Path) -> None:
-    # no Software key: the PNG depends on the data, not on the matplotlib version that drew it
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-
-
 NOT_DRAWN = {
     "score_vs_n.png": "no scores: the sweep evaluated no task",
     "score_vs_size.png": "the sweep has one model size",
     "overhead_vs_size.png": f"no cost ratios: no {REFERENCE} point of the same size and seed to divide by",
     "learning_curves.png": "no row has training curves; rows written before foresight kept them have none",
     "head_losses.png": "no objective with several heads has per-head training curves",
+    "plans.png": "no row has per-head plan curves (measured on path tasks, by rows written since foresight measures "
+                 "them)",
+    "gradient_cosines.png": "no objective with several heads has gradient curves (rows before foresight logged them "
+                            "have none)",
 }
 """Why each plot may be missing, said in the report."""
 
@@ -289,6 +233,8 @@ def write_plots(folder: Path, entries: list[dict]) -> tuple[list[str], dict[str,
                       (f"training memory / {REFERENCE}", ratio_value("train_memory_bytes"))], path, True),
         "learning_curves.png": lambda path: plot_learning_curves(entries, path),
         "head_losses.png": lambda path: plot_head_losses(entries, path),
+        "plans.png": lambda path: plot_plans(entries, path),
+        "gradient_cosines.png": lambda path: plot_gradient_cosines(entries, path),
     }
     for name, make in makers.items():
         if make(plots / name):

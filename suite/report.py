@@ -14,6 +14,7 @@ from pathlib import Path
 from suite.comparison import REFERENCE, REQUIRED_AXES, comparison, label, size_order, split_rows, table_columns
 from suite.errors import UsageError, check_writable
 from suite.plots import write_plots
+from suite.report_plan import decode_lines, first_step_lines, gradient_lines, legacy_layout_note
 from suite.report_tables import leading, leading_header, markdown_table, metric_tables, plural, render
 from suite.results import SCHEMA, latest_rows, read_rows
 
@@ -202,6 +203,12 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     reaching = time_lines(entries)
     if reaching:
         parts += ["", f"## Time to {REFERENCE}'s level", "", *reaching]
+    plans = first_step_lines(entries) + decode_lines(entries, alpha)
+    if plans:
+        parts += ["", "## Where each head holds the plan", "", *plans[:-1]]
+    gradients = gradient_lines(entries)
+    if gradients:
+        parts += ["", "## Each head's gradient on the shared state", "", *gradients[:-1]]
     metrics = metric_tables(entries)
     if metrics:
         parts += ["", "## Every metric", "", "Each task's metrics, the mean over seeds ± the half-width of its 95% "
@@ -211,6 +218,7 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     if plots or missing:
         parts += ["", "## Plots", "", *[f"- [{Path(plot).stem}]({plot})" for plot in plots],
                   *[f"- {Path(name).stem} is not drawn: {why}." for name, why in (missing or {}).items()]]
+    notes = notes + legacy_layout_note(newest)
     if notes:
         parts += ["", "## Notes", "", *[f"- {note}" for note in notes]]
     return "\n".join(parts) + "\n"
