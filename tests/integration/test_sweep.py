@@ -269,7 +269,8 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
 
 SHIPPED_GRIDS = [("quickstart", 11), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
                  ("star_graph_planning_paper", 42), ("star_graph_planning_500k", 42), ("stdlib_corpus", 12),
-                 ("tree_path_planning", 21), ("sat_planning", 21), ("star_graph_kv", 15)]
+                 ("tree_path_planning", 21), ("sat_planning", 21), ("star_graph_kv", 15),
+                 ("star_graph_heads_micro", 39), ("star_graph_heads_nano", 36)]
 
 
 @pytest.mark.parametrize("name, points", SHIPPED_GRIDS)
