@@ -51,6 +51,26 @@ def test_lm_eval_scores_equal_lightning_test_scores(star_checkpoint, tmp_path):
     assert fast["decoding"]["row_tokens"] == report["decoding"]["row_tokens"] > 0
 
 
+def test_eval_reports_where_each_head_holds_the_plan(star_checkpoint, tmp_path):
+    """An NTP checkpoint's plan: one head, whose first step (teacher-forced) is recomputed here from its logits at
+    the answer's first node, and no plan decoding (one head drafts nothing beyond next-token decoding)."""
+    from suite.checkpoints import load_trunk
+    import tasks
+
+    path, _ = star_checkpoint
+    plan = evaluate(str(path), ["star_graph"], tmp_path)["plan"]["star_graph"]
+    task = tasks.build("star_graph", **STAR)
+    trunk, _ = load_trunk(path)
+    examples = task.examples("test")
+    with torch.no_grad():
+        predicted = trunk.logits(trunk(examples.tokens)).argmax(-1)
+    first = task.prompt_len + 1  # the first step after the source
+    expected = (predicted[:, first - 1] == examples.tokens[:, first]).float().mean().item()
+    assert plan["examples"] == STAR["num_test"] and list(plan["first_step"]) == ["head_1"]
+    assert plan["first_step"]["head_1"] == pytest.approx(expected, abs=1e-6)
+    assert plan["heads"]["head_1"][1] == plan["first_step"]["head_1"] and plan["decode"] == {}
+
+
 def test_task_options_come_from_the_checkpoint():
     star = {"datamodule_hyper_parameters": {"task": "star_graph", "options": {"degree": 3}}}
     mix = {"datamodule_hyper_parameters": {"task": "mix", "options": {"options": {"countdown": {"count": 3}}}}}

@@ -113,6 +113,32 @@ def test_speculative_generation_gives_the_same_text_with_the_heads_drafting(tmp_
         ForesightLM(str(path.with_name("fsp.ckpt")), speculative=True)
 
 
+def test_plan_decoding_answers_with_the_heads_drafts(tmp_path_factory):
+    """decode=vote and decode=head_k write what `plan_decode` writes from the prompt's ids, cut at <eos>; other rules,
+    objectives without drafting heads and sampled tasks are refused in one line."""
+    from suite.plan import plan_decode
+
+    path, task = train(tmp_path_factory, ParallelMTP(n=3))
+    docs = task.documents("test")[:6]
+    kwargs = {"until": ["<eos>"], "max_gen_toks": 6, "do_sample": False}
+    requests = [request("generate_until", (d["prompt"], kwargs), d) for d in docs]
+    for rule in ("vote", "head_3"):
+        lm = ForesightLM(str(path), batch_size=4, decode=rule)
+        texts = lm.generate_until(requests, disable_tqdm=True)
+        for doc, text in zip(docs, texts):
+            ids = torch.tensor([lm.tok_encode(doc["prompt"])])
+            written = plan_decode(lm.objective, lm.trunk, ids, 6, rule)[0].tolist()
+            eos = lm.eot_token_id
+            assert text == lm.tok_decode(written[: written.index(eos)] if eos in written else written)
+    with pytest.raises(UsageError, match="plan decoding rule 'head_4' is not one of ParallelMTP's; allowed: head_2, "
+                                         "head_3, vote$"):
+        ForesightLM(str(path), decode="head_4")
+    sampled = [request("generate_until", (docs[0]["prompt"], {**kwargs, "do_sample": True, "temperature": 1.0}))]
+    with pytest.raises(UsageError, match="decode=vote writes greedy answers from the heads' drafts, and this task "
+                                         "samples"):
+        ForesightLM(str(path), decode="vote").generate_until(sampled, disable_tqdm=True)
+
+
 def test_a_teacherless_checkpoint_answers_in_one_pass_as_it_was_trained(tmp_path_factory):
     path, task = train(tmp_path_factory, Teacherless())
     lm = ForesightLM(str(path), batch_size=2)

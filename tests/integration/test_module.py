@@ -102,3 +102,28 @@ def test_module_rejects_bad_hyperparameters():
         ObjectiveLM("nano", vocab_size=10, min_lr_ratio=2.0)
     with pytest.raises(UsageError, match="unknown objective 'mtp'"):
         ObjectiveLM("nano", objective="mtp", vocab_size=10)
+
+
+def test_validation_logs_every_heads_plan_and_gradient(tmp_path):
+    """A multi-token model's validation: each head's teacher-forced accuracy on every answer token, the first step
+    by head, plan decoding, and each extra head's gradient against the next-token head's, on one Lightning fit.
+    The logged first step is the logged plan at the branch token, and plan decoding by head 1's drafts alone would
+    be greedy decoding (its path accuracy is next-token decoding's, here as a check of the wiring)."""
+    from objectives import ParallelMTP
+
+    data = TaskData(options=OPTIONS, batch_size=32, eval_batch_size=64)
+    model = ObjectiveLM("nano", ParallelMTP(n=3, head_layers=0, branch_layer=1), vocab_size=data.vocab_size, lr=3e-3,
+                        warmup_steps=5)
+    t = trainer(tmp_path, max_steps=60, val_check_interval=60, check_val_every_n_epoch=None, num_sanity_val_steps=0)
+    t.fit(model, data)
+    logged = {key: value.item() for key, value in t.callback_metrics.items()}
+    for k in (1, 2, 3):
+        assert logged[f"val/star_graph/first_step/head_{k}"] == logged[f"val/star_graph/plan/head_{k}/token_1"]
+        assert all(f"val/star_graph/plan/head_{k}/token_{i}" in logged for i in range(5))
+        assert logged[f"val/grad/norm/head_{k}"] > 0
+    for rule in ("head_2", "head_3", "vote"):
+        assert 0 <= logged[f"val/star_graph/decode_{rule}/path_acc"] <= logged[f"val/star_graph/decode_{rule}/arm_acc"]
+    assert "val/star_graph/decode_head_1/path_acc" not in logged  # head 1's drafts are next-token decoding
+    for k in (2, 3):
+        assert -1 <= logged[f"val/grad/cos/head_{k}"] <= 1
+    assert "val/grad/cos/head_1" not in logged

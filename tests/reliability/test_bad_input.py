@@ -179,6 +179,9 @@ CASES = [
     Case(("eval", "--checkpoint", FSP_BOW, "--tasks", "star_graph", "--speculative"),
          f"checkpoint '{FSP_BOW}' was trained with fsp_bow, which has no heads that draft tokens; allowed: a "
          "checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp", {FSP_BOW: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--decode", "vote"),
+         "plan decoding rule 'vote' is not one of NTP's; allowed: none (it drafts with the next-token head alone)",
+         {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--out", "keep.txt/eval"),
          "--out 'keep.txt/eval' cannot be written ('keep.txt' is a file); allowed: a folder you can write",
          {REVERSE: ""}),
