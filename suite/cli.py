@@ -16,7 +16,7 @@ commands:
   fit        train a model (LightningCLI: --model.*, --data.*, --trainer.*, --config FILE, --ckpt_path=last)
   validate   score a checkpoint on the validation split (--ckpt_path=PATH)
   test       score a checkpoint on the test split (--ckpt_path=PATH)
-  prepare    your documents as a tokenized, streamable dataset folder (SOURCE... --out DIR; litdata chunks)
+  prepare    your documents as a tokenized dataset folder (SOURCE... --out DIR; token ids saved by datasets)
   sweep      train, score and cost a grid of objectives x n x sizes x seeds (--config FILE [--shard i/N])
   agent      run sweep points for a wandb sweep agent
   eval       score a checkpoint on task families through lm-eval (--checkpoint PATH --tasks a,b)
@@ -42,8 +42,6 @@ QUIET = (  # Lightning advice that does not apply: the splits are tensors in mem
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's own use of a torch API
     r".*Checkpoint directory .* exists and is not empty.*",  # resuming: a fresh fit there is refused (fresh_run_folder)
     r".*The dirpath has changed from.*",
-    r".*Your `IterableDataset` has `__len__` defined.*",  # litdata's: it shards ranks and workers itself
-    r".*The given buffer is not writable.*",  # litdata's TokensLoader reads its chunks read-only, and copies  # testing or resuming a checkpoint of another run folder: nothing to reload
 )
 
 

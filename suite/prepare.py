@@ -4,12 +4,13 @@ Sources are read with Hugging Face `datasets`, from local files only: a text fil
 document a file), `.jsonl`/`.json`/`.parquet`/`.csv` files with a text field, or a folder written by
 `Dataset.save_to_disk`. Each document goes to train, val or test by a hash of its text (stable when documents are
 added), is encoded with a byte-level BPE trained on the training documents with `tokenizers` (or the user's
-`tokenizer.json`), ends with the end-of-document token, and is written with `litdata.optimize` into chunks of token
-ids (uint16 where the vocabulary allows) that `litdata.StreamingDataset` reads, locally or from object storage.
+`tokenizer.json`), ends with the end-of-document token, and is saved as a `datasets` folder of token ids (uint16
+where the vocabulary allows; `Dataset.map` encodes in worker processes, `save_to_disk` writes Arrow), which training
+reads memory-mapped, row by row (`tasks.corpus.Rows`).
 
-DIR holds `tokenizer.json`, `train/`, `val/`, `test/` (litdata's chunks and index.json), the held-out documents'
-text as `val.jsonl` and `test.jsonl` (what `foresight eval --tasks corpus` scores) and `foresight.json`, the
-manifest: sources with sizes and hashes, the tokenizer, documents and tokens per split, the command and commit.
+DIR holds `tokenizer.json`, `train/`, `val/`, `test/` (each a `save_to_disk` folder: Arrow files and their
+metadata), the held-out documents' text as `val.jsonl` and `test.jsonl` (what `foresight eval --tasks corpus`
+scores) and `foresight.json`, the manifest: sources with sizes and hashes, the tokenizer, documents and tokens per split, the command and commit.
 Everything is written into a sibling folder first and renamed to DIR once the manifest is in it, so a prepare that
 is killed leaves no folder that reads as a finished dataset, and an --overwrite keeps the old dataset until the
 new one is whole."""
@@ -22,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -74,7 +74,7 @@ def read_sources(sources: list[str], field: str, bad: str):
     parts, records, text_files, skipped = [], [], [], 0
     files = {source: None if is_saved_dataset(Path(source)) else expand(source) for source in sources}
     total = sum(path.stat().st_size for paths in files.values() for path in paths or ())
-    # on a terminal: bytes read (MB/s) and documents found; litdata's own bar follows for the encoding
+    # on a terminal: bytes read (MB/s) and documents found; datasets' own bar follows for the encoding
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="read", disable=None, leave=False)
     for source, paths in files.items():
         if paths is None:
@@ -171,86 +171,41 @@ def build_tokenizer(train, vocab_size: int | None, tokenizer_dir: str | None):
     return tokenizer, tokenizer.token_to_id(EOS)
 
 
-def encode_range(item: tuple[str, int, int], tokenizer_file: str, eos_id: int, dtype: str):
-    """litdata.optimize's function: the documents [start, stop) of a saved split, each as one tensor of token ids
-    ending with the end-of-document token (run in litdata's worker processes)."""
-    import datasets
-    import torch
+@functools.cache
+def _tokenizer(path: str):
     from tokenizers import Tokenizer
 
-    folder, start, stop = item
-    tokenizer = Tokenizer.from_file(tokenizer_file)
-    texts = datasets.load_from_disk(folder).select(range(start, stop))["text"]
-    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
-        yield torch.tensor([*encoding.ids, eos_id], dtype=getattr(torch, dtype))
+    return Tokenizer.from_file(path)
+
+
+def encode_batch(batch: dict, tokenizer_file: str, eos_id: int) -> dict:
+    """Dataset.map's function: each document's token ids, ending with the end-of-document token (in map's worker
+    processes too, each loading the tokenizer once)."""
+    encodings = _tokenizer(tokenizer_file).encode_batch(batch["text"], add_special_tokens=False)
+    return {"ids": [[*encoding.ids, eos_id] for encoding in encodings]}
 
 
 IN_PROCESS_BYTES = 32_000_000
-"""A split of less text is encoded and written in this process (tokenizers' batch encoding is itself parallel,
-and litdata's spawned workers take seconds to start, most of a small corpus's time); a larger one goes through
-`litdata.optimize`'s worker processes. Both write litdata's chunks and index.json, read the same way."""
+"""A split of less text is encoded in this process (tokenizers' batch encoding is itself parallel, and worker
+processes take seconds to start, most of a small corpus's time); a larger one by `workers` processes."""
 
 
 def write_split(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str, workers: int,
                 text_bytes: float) -> dict:
-    """One split as litdata chunks of token ids, each document ending with `eos_id`; its documents, tokens and
-    bytes from litdata's index.json."""
-    if text_bytes < IN_PROCESS_BYTES:
-        write_in_process(split, folder, tokenizer_file, eos_id, dtype)
-    else:
-        write_with_workers(split, folder, work, tokenizer_file, eos_id, dtype, workers)
-    chunks = json.loads((folder / "index.json").read_text())["chunks"]
-    written = sum(c["chunk_size"] for c in chunks)
-    if written != len(split):  # litdata logs a worker's failure and goes on; a short split is never finished
-        raise RuntimeError(f"litdata wrote {written} of the {len(split)} documents of the {folder.name} split: a "
-                           "worker failed (its traceback is above; from a script, call prepare() under "
-                           "`if __name__ == '__main__':`, as its workers are spawned)")
-    return {"documents": written, "tokens": sum(c["dim"] for c in chunks),
-            "bytes": sum(c["chunk_bytes"] for c in chunks)}
+    """One split as a `datasets` folder with one row per document, its token ids ("ids", ending with `eos_id`);
+    its documents, tokens and bytes on disk."""
+    import datasets
+    import pyarrow.compute as pc
 
-
-def write_in_process(split, folder: Path, tokenizer_file: Path, eos_id: int, dtype: str) -> None:
-    """The split through litdata's chunk writer (`litdata.streaming.Cache`), encoded 1,000 documents at a time."""
-    import torch
-    from litdata.streaming.cache import Cache
-    from litdata.streaming.item_loader import TokensLoader
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    folder.mkdir(parents=True)
-    cache = Cache(input_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader())
-    index = 0
-    for batch in split.iter(batch_size=1000):
-        for encoding in tokenizer.encode_batch(batch["text"], add_special_tokens=False):
-            cache[index] = torch.tensor([*encoding.ids, eos_id], dtype=getattr(torch, dtype))
-            index += 1
-    cache.done()
-    cache.merge()
-
-
-def write_with_workers(split, folder: Path, work: Path, tokenizer_file: Path, eos_id: int, dtype: str,
-                       workers: int) -> None:
-    """The split through `litdata.optimize`: ranges of up to 1,000 documents, each encoded by a spawned worker."""
-    import litdata
-    from litdata.streaming.item_loader import TokensLoader
-
-    saved = work / folder.name
-    split.save_to_disk(str(saved))
-    step = max(1, min(1000, -(-len(split) // max(1, 4 * workers))))
-    ranges = [(str(saved), start, min(start + step, len(split))) for start in range(0, len(split), step)]
-    litdata.optimize(fn=functools.partial(encode_range, tokenizer_file=str(tokenizer_file), eos_id=eos_id,
-                                          dtype=dtype),
-                     inputs=ranges, output_dir=str(folder), chunk_bytes="64MB", item_loader=TokensLoader(),
-                     num_workers=min(workers, len(ranges)), verbose=sys.stderr.isatty(), start_method="spawn")
-
-
-def require_litdata():
-    try:
-        import litdata
-    except ImportError:
-        raise UsageError("litdata is not installed; allowed: pip install 'foresight-bench[corpus]' (with the "
-                         "torchvision that matches your torch)") from None
-    return litdata
+    features = datasets.Features({"ids": datasets.Sequence(datasets.Value(dtype))})
+    encoded = split.map(encode_batch, batched=True, batch_size=1000, remove_columns=split.column_names,
+                        features=features, fn_kwargs={"tokenizer_file": str(tokenizer_file), "eos_id": eos_id},
+                        num_proc=workers if text_bytes >= IN_PROCESS_BYTES and workers > 1 else None,
+                        cache_file_name=str(work / f"{folder.name}.arrow"), desc=f"encode {folder.name}")
+    encoded.save_to_disk(str(folder))
+    lengths = pc.list_value_length(encoded.data.table.column("ids"))
+    return {"documents": len(encoded), "tokens": int(pc.sum(lengths).as_py() or 0),
+            "bytes": sum(path.stat().st_size for path in folder.glob("*.arrow"))}
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -278,7 +233,6 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
 
         check_range("--vocab_size", vocab_size, MIN_BPE_VOCAB, 2 ** 32 - 1)
     check_out(out, overwrite)
-    require_litdata()
     started = clock = time.perf_counter()
     stages = {}
 
@@ -305,15 +259,16 @@ def prepare(sources: list[str], out: str | Path, vocab_size: int | None = 4096, 
         tokens.save(str(partial / "tokenizer.json"))
         stage("tokenizer" if tokenizer else "train the tokenizer (tokenizers)")
         dtype = "uint16" if tokens.get_vocab_size() <= 2 ** 16 else "uint32"
-        work = partial / "work"
+        work = partial / "work"  # Dataset.map's cache files, removed once every split is saved
+        work.mkdir()
         arrow_bytes = corpus.data.nbytes  # the text as datasets holds it (memory-mapped), whatever the sources
         counts = {name: write_split(split, partial / name, work, partial / "tokenizer.json", eos_id, dtype,
                                     workers or os.cpu_count() or 1, arrow_bytes * len(split) / len(corpus))
                   for name, split in splits.items()}
-        stage("encode and write chunks (tokenizers; litdata)")
+        stage("encode and write token ids (tokenizers; datasets)")
         for name in HELD_OUT:  # their text too: lm-eval scores documents, not token ids
             splits[name].to_json(str(partial / f"{name}.jsonl"), lines=True, force_ascii=False)
-        shutil.rmtree(work, ignore_errors=True)  # none when every split was written in this process
+        shutil.rmtree(work, ignore_errors=True)  # map's cache files: each split is whole in its own folder now
         stage("held-out text")
         manifest = {"format": FORMAT, "sources": records, "skipped_files": skipped,
                     "tokenizer": {"file": "tokenizer.json", "vocab_size": tokens.get_vocab_size(), "eos_id": eos_id,
@@ -346,7 +301,7 @@ def main(argv: list[str]) -> None:
     from suite.provenance import provenance
 
     parser = Parser(prog="foresight prepare", description="Your documents as a tokenized, streamable dataset "
-                    "folder for --data.task=corpus (litdata chunks, a tokenizer, a manifest).")
+                    "folder for --data.task=corpus (token ids as datasets folders, a tokenizer, a manifest).")
     parser.add_argument("sources", nargs="+", type=str, help="files, folders or globs: text files (one document "
                         "each), .jsonl/.json/.parquet/.csv with a text field, or a Dataset.save_to_disk folder")
     parser.add_argument("--out", type=str, required=True, help="the dataset folder to write")

@@ -1,6 +1,6 @@
 """The user's own documents, prepared by `foresight prepare` (`suite.prepare`): rows of `seq_len` tokens packed from
-the documents end to end, read from litdata chunks by `litdata.StreamingDataset` row by row as the batches ask for
-them (the corpus is never loaded into memory), in the seeded order of every task's training loader
+the documents end to end, read from the split's Hugging Face `datasets` folder (Arrow, memory-mapped) row by row as
+the batches ask for them (the corpus is never loaded into memory), in the seeded order of every task's training loader
 (`suite.data.ResumableLoader`), which a resumed or extended run continues exactly and DDP shards across ranks and
 nodes. Each document ends with the separator the manifest names; no objective's target crosses it
 (`Task.document_separator`), nor, with `document_mask`, any attention."""
@@ -17,10 +17,11 @@ from tasks.base import SPLITS, Task
 
 MANIFEST = "foresight.json"
 """What `foresight prepare` writes last into a finished folder (suite/prepare.py)."""
-FORMAT = 1
+FORMAT = 2
+"""2: each split a `datasets` folder (save_to_disk) of documents' token ids; 1 (litdata chunks) is read no more."""
 
 
-def read_manifest(folder: str | Path, what: str = "--data.options.path") -> dict:
+def read_manifest(folder: str | Path, what: str = "corpus path") -> dict:
     """A prepared folder's manifest; a UsageError when the folder is not a finished `foresight prepare` output."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -28,7 +29,8 @@ def read_manifest(folder: str | Path, what: str = "--data.options.path") -> dict
                          "a folder `foresight prepare` wrote to the end")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise UsageError(f"{what} '{folder}' has manifest format {manifest.get('format')!r}; allowed: {FORMAT}")
+        raise UsageError(f"{what} '{folder}' has manifest format {manifest.get('format')!r} (written by another "
+                         f"foresight); allowed: format {FORMAT}: prepare the documents again with this foresight")
     return manifest
 
 
@@ -54,7 +56,8 @@ class Corpus(Task):
         from tokenizers import Tokenizer
 
         if not path:
-            raise UsageError("corpus path is missing; allowed: --data.options.path=DIR of `foresight prepare`")
+            raise UsageError("corpus path is missing; allowed: a folder `foresight prepare` wrote (fit's "
+                             "--data.options.path=DIR, or data: {options: {path: DIR}} in a sweep file)")
         check_range("corpus seq_len", seq_len, 2)
         self.train_on = list(train_on or ["train"])
         for split in self.train_on:
@@ -111,31 +114,44 @@ class Corpus(Task):
 
 
 class Rows(torch.utils.data.Dataset):
-    """A prepared split's rows of `seq_len` tokens by index, read through `litdata.StreamingDataset` with its
-    `TokensLoader` (chunks memory-mapped where local, fetched and cached where remote), opened lazily in each
-    process that reads (every DataLoader worker its own).
-
-    The order is not litdata's: its StreamingDataLoader, resumed by Lightning from a mid-epoch checkpoint, served
-    the resumed epoch's last two batches twice (litdata 0.2.76, Lightning 2.6), so the corpus shares the sampler
-    and resumable loader of the tasks held in memory; reading a row by index costs about 10 us on local disk."""
+    """A prepared split's rows of `seq_len` tokens by index: its documents' token ids end to end, row i the tokens
+    [i * seq_len, (i + 1) * seq_len) (a last, shorter row is left out). The split is a `datasets` folder whose
+    Arrow files are memory-mapped (`datasets.load_from_disk`, which also takes an fsspec URL of object storage and
+    copies it to local disk first); a row is a slice of the flat token buffers, read without a copy of anything
+    but the row. Opened lazily in each process that reads (every DataLoader worker its own)."""
 
     def __init__(self, folder: str, seq_len: int):
-        self.folder, self.seq_len, self._stream = folder, seq_len, None
+        self.folder, self.seq_len, self._pieces = folder, seq_len, None
 
-    @property
-    def stream(self):
-        if self._stream is None:
-            import litdata
-            from litdata.streaming.item_loader import TokensLoader
+    def _open(self) -> tuple[list, "np.ndarray"]:
+        if self._pieces is None:
+            import datasets
+            import numpy as np
 
-            self._stream = litdata.StreamingDataset(self.folder, item_loader=TokensLoader(block_size=self.seq_len))
-        return self._stream
+            column = datasets.load_from_disk(self.folder).data.table.column("ids")  # memory-mapped Arrow
+            pieces = [chunk.flatten().to_numpy(zero_copy_only=True) for chunk in column.chunks if len(chunk)]
+            self._pieces = (pieces, np.cumsum([0] + [len(piece) for piece in pieces]))
+        return self._pieces
 
     def __len__(self) -> int:
-        return len(self.stream)
+        return int(self._open()[1][-1]) // self.seq_len
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.stream[index]
+        import numpy as np
+
+        pieces, starts = self._open()
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} of {len(self)}")
+        start, end = index * self.seq_len, (index + 1) * self.seq_len
+        first = int(np.searchsorted(starts, start, side="right")) - 1
+        parts = []
+        while start < end:  # a row may run over the end of one Arrow chunk into the next
+            piece = pieces[first]
+            taken = piece[start - starts[first]: min(end, starts[first + 1]) - starts[first]]
+            parts.append(taken)
+            start += len(taken)
+            first += 1
+        return torch.from_numpy(np.concatenate(parts).astype(np.int64))
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_stream": None}  # each worker process opens its own
+        return {**self.__dict__, "_pieces": None}  # each worker process opens its own

@@ -132,7 +132,6 @@ def wandb_records(run_folder: Path) -> dict:
 def prepared_corpus(tmp_path_factory) -> Path:
     """`foresight prepare` of the stdlib's json package (copied, 5 files) and 60 JSONL notes with a 300-token BPE
     (20% val, 10% test): one folder for every test of the corpus task, per test process."""
-    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
     import json
     import shutil
 

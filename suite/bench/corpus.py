@@ -1,7 +1,7 @@
 """`foresight bench corpus`: what training on a prepared corpus costs beside a task held in memory.
 
 Speed: the same model's training steps (forward, loss, backward, fused AdamW), each on the next batch of a loader,
-timed interleaved in one process: the corpus's loader (rows read from litdata chunks as batches ask for them)
+timed interleaved in one process: the corpus's loader (rows read from memory-mapped Arrow as batches ask for them)
 against a loader over the same rows held in memory as one tensor, both in the same seeded order. Memory: the peak
 resident memory of `foresight fit` processes on corpora of different sizes, which must not grow with the corpus."""
 
@@ -138,7 +138,7 @@ def corpus_table(report: dict) -> str:
              "| data | tokens/s | / in memory |",
              "| --- | --- | --- |",
              f"| in memory (one tensor) | {speed['in_memory_tokens_per_s']:,.0f} | 1.000 |",
-             f"| corpus (litdata chunks) | {speed['corpus_tokens_per_s']:,.0f} | {speed['ratio']:.3f} |",
+             f"| corpus (memory-mapped Arrow) | {speed['corpus_tokens_per_s']:,.0f} | {speed['ratio']:.3f} |",
              "",
              f"Peak resident memory of `foresight fit` on each corpus ({c['rss_steps']} steps):",
              "",

@@ -1,7 +1,7 @@
 """`foresight bench prepare`: `foresight prepare` on this machine's own text (the Python files and docs of its
 standard library and installed packages, or the sources given), in MB/s and tokens/s, with the seconds of each
-stage: reading and splitting (datasets), training the BPE (tokenizers), encoding and writing chunks (litdata's
-worker processes, each encoding its documents in batches), the held-out text."""
+stage: reading and splitting (datasets), training the BPE (tokenizers), encoding and saving the token ids
+(`Dataset.map`'s worker processes for a large split, each encoding its documents in batches), the held-out text."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The `corpus` task on a folder `foresight prepare` wrote from real files: any objective trains on it through the
-CLI, streamed by litdata; the separator of its documents reaches the objective; a stopped run continues with the
+CLI, read row by row from its memory-mapped token ids; the separator of its documents reaches the objective; a stopped run continues with the
 rows an uninterrupted one would have taken; bad folders are one line."""
 
 import json
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
 
 import torch  # noqa: E402
 
@@ -56,8 +55,9 @@ def test_the_documents_separator_reaches_the_objective(prepared):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({}, "corpus path is missing; allowed: --data.options.path=DIR of `foresight prepare`"),
-    ({"path": "nowhere"}, "--data.options.path 'nowhere' has no foresight.json (not a finished `foresight prepare` "
+    ({}, "corpus path is missing; allowed: a folder `foresight prepare` wrote (fit's --data.options.path=DIR, or "
+         "data: {options: {path: DIR}} in a sweep file)"),
+    ({"path": "nowhere"}, "corpus path 'nowhere' has no foresight.json (not a finished `foresight prepare` "
                           "folder)"),
     ({"seq_len": 10 ** 7}, "corpus seq_len=10000000 is longer than the "),
 ])

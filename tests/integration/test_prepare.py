@@ -1,7 +1,7 @@
 """`foresight prepare` on real files of this machine (the Python standard library's json package, a JSONL file):
 the documents land in the split their hash names, encoded with the tokenizer the folder holds, each ending with the
-end-of-document token, in litdata chunks that litdata reads back; the manifest counts them; bad input is one line
-and leaves nothing that reads as a finished dataset."""
+end-of-document token, saved as `datasets` folders that `datasets` reads back; the manifest counts them; bad input is
+one line and leaves nothing that reads as a finished dataset."""
 
 import hashlib
 import json
@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
-
-import suite.prepare as prepare_module  # noqa: E402
-from suite.cli import main  # noqa: E402
-from suite.errors import UsageError  # noqa: E402
-from suite.prepare import prepare  # noqa: E402
-from tasks.corpus import read_manifest  # noqa: E402
+import suite.prepare as prepare_module
+from suite.cli import main
+from suite.errors import UsageError
+from suite.prepare import prepare
+from tasks.corpus import Rows, read_manifest
 
 STDLIB_JSON = Path(json.__file__).parent  # __init__, decoder, encoder, scanner, tool: five documents
 
@@ -44,10 +42,14 @@ def documents(corpus: Path) -> list[str]:
     return texts + [json.loads(line)["body"] for line in (corpus / "notes.jsonl").read_text().splitlines()]
 
 
-def test_documents_are_split_by_hash_encoded_with_the_folders_tokenizer_and_read_back_by_litdata(corpus, tmp_path,
-                                                                                                   capsys):
-    import litdata
-    from litdata.streaming.item_loader import TokensLoader
+def saved_documents(folder: Path) -> list[tuple[int, ...]]:
+    """A saved split's documents as `datasets` itself reads them, sorted."""
+    import datasets
+
+    return sorted(tuple(ids) for ids in datasets.load_from_disk(str(folder))["ids"])
+
+
+def test_documents_are_split_by_hash_encoded_with_the_folders_tokenizer_and_read_back(corpus, tmp_path, capsys):
     from tokenizers import Tokenizer
 
     out = tmp_path / "ds"
@@ -68,14 +70,15 @@ def test_documents_are_split_by_hash_encoded_with_the_folders_tokenizer_and_read
         assert docs, name  # every split has documents at these fractions
         assert manifest["splits"][name]["documents"] == len(docs)
         assert manifest["splits"][name]["tokens"] == sum(map(len, docs))
-        stream = litdata.StreamingDataset(str(out / name), item_loader=TokensLoader(block_size=sum(map(len, docs))))
-        tokens = stream[0].tolist()
-        read, start = [], 0
-        for i, token in enumerate(tokens):
-            if token == eos:
-                read.append(tuple(tokens[start:i + 1]))
-                start = i + 1
-        assert sorted(read) == sorted(docs)  # every document whole, in some order
+        assert saved_documents(out / name) == sorted(docs)  # every document whole, one a row
+        rows = Rows(str(out / name), 1)  # what training reads: the documents end to end, in the saved order
+        assert [int(rows[i]) for i in range(len(rows))] == [t for ids in datasets_order(out / name) for t in ids]
+
+
+def datasets_order(folder: Path) -> list[list[int]]:
+    import datasets
+
+    return datasets.load_from_disk(str(folder))["ids"]
 
 
 def test_an_existing_dataset_is_kept_unless_overwrite_and_a_failed_prepare_leaves_nothing(corpus, tmp_path,
@@ -135,50 +138,48 @@ def test_bad_input_is_one_line_and_writes_nothing(make, args, message, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_a_prepare_whose_litdata_workers_fail_writes_no_dataset(corpus, tmp_path):
-    """litdata logs a failed worker and returns: called from a script without a `__main__` guard, every spawned
-    worker fails on re-importing the script. Before, the folder was finished with 0 training tokens; now the
-    prepare fails saying why, and leaves nothing."""
-    import subprocess
-    import sys
+def test_a_prepare_whose_workers_fail_writes_no_dataset(corpus, tmp_path, monkeypatch):
+    """An encoding worker that fails (here on one document) fails the prepare with its error, and leaves nothing."""
+    def broken(batch, tokenizer_file, eos_id):
+        if any("note 3:" in text for text in batch["text"]):
+            raise ValueError("a worker failed on note 3")
+        return encode(batch, tokenizer_file, eos_id)
 
-    script = tmp_path / "unguarded.py"
-    script.write_text("import suite.prepare\nfrom suite.prepare import prepare\n"
-                      "suite.prepare.IN_PROCESS_BYTES = 0  # every split through litdata.optimize's workers\n"
-                      f"prepare([{str(corpus / 'notes.jsonl')!r}], {str(tmp_path / 'ds')!r}, vocab_size=300, "
-                      "field='body', val_fraction=0.2, test_fraction=0.2, workers=1)\n")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            cwd=Path(__file__).parents[2], timeout=300)
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1].startswith("RuntimeError: litdata wrote 0 of the ")
-    assert "call prepare() under `if __name__ == '__main__':`" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["unguarded.py"]
+    encode = prepare_module.encode_batch
+    monkeypatch.setattr(prepare_module, "encode_batch", broken)
+    monkeypatch.setattr(prepare_module, "IN_PROCESS_BYTES", 0)  # through map's worker processes
+    with pytest.raises(Exception, match="a worker failed on note 3"):
+        prepare([str(corpus / "notes.jsonl")], tmp_path / "ds", vocab_size=300, field="body", val_fraction=0.2,
+                test_fraction=0.2, workers=2)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_a_split_written_in_process_holds_the_documents_litdatas_workers_write(corpus, tmp_path, monkeypatch):
-    """Small splits are written by litdata's chunk writer in this process, large ones by litdata.optimize's
-    workers: the same documents' token ids either way, read back by litdata.StreamingDataset."""
-    import litdata
-    from litdata.streaming.item_loader import TokensLoader
-
+def test_a_split_encoded_in_process_holds_the_documents_the_workers_encode(corpus, tmp_path, monkeypatch):
+    """Small splits are encoded in this process, large ones by map's worker processes: the same documents' token
+    ids either way, and no cache file is left behind."""
     common = dict(vocab_size=300, field="body", val_fraction=0.2, test_fraction=0.2, workers=2)
     prepare([str(corpus / "notes.jsonl")], tmp_path / "in_process", **common)
     monkeypatch.setattr(prepare_module, "IN_PROCESS_BYTES", 0)
     prepare([str(corpus / "notes.jsonl")], tmp_path / "workers", **common, tokenizer=str(tmp_path / "in_process"))
-
-    def documents(folder: Path, split: str) -> list[tuple[int, ...]]:
-        stream = litdata.StreamingDataset(str(folder / split), item_loader=TokensLoader(block_size=1))
-        ids = [int(stream[i]) for i in range(len(stream))]
-        eos = json.loads((folder / "foresight.json").read_text())["tokenizer"]["eos_id"]
-        found, current = [], []
-        for token in ids:
-            current.append(token)
-            if token == eos:
-                found.append(tuple(current))
-                current = []
-        assert not current  # the last document ends with <eos> too
-        return sorted(found)
-
     for split in ("train", "val", "test"):
-        assert documents(tmp_path / "in_process", split) == documents(tmp_path / "workers", split)
-    assert not (tmp_path / "in_process" / "work").exists()
+        assert saved_documents(tmp_path / "in_process" / split) == saved_documents(tmp_path / "workers" / split)
+    assert not (tmp_path / "in_process" / "work").exists() and not (tmp_path / "workers" / "work").exists()
+
+
+def test_rows_are_the_documents_end_to_end_across_arrow_files_and_chunks(tmp_path):
+    """A split saved as several Arrow files (shards) and record batches: row i is the tokens [i * L, (i + 1) * L) of
+    the documents laid end to end, whichever files and chunks it spans; the tail shorter than a row is left out."""
+    import datasets
+    import numpy as np
+
+    documents = [[int(x) for x in np.arange(n) + 100 * n] for n in (5, 3, 11, 1, 8, 2, 9)]  # 39 tokens
+    parts = [datasets.Dataset.from_dict({"ids": documents[a:b]}) for a, b in ((0, 2), (2, 5), (5, 7))]
+    datasets.concatenate_datasets(parts).save_to_disk(str(tmp_path / "split"), num_shards=3)
+    flat = [token for ids in documents for token in ids]
+    for length in (1, 4, 7, 13):
+        rows = Rows(str(tmp_path / "split"), length)
+        assert len(rows) == len(flat) // length
+        assert [rows[i].tolist() for i in range(len(rows))] == [flat[i * length:(i + 1) * length]
+                                                                for i in range(len(flat) // length)]
+    with pytest.raises(IndexError):
+        Rows(str(tmp_path / "split"), 13)[3]

@@ -89,7 +89,6 @@ def test_what_the_trunk_cannot_be_is_refused_in_one_line(llama, tmp_path, make, 
 @pytest.fixture(scope="module")
 def corpus(llama, tmp_path_factory) -> Path:
     """The json package prepared with the Llama's own tokenizer (`foresight prepare --tokenizer DIR`)."""
-    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
     from suite.prepare import prepare
 
     folder = tmp_path_factory.mktemp("corpus")

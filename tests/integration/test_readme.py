@@ -82,7 +82,6 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
     from suite.grid import SHIPPED
     from suite.results import read_rows
 
-    pytest.importorskip("litdata", reason="the corpus extra: pip install -e '.[corpus]' (.ci/run installs it)")
     block = README.read_text().split("<!-- ci:corpus -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     lines = block.replace("\\\n", " ").splitlines()
     assert [line.split()[:2] for line in lines[1:]] == [

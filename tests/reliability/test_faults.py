@@ -228,7 +228,7 @@ def test_a_run_folder_missing_its_config_resumes_from_its_checkpoint(reference, 
 @pytest.mark.parametrize("data", ["star_graph", "corpus"])
 def test_a_fit_killed_and_resumed_from_last_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path, data, request):
     """Bitwise: on CPU the resumed run takes the same batches (EpochSampler and ResumableLoader in memory,
-    litdata's StreamingDataLoader state for a prepared corpus), optimizer state and learning-rate schedule, and
+    for a prepared corpus too), optimizer state and learning-rate schedule, and
     the same fp32 kernels on the same inputs give the same bits. The corpus run keeps attention within documents."""
     from suite.data import TaskData
 
