@@ -30,7 +30,7 @@ def find_point(sweep, point_id: str):
 def main(argv: list[str]) -> None:
     from suite.parsing import Parser
 
-    from suite.sweep import execute, load_sweep
+    from suite.sweep import check_before_running, execute, load_sweep
     from suite.results import latest_rows, read_rows
 
     parser = Parser(prog="foresight agent",
@@ -43,6 +43,7 @@ def main(argv: list[str]) -> None:
     sweep = load_sweep(args.config)
     point, points = find_point(sweep, args.point)
     runs, results = Path(args.runs) / sweep.name, Path(args.results) / sweep.name
+    check_before_running(sweep, [point, *([points[point.needs]] if point.needs else [])], runs, results)
     rows = latest_rows(read_rows(results / "runs.jsonl"))
     # an agent may be handed an fsp_revlm point before its reverse model: train that first (its lock keeps two
     # agents from training it twice; the second waits for the first's row)

@@ -68,6 +68,8 @@ def split_rows(rows: list[dict], notes: list[str] | None = None) -> tuple[dict[t
     groups: dict[tuple, dict[int, dict]] = {}
     failed = []
     for row in latest_rows(rows).values():
+        if row.get("status") == "dropped":  # a stale failed row, dropped by `foresight sweep --retry-failed`
+            continue
         if row.get("status") != "ok":
             failed.append(row)
             continue

@@ -79,6 +79,7 @@ def base_row(spec: dict) -> dict:
                      "data": spec["data"].get("task")},
             "objective": resolved_spec(spec),
             "config": {key: spec[key] for key in ("data", "model", "trainer", "budget", "eval")},
+            "setting": spec.get("setting"),  # the sweep's own settings: one results folder holds one (suite.settings)
             "run_dir": spec["run_dir"], "status": None, "error": None, **origin}
 
 

@@ -17,6 +17,7 @@ from suite.plots import write_plots
 from suite.report_plan import decode_lines, first_step_lines, gradient_lines, legacy_layout_note
 from suite.report_tables import leading, leading_header, markdown_table, metric_tables, plural, render
 from suite.results import SCHEMA, latest_rows, read_rows
+from suite.settings import check_folder, stale
 
 
 def legend(alpha: float) -> str:
@@ -163,22 +164,25 @@ def provenance_lines(rows: list[dict]) -> list[str]:
     return lines + [f"- {said(*source)}: {count} rows" for source, count in sources.items()] + ["", alone.strip()]
 
 
-def failure_lines(failed: list[dict]) -> list[str]:
+def failure_lines(failed: list[dict], stale: dict[str, str]) -> list[str]:
     if not failed:
         return ["None."]
     lines = []
-    for row in sorted(failed, key=lambda row: row["point"]):
+    for row in sorted(failed, key=lambda row: (row["point"] in stale, row["point"])):
         axes = row["axes"]
         role = " (reverse LM)" if row.get("role") == "reverse_lm" else ""
         error = (str(row.get("error") or "").strip().splitlines() or ["no error recorded"])[0]
+        why = f" (**stale**, {stale[row['point']]}; `foresight sweep --retry-failed` drops it)" \
+            if row["point"] in stale else ""
         lines.append(f"- `{row['point']}`{role}: {label(axes['objective'], axes.get('n'))}, size {axes['size']}, "
-                     f"seed {axes['seed']}: {error}")
+                     f"seed {axes['seed']}: {error}{why}")
     return lines
 
 
 def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, notes: list[str],
              plots: list[str], missing: dict[str, str] | None = None) -> str:
     groups, failed = split_rows(rows)
+    stale_rows = stale(list(latest_rows(rows).values()))
     newest = list(latest_rows(rows).values())
     compared = [row for seeds in groups.values() for row in seeds.values()]
     reverse = sum(1 for row in newest if row.get("role") == "reverse_lm")
@@ -186,7 +190,8 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     sizes = sorted({row["axes"]["size"] for row in compared}, key=size_order)
     parts = [f"# Sweep `{sweep}`", "",
              f"{len(compared)} points compared ({len(entries)} settings of objective × n × size; sizes "
-             f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed)} failed; "
+             f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed) - len(stale_rows)} failed"
+             f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}; "
              f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), ""]
     controls = control_lines(entries, alpha) or [
@@ -214,7 +219,7 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
         parts += ["", "## Every metric", "", "Each task's metrics, the mean over seeds ± the half-width of its 95% "
                   "confidence interval (no interval with one seed); tests are for the primary metrics above.", "",
                   *metrics[:-1]]
-    parts += ["", "## Failed points", "", *failure_lines(failed)]
+    parts += ["", "## Failed points", "", *failure_lines(failed, stale_rows)]
     if plots or missing:
         parts += ["", "## Plots", "", *[f"- [{Path(plot).stem}]({plot})" for plot in plots],
                   *[f"- {Path(name).stem} is not drawn: {why}." for name, why in (missing or {}).items()]]
@@ -255,6 +260,7 @@ def load_rows(folder: Path) -> tuple[list[dict], list[str]]:
         if missing:
             raise UsageError(f"{path}: row {number} ({row['point']}) lacks axes {', '.join(missing)}; allowed: rows "
                              "in suite/results.py's schema")
+    check_folder(list(latest_rows(rows).values()), folder)  # a report never averages two settings
     for message in warnings:  # only now: an error above is the one line a failed report prints
         print(f"foresight: warning: {message}", file=sys.stderr)
     return rows, [message.replace(str(path), "runs.jsonl") for message in warnings]  # not how FOLDER was spelled

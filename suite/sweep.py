@@ -3,7 +3,9 @@ sizes x seeds on one budget (the sweep file and its grid: `suite.grid`), one pro
 in `results/<sweep>/runs.jsonl`, then the comparison table.
 
 Points are independent and resumable: a finished point (its row in runs.jsonl) is skipped, an interrupted one
-resumes from its last checkpoint, a failed one is recorded and the sweep goes on (`--retry-failed` runs it again).
+resumes from its last checkpoint, a failed one is recorded and the sweep goes on (`--retry-failed` runs it again,
+and drops failed rows that are stale). Before any point runs, every point is checked and the results folder must
+hold no finished rows of another setting (`suite.settings`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from suite.errors import UsageError, check_writable, one_line
 from suite.grid import Point, Sweep, export_wandb_sweep, grid, load_sweep, parse_shard, shard
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_json, read_rows
+from suite.settings import check_sweep, stale, sweep_setting
 
 __all__ = ["Point", "Sweep", "grid", "load_sweep", "main", "parse_shard", "shard"]
 
@@ -35,7 +38,7 @@ def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
             "trainer": sweep.trainer,
             "budget": sweep.budget, "eval": sweep.eval if point.role == "point" else {},
             "run_dir": str(runs / point.id), "wandb_dir": str(runs), "results": str(results),
-            "source": sweep.source}
+            "source": sweep.source, "setting": sweep_setting(sweep)}
 
 
 def run_point(spec: dict, progress=None, task=None) -> int:
@@ -102,8 +105,12 @@ def main(argv: list[str]) -> None:
 
 
 def check_points(sweep: Sweep, points: list[Point]) -> None:
-    """Each point's whole `fit` configuration through the parser `fit` uses (one point per setting: seeds and
-    folders do not change which options are accepted), so a dry run catches what every real point would fail on."""
+    """Each point's whole `fit` configuration through the parser `fit` uses, and its task and objective built as the
+    point would build them (a data folder that is not a prepared one, an option value out of range), once per
+    setting (seeds and folders do not change what is accepted): what every real point would fail on, before any
+    runs. A reverse model that fsp_revlm reads is the sweep's own, trained before it: not checked for a file."""
+    import objectives
+    import tasks
     from suite.cli import check_fit_config
     from suite.point import fit_config, max_steps
 
@@ -111,10 +118,17 @@ def check_points(sweep: Sweep, points: list[Point]) -> None:
     for point in points:
         key = json.dumps([point.role, point.objective, point.options, point.data, point.size], sort_keys=True,
                          default=str)
-        if key not in seen:
-            seen.add(key)
-            spec = point_spec(sweep, point, Path("runs") / sweep.name, Path("results") / sweep.name)
-            check_fit_config(fit_config(spec, max_steps(spec)), f"sweep {sweep.name!r} point {point.id}")
+        if key in seen:
+            continue
+        seen.add(key)
+        what = f"sweep {sweep.name!r} point {point.id}"
+        spec = point_spec(sweep, point, Path("runs") / sweep.name, Path("results") / sweep.name)
+        check_fit_config(fit_config(spec, max_steps(spec)), what)
+        try:
+            tasks.build(point.data["task"], **(point.data.get("options") or {}))
+            objectives.build(point.objective, **spec["options"])
+        except UsageError as err:
+            raise UsageError(f"{what}: {err}") from None
 
 
 def dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None, results: Path) -> None:
@@ -125,12 +139,32 @@ def dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None, result
     print_dry_run(sweep, points, flops_per_s, results)
 
 
+def check_before_running(sweep: Sweep, points: list[Point], runs: Path, results: Path) -> None:
+    """Everything that can be checked before a point runs, for every point: the folders can be written, every
+    point's fit configuration parses (data folders, options, values), and the results folder holds no finished
+    rows of another setting. A mistake is one line and leaves nothing behind: no row, no run folder."""
+    check_writable("--results folder", results)
+    check_writable("--runs folder", runs)
+    check_points(sweep, points)
+    check_sweep(sweep, list(latest_rows(read_rows(results / "runs.jsonl")).values()), results)
+
+
+def drop_stale(rows_file: Path) -> None:
+    """Failed rows a report need not count (`suite.settings.stale`) get a `dropped` row after them: runs.jsonl only
+    grows, and its newest row of a point says what the point is."""
+    for point, why in stale(list(latest_rows(read_rows(rows_file)).values())).items():
+        row = latest_rows(read_rows(rows_file))[point]
+        append_row(rows_file, {**row, "status": "dropped", "error": f"stale: {why}"})
+        print(f"{point}: dropped, stale ({why})")
+
+
 def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    check_writable("--results folder", results)  # both before anything is made or run
-    check_writable("--runs folder", runs)
+    check_before_running(sweep, points, runs, results)
     rows_file = results / "runs.jsonl"
+    if retry_failed:
+        drop_stale(rows_file)
     done = latest_rows(read_rows(rows_file))
     finished = {pid for pid, row in done.items() if row["status"] == "ok" or not retry_failed}
     todo = [p for p in points if p.id not in finished]

@@ -110,8 +110,19 @@ def test_a_two_point_sweep_writes_run_folders_rows_and_offline_wandb_runs_and_re
         row["train"]["seconds"] for row in rows)
     dry = foresight("sweep", "--config", str(config), "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert f"the speed 2 finished points under results reached on this machine (nano {si(speed, 'FLOP/s')})" \
-        in dry.stdout and "start, evaluate and record (measured)" in dry.stdout and "GFLOP |" in dry.stdout
+    assert f"the speed finished points of the same task and size under results reached on this machine (star_graph " \
+        f"nano {si(speed, 'FLOP/s')})" in dry.stdout and "start, evaluate and record (measured)" in dry.stdout \
+        and "GFLOP |" in dry.stdout
+
+    # one results folder, one setting: the same sweep name on other data is refused before anything runs
+    assert all(row["setting"] == {**sweeps.sweep_setting(sweeps.load_sweep(str(config)))} for row in rows)
+    before = (tmp_path / "results/toy/runs.jsonl").read_bytes()
+    other = write_sweep(tmp_path, data={**DATA, "options": {**STAR_17, "num_nodes": 18}})
+    refused = foresight("sweep", "--config", str(other), cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "sweep 'toy' differs from the rows already in results/toy (data.options.num_nodes: 18 here, 17 there); " \
+           "allowed: a new sweep name, or --results elsewhere" in refused.stderr
+    assert (tmp_path / "results/toy/runs.jsonl").read_bytes() == before
 
 
 def test_a_point_whose_loss_diverges_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
