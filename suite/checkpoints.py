@@ -175,3 +175,22 @@ def save_trunk(path: str | Path, trunk: Trunk, data: dict | None = None) -> None
     torch.save({"hyper_parameters": {"size": dataclasses.asdict(trunk.config)},
                 "state_dict": {f"trunk.{k}": v for k, v in trunk.state_dict().items()},
                 "datamodule_hyper_parameters": dict(data or {})}, path)
+
+
+def trained_on(checkpoint: dict | None) -> list[str]:
+    """The foresight tasks a checkpoint was trained on: its task, or the components of its mix."""
+    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    if data.get("task") == "mix":
+        return list(((data.get("options") or {}).get("components") or {}))
+    return [data["task"]] if data.get("task") else []
+
+
+def task_options(checkpoint: dict | None, name: str) -> dict:
+    """The options `name` was trained with: the checkpoint's own task, or its component in a mix; else none."""
+    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    options = data.get("options") or {}
+    if data.get("task") == name:
+        return dict(options)
+    if data.get("task") == "mix":
+        return dict((options.get("options") or {}).get(name, {}))
+    return {}

@@ -2,10 +2,11 @@
 time the sweep will take, calibrated against the points this machine has already finished.
 
 The calibration reads every finished row under the results folder (any sweep) from a machine like this one (same
-CPU count and GPU): the training FLOP/s those points reached (analytic FLOPs over their measured training
-seconds, per model size where that size has run) and what a point costs besides training (starting its process,
-building its data, evaluating, recording: the point's wall time minus its training time). With no such rows the
-speed is assumed and the output says so."""
+CPU count and GPU), and goes by rows of the point's own task and model size: the training FLOP/s they reached
+(analytic FLOPs over their measured training seconds) and what a point of that task costs besides training
+(starting its process, building its data, evaluating, recording: its wall time minus its training time). A task
+trains at its own speed (a corpus's large vocabulary and long rows are not a star graph's 26 tokens), so a point
+with no such rows is assumed a speed, and the output says which points that was."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def duration(seconds: float) -> str:
 def estimate(sweep, points, flops_per_s) -> list[dict]:
     """Each point's parameters, steps, tokens and training FLOPs (analytic), counted on the meta device with
     stand-ins for frozen models (a reverse model has the point's size), so nothing is written; and its training
-    seconds at `flops_per_s(size)`."""
+    seconds at `flops_per_s(point)`."""
     import torch
 
     import objectives
@@ -72,7 +73,7 @@ def estimate(sweep, points, flops_per_s) -> list[dict]:
             attach_stand_ins(objective, trunk)
         flops = analytic_flops_per_token(trunk, objective, task.seq_len) * steps * tokens_per_step
         rows.append({"point": point.id, "params": count_parameters(trunk, objective)["total"], "steps": steps,
-                     "tokens": steps * tokens_per_step, "flops": flops, "seconds": flops / flops_per_s(point.size)})
+                     "tokens": steps * tokens_per_step, "flops": flops, "seconds": flops / flops_per_s(point)})
     return rows
 
 
@@ -81,9 +82,14 @@ def same_machine(row: dict, here: dict) -> bool:
     return machine.get("cpus") == here.get("cpus") and machine.get("gpu") == here.get("gpu")
 
 
+def shape(task: str | None, size: str | None) -> str:
+    """How the calibration names a point's kind: its task and model size."""
+    return f"{task} {size}"
+
+
 def calibration(results: Path, here: dict) -> dict | None:
-    """{"speed": {size: FLOP/s}, "overall": FLOP/s, "startup_s": seconds or None, "points": N} from the finished
-    rows under `results` measured on a machine like `here`; None when there are none."""
+    """{"speed": {shape: FLOP/s}, "startup_s": {task: seconds}, "points": N} from the finished rows under `results`
+    measured on a machine like `here`, by task and size (`shape`); None when there are none."""
     from suite.results import latest_rows, read_rows
 
     rows = [row for path in sorted(Path(results).glob("*/runs.jsonl"))
@@ -93,15 +99,17 @@ def calibration(results: Path, here: dict) -> dict | None:
              and (row.get("overhead") or {}).get("flops_per_token_analytic")]
     if not timed:
         return None
-    flops = {id(row): row["overhead"]["flops_per_token_analytic"] * row["train"]["tokens"] for row in timed}
-    by_size: dict[str, list[dict]] = {}
+    by_shape: dict[str, list[dict]] = {}
+    walls: dict[str, list[float]] = {}
     for row in timed:
-        by_size.setdefault(row["axes"]["size"], []).append(row)
-    speed = {size: sum(flops[id(r)] for r in group) / sum(r["train"]["seconds"] for r in group)
-             for size, group in by_size.items()}
-    walls = [row["wall_seconds"] - row["train"]["seconds"] for row in timed if row.get("wall_seconds")]
-    return {"speed": speed, "overall": sum(flops.values()) / sum(row["train"]["seconds"] for row in timed),
-            "startup_s": statistics.median(walls) if walls else None, "points": len(timed)}
+        axes = row["axes"]
+        by_shape.setdefault(shape(axes.get("data"), axes["size"]), []).append(row)
+        if row.get("wall_seconds"):
+            walls.setdefault(axes.get("data"), []).append(row["wall_seconds"] - row["train"]["seconds"])
+    speed = {key: sum(r["overhead"]["flops_per_token_analytic"] * r["train"]["tokens"] for r in group)
+             / sum(r["train"]["seconds"] for r in group) for key, group in by_shape.items()}
+    return {"speed": speed, "startup_s": {task: statistics.median(values) for task, values in walls.items()},
+            "points": len(timed)}
 
 
 def print_dry_run(sweep, points, flops_per_s: float | None, results: Path) -> None:
@@ -110,30 +118,40 @@ def print_dry_run(sweep, points, flops_per_s: float | None, results: Path) -> No
     from suite.provenance import machine
 
     kind = "gpu" if torch.cuda.is_available() else "cpu"
-    measured = None if flops_per_s else calibration(results, machine())
+    measured = (None if flops_per_s else calibration(results, machine())) or {"speed": {}, "startup_s": {}}
+    assumed = set()
 
-    def speed(size: str) -> float:
-        if flops_per_s:
-            return flops_per_s
-        if measured:
-            return measured["speed"].get(size, measured["overall"])
+    def speed(point) -> float:
+        key = shape(point.data.get("task"), point.size)
+        if flops_per_s or key in measured["speed"]:
+            return flops_per_s or measured["speed"][key]
+        assumed.add(point.id)
         return DEFAULT_SPEED[kind]
 
+    def startup(point) -> float:
+        return measured["startup_s"].get(point.data.get("task")) or DEFAULT_STARTUP_S
+
     rows = estimate(sweep, points, speed)
-    startup = (measured or {}).get("startup_s") or DEFAULT_STARTUP_S
     print(f"sweep {sweep.name}: {len(points)} points ({sweep.source})\n")
     print("| point | role | parameters | steps | tokens | training FLOPs | est. time |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for point, row in zip(points, rows):
         print(f"| {point.id} | {point.role} | {row['params']:,} | {row['steps']:,} | {row['tokens']:,} | "
-              f"{si(row['flops'], 'FLOP')} | {duration(row['seconds'] + startup)} |")
+              f"{si(row['flops'], 'FLOP')} | {duration(row['seconds'] + startup(point))} |")
     training = sum(row["seconds"] for row in rows)
-    print(f"\ntotal: {si(sum(row['flops'] for row in rows), 'FLOP')} of training, {duration(training)} at "
-          + (f"{si(flops_per_s, 'FLOP/s')} (--flops_per_s)" if flops_per_s else
-             f"the speed {measured['points']} finished points under {results} reached on this machine "
-             f"({', '.join(size + ' ' + si(value, 'FLOP/s') for size, value in sorted(measured['speed'].items()))})"
-             if measured else f"an assumed {si(DEFAULT_SPEED[kind], 'FLOP/s')} (no finished points under {results} "
-             "from this machine to calibrate against; --flops_per_s sets it)")
-          + f", plus {duration(startup)} a point to start, evaluate and record"
-          + (" (measured)" if (measured or {}).get("startup_s") else " (assumed)")
-          + f": {duration(training + startup * len(points))} in all")
+    used = sorted({shape(p.data.get("task"), p.size) for p in points} & set(measured["speed"]))
+    if flops_per_s:
+        basis = f"{si(flops_per_s, 'FLOP/s')} (--flops_per_s)"
+    else:
+        basis = "; ".join(filter(None, [
+            f"the speed finished points of the same task and size under {results} reached on this machine ("
+            + ", ".join(f"{key} {si(measured['speed'][key], 'FLOP/s')}" for key in used) + ")" if used else "",
+            f"an assumed {si(DEFAULT_SPEED[kind], 'FLOP/s')} for {len(assumed)} of {len(points)} points, which have "
+            f"no finished point of their task and size under {results} from this machine to go by "
+            "(--flops_per_s sets it)" if assumed else ""]))
+    startups = [startup(point) for point in points]
+    measured_startup = all(measured["startup_s"].get(p.data.get("task")) for p in points)
+    print(f"\ntotal: {si(sum(row['flops'] for row in rows), 'FLOP')} of training, {duration(training)} at {basis}, "
+          f"plus about {duration(sum(startups) / len(startups)).removeprefix('about ')} a point to start, evaluate "
+          f"and record ({'measured' if measured_startup else 'assumed where not measured'}): "
+          f"{duration(training + sum(startups))} in all")

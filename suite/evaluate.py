@@ -19,8 +19,10 @@ from pathlib import Path
 import yaml
 
 from suite import checkpoints
+from suite.checkpoints import task_options, trained_on
 from suite.errors import UsageError, check_range, check_writable
 from suite.provenance import provenance
+from suite.plan import plans
 from suite.quantize import KVQuant
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "tasks"
@@ -85,30 +87,11 @@ def item_scores(samples: dict) -> dict[str, list[float]]:
     return items
 
 
-def trained_on(checkpoint: dict | None) -> list[str]:
-    """The foresight tasks a checkpoint was trained on: its task, or the components of its mix."""
-    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
-    if data.get("task") == "mix":
-        return list(((data.get("options") or {}).get("components") or {}))
-    return [data["task"]] if data.get("task") else []
-
-
 def untrained(checkpoint: dict | None, names: list[str]) -> list[str]:
     """The foresight tasks among `names` whose family the checkpoint never trained on: scored with the task's
     default options, which is rarely what a user means, so `foresight eval` says so."""
     seen = trained_on(checkpoint)
     return [name for name in names if name in foresight_tasks() and foresight_tasks()[name] not in seen]
-
-
-def task_options(checkpoint: dict | None, name: str) -> dict:
-    """The options `name` was trained with: the checkpoint's own task, or its component in a mix; else none."""
-    data = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
-    options = data.get("options") or {}
-    if data.get("task") == name:
-        return dict(options)
-    if data.get("task") == "mix":
-        return dict((options.get("options") or {}).get(name, {}))
-    return {}
 
 
 def check_same_tokenizer(task, checkpoint: dict | None) -> None:
@@ -193,6 +176,7 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
 
     confined = code_confinement(names)
     data = checkpoints.read(checkpoint) if checkpoint else None
+    check_own_corpus(names, data, checkpoint)
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         kv = kv_quant.as_dict() if kv_quant is not None else {}
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative,
@@ -223,22 +207,17 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     return report
 
 
-def plans(checkpoint: str, data: dict, names: list[str], device: str = "cpu") -> dict[str, dict]:
-    """{task: `suite.plan.plan_report` on its test split} for the path tasks among `names` the checkpoint trained
-    on, read left to right: every head's teacher-forced accuracy on every answer token, and plan decoding."""
+def check_own_corpus(names: list[str], data: dict | None, checkpoint: str | None) -> None:
+    """A task read from the user's files (`corpus`) is scored on the folder a checkpoint trained on, which only the
+    checkpoint names: a UsageError, before anything is written, for a checkpoint that trained on none."""
     import tasks
-    from suite.plan import plan_report, supports
 
-    found, model = {}, None
     for name in names:
-        if name not in tasks.TASKS or name not in trained_on(data) or (data.get("datamodule_hyper_parameters")
-                                                                       or {}).get("reverse"):
-            continue
-        task = tasks.build(name, **task_options(data, name))
-        if supports(task):
-            model = model or checkpoints.load_readable(checkpoint)[0]
-            found[name] = plan_report(model.objective.to(device).eval(), model.trunk.to(device).eval(), task)
-    return found
+        task = tasks.TASKS.get(foresight_tasks().get(name, ""))
+        if data is not None and task is not None and task.streaming and name not in trained_on(data):
+            raise UsageError(f"--tasks {name} scores the test documents of the {name} a checkpoint trained on, and "
+                             f"{checkpoint} trained on {', '.join(trained_on(data)) or 'nothing recorded'}; allowed: "
+                             f"a checkpoint of `foresight fit --data.task={name}`")
 
 
 def code_confinement(names: list[str]) -> dict | None:

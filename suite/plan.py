@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from suite.checkpoints import task_options, trained_on
 from suite.errors import UsageError
 
 VOTE = "vote"
@@ -130,3 +131,21 @@ def plan_lines(found: dict[str, dict]) -> list[str]:
                               for rule, scores in plan["decode"].items())
             lines.append(f"{task}: path accuracy of plan decoding (not next-token decoding): {rules}")
     return lines
+
+
+def plans(checkpoint: str, data: dict, names: list[str], device: str = "cpu") -> dict[str, dict]:
+    """{task: `suite.plan.plan_report` on its test split} for the path tasks among `names` the checkpoint trained
+    on, read left to right: every head's teacher-forced accuracy on every answer token, and plan decoding."""
+    import tasks
+    from suite import checkpoints
+
+    found, model = {}, None
+    for name in names:
+        if name not in tasks.TASKS or name not in trained_on(data) or (data.get("datamodule_hyper_parameters")
+                                                                       or {}).get("reverse"):
+            continue
+        task = tasks.build(name, **task_options(data, name))
+        if supports(task):
+            model = model or checkpoints.load_readable(checkpoint)[0]
+            found[name] = plan_report(model.objective.to(device).eval(), model.trunk.to(device).eval(), task)
+    return found

@@ -42,7 +42,7 @@ def chance(entries: list[dict], task: str, metric: str | None) -> tuple[float, s
     """(level, label) of what guessing scores on `task`'s `metric` with the options the entries were scored with
     (their data's, as `foresight eval` reads them), where the task says (`Task.chance`) and every entry agrees."""
     import tasks
-    from suite.evaluate import task_options
+    from suite.checkpoints import task_options
 
     cls = tasks.TASKS.get(task)
     if cls is None or metric is None or not entries:

@@ -10,7 +10,8 @@ import torch
 
 from suite import ObjectiveLM, TaskData
 from suite.cli import main
-from suite.evaluate import evaluate, family_scores, task_options
+from suite.checkpoints import task_options
+from suite.evaluate import evaluate, family_scores
 from suite.errors import UsageError
 
 STAR = {"num_train": 3200, "num_val": 64, "num_test": 96}

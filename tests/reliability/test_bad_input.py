@@ -48,6 +48,10 @@ SWEEP = "name: toy\nbudget: {steps: 1}\nobjectives: [ntp]\n"
 ROW = ('{"schema": %d, "sweep": "toy", "point": "ntp-nano-s0", "role": "point", "status": "ok", '
        '"axes": {"objective": "ntp", "n": null, "size": "nano", "seed": 0, "data": "star_graph"}}\n')
 TOY = {"results/toy/runs.jsonl": ROW % 1, "results/toy/report.md": "# toy\n\nan earlier report\n"}
+SET_ROW = ('{"schema": 1, "sweep": "toy", "point": "ntp-nano-s%d", "role": "point", "status": "ok", '
+           '"axes": {"objective": "ntp", "n": null, "size": "nano", "seed": %d, "data": "%s"}, '
+           '"setting": {"data": {"task": "%s"}, "model": {}, "trainer": {}, "budget": {"steps": 1}, "eval": {}}}\n')
+"""A finished row of the toy sweep on seed S and a task: a results folder of two tasks is two settings."""
 
 
 def unreadable(what: str, args) -> list[Case]:
@@ -157,6 +161,13 @@ CASES = [
          "be written ('keep.txt' is a file); allowed: a folder you can write", {"sweep.yaml": SWEEP}),
     Case(("sweep", "--config", "sweep.yaml"), "sweep seed 'a' is not an integer; allowed: seeds: a list of integers",
          {"sweep.yaml": SWEEP + "seeds: [a]\n"}),
+    Case(("sweep", "--config", "sweep.yaml"), "sweep 'toy' point ntp-nano-s0-", {"sweep.yaml": SWEEP + "data: {task: "
+         "corpus, options: {path: nowhere}}\n"}),  # without --dry-run: no row, no run folder
+    Case(("sweep", "--config", "sweep.yaml"), "corpus path 'nowhere' has no foresight.json (not a finished "
+         "`foresight prepare` folder)", {"sweep.yaml": SWEEP + "data: {task: corpus, options: {path: nowhere}}\n"}),
+    Case(("sweep", "--config", "sweep.yaml"), "sweep 'toy' differs from the rows already in results/toy (data.task: "
+         '"star_graph" here, "countdown" there); allowed: a new sweep name, or --results elsewhere',
+         {"sweep.yaml": SWEEP, "results/toy/runs.jsonl": SET_ROW % (0, 0, "countdown", "countdown")}),
 
     # eval
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph,chess"), "unknown task 'chess' for --tasks; "
@@ -179,6 +190,9 @@ CASES = [
     Case(("eval", "--checkpoint", FSP_BOW, "--tasks", "star_graph", "--speculative"),
          f"checkpoint '{FSP_BOW}' was trained with fsp_bow, which has no heads that draft tokens; allowed: a "
          "checkpoint of ntp, parallel_mtp, causal_mtp or sequential_mtp", {FSP_BOW: ""}),
+    Case(("eval", "--checkpoint", REVERSE, "--tasks", "corpus"), f"--tasks corpus scores the test documents of "
+         f"the corpus a checkpoint trained on, and {REVERSE} trained on star_graph; allowed: a checkpoint of "
+         "`foresight fit --data.task=corpus`", {REVERSE: ""}),
     Case(("eval", "--checkpoint", REVERSE, "--tasks", "star_graph", "--decode", "vote"),
          "plan decoding rule 'vote' is not one of NTP's; allowed: none (it drafts with the next-token head alone)",
          {REVERSE: ""}),
@@ -220,6 +234,10 @@ CASES = [
     Case(("report", "results/toy"), "results/toy/runs.jsonl: row 1 (ntp-nano-s0) has schema 0; allowed: 1",
          {**TOY, "results/toy/runs.jsonl": ROW % 0}),
     Case(("report", "results/toy", "--alpha", "0"), "--alpha=0.0 is out of range; allowed: 0 < alpha < 1", TOY),
+    Case(("report", "results/toy"), 'results/toy holds rows of more than one setting (data.task: "star_graph" in '
+         'some, "countdown" in others); allowed: one setting a results folder',
+         {"results/toy/runs.jsonl": SET_ROW % (0, 0, "star_graph", "star_graph") + SET_ROW % (1, 1, "countdown",
+                                                                                               "countdown")}),
     Case(("report", "results/toy", "--alpha", "often"), "--alpha: Expected a float. Got value: often", TOY),
     Case(("report", "results/toy"), "plots folder 'results/toy/plots' cannot be written ('results/toy/plots' is a "
          "file); allowed: a folder you can write", {**TOY, "results/toy/plots": "not a folder\n"}),
