@@ -84,8 +84,10 @@ def plan_scores(objective, trunk, task, batch: dict[str, torch.Tensor]) -> dict[
               for i in range(right.shape[2])}
     scores |= {f"first_step/head_{k + 1}": right[:, k, task.arm_index] for k in range(right.shape[1])}
     for rule in decode_rules(objective):
-        decoded = task.evaluate(lambda prompts, length, rule=rule: plan_decode(objective, trunk, prompts, length, rule),
-                                batch)
+        def written(prompts, length, rule=rule):
+            return plan_decode(objective, trunk, prompts, length, rule)
+
+        decoded = task.evaluate(written, batch)
         scores |= {f"decode_{rule}/{name}": value for name, value in decoded.items() if name != "random_arm_acc"}
     return scores
 

@@ -107,7 +107,8 @@ def gradient_lines(entries: list[dict]) -> list[str]:
         heads = sorted({key.rsplit("/", 1)[-1] for curves in entry["curves"] for key in curves
                         if key.startswith("val/grad/cos/")})
         for head in heads:
-            series = [curves[f"val/grad/cos/{head}"] for curves in entry["curves"] if curves.get(f"val/grad/cos/{head}")]
+            key = f"val/grad/cos/{head}"
+            series = [curves[key] for curves in entry["curves"] if curves.get(key)]
             norms = []
             for curves in entry["curves"]:
                 mine, first = curves.get(f"val/grad/norm/{head}"), curves.get("val/grad/norm/head_1")

@@ -114,4 +114,5 @@ def stale(rows: list[dict]) -> dict[str, str]:
 
 def _place(row: dict) -> tuple:
     axes = row.get("axes") or {}
-    return axes.get("label") or axes.get("objective"), axes.get("n"), axes.get("size"), axes.get("seed"), row.get("role")
+    return (axes.get("label") or axes.get("objective"), axes.get("n"), axes.get("size"), axes.get("seed"),
+            row.get("role"))
