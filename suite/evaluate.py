@@ -165,7 +165,7 @@ def run_lm_eval(model, names: list[str], include: Path, limit: int | None, seed:
 
 def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | None = None, batch_size: int = 16,
              device: str = "cpu", seed: int = 0, answer: str | None = None, items: bool = False,
-             speculative: bool = False, kv_quant=None, decode: str = "next") -> dict:
+             speculative: bool = False, kv_quant=None, decode: str = "next", progress=None) -> dict:
     """lm-eval's results for `names` on a checkpoint (or, with answer="gold"/"empty", on the oracle), with family
     scores, what generation took (`suite.decoding.DecodeStats`), and with `items` each document's primary metric
     (see item_scores). `speculative` decodes greedy generations with the objective's heads drafting; `kv_quant`
@@ -180,7 +180,8 @@ def evaluate(checkpoint: str | None, names: list[str], out: Path, limit: int | N
     if answer is None:  # before anything is written: a checkpoint the model cannot be built from fails here
         kv = kv_quant.as_dict() if kv_quant is not None else {}
         model = models.ForesightLM(checkpoint, batch_size=batch_size, device=device, speculative=speculative,
-                                   decode=decode, **{f"kv_{key}": value for key, value in kv.items()})
+                                   decode=decode, progress=progress,
+                                   **{f"kv_{key}": value for key, value in kv.items()})
     else:
         model = models.OracleLM(answer)
     unseen = untrained(data, names) if data is not None else []

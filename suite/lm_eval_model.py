@@ -80,6 +80,8 @@ class ForesightLM(TemplateLM):
     every attention reads keys and values as a B-bit cache would give them back (`suite.quantize`), generation and
     log-likelihoods alike.
 
+    `progress`, a callable, hears (requests done, requests) after each batch.
+
     `decode=head_k` or `decode=vote` writes greedy answers from the heads' own drafts (`suite.plan.plan_decode`), not
     with the next-token head: plan decoding, which says whether the model knows an answer its next-token head does
     not write. `decode=next` (the default) is next-token decoding."""
@@ -87,7 +89,7 @@ class ForesightLM(TemplateLM):
     def __init__(self, checkpoint: str, batch_size: int | str = 16, device: str | None = "cpu",
                  max_length: int = 2048, dtype: str = "float32", speculative: bool | str = False,
                  kv_bits: int | str = 16, kv_group: int | str | None = None, kv_rotate: bool | str = False,
-                 kv_seed: int | str = 0, graphs: bool | str = False, decode: str = "next", **kwargs):
+                 kv_seed: int | str = 0, graphs: bool | str = False, decode: str = "next", progress=None, **kwargs):
         super().__init__()
         device = usable_device(device)
         batch_size = 16 if batch_size in (None, "auto") else int(batch_size)
@@ -115,6 +117,7 @@ class ForesightLM(TemplateLM):
             self.kv_quant.check(self.trunk.config.head_dim)
             self.trunk.kv_quant = self.kv_quant  # every cache and pass reads compressed keys and values
         self.where, self.batch_size, self.max_length = torch.device(device), batch_size, max_length
+        self.progress = progress  # progress(done, total) after each batch of requests (a sweep point's own bar)
 
     @property
     def eot_token_id(self) -> int:
@@ -147,6 +150,8 @@ class ForesightLM(TemplateLM):
                 scores = logprobs[r, len(inputs) - count: len(inputs)]
                 total = scores.gather(1, target[:, None]).sum().item()
                 results[i] = (total, bool((scores.argmax(-1) == target).all()))
+            if self.progress is not None:
+                self.progress(min(start + self.batch_size, len(order)), len(order))
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -196,6 +201,8 @@ class ForesightLM(TemplateLM):
                     results[i] = truncate(self.tok_decode(ids[: ids.index(self.eot_token_id)]
                                                      if self.eot_token_id in ids else ids), until)
                 progress.update(len(chunk))
+                if self.progress is not None:
+                    self.progress(progress.n, len(requests))
         progress.close()
         return results
 

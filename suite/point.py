@@ -194,12 +194,14 @@ def evaluate(spec: dict, run_dir: Path) -> dict:
     import torch
 
     from suite.evaluate import evaluate as run_eval
+    from suite.tracking import write_progress
 
     settings = spec["eval"]
     start = time.perf_counter()
     report = run_eval(str(run_dir / "checkpoints" / "last.ckpt"), list(settings["tasks"]), run_dir / "eval",
                       limit=settings.get("limit"), batch_size=settings.get("batch_size", 32),
-                      device="cuda" if torch.cuda.is_available() else "cpu", seed=spec["seed"], items=True)
+                      device="cuda" if torch.cuda.is_available() else "cpu", seed=spec["seed"], items=True,
+                      progress=lambda done, total: write_progress(run_dir / "progress.json", done, total, "eval"))
     report["seconds"] = time.perf_counter() - start
     faults.fault("eval")
     write_json(run_dir / "eval.json", report)
@@ -275,7 +277,7 @@ def run(spec: dict) -> int:
         overhead = read_json(run_dir / "overhead.json") or {}
         scores = None
         if spec["role"] == "point" and spec["eval"].get("tasks"):
-            write_progress(run_dir / "progress.json", trained["steps"], trained["steps"], "eval")
+            write_progress(run_dir / "progress.json", 0, 1, "eval")  # its own bar: documents scored
             scores = read_json(run_dir / "eval.json") or evaluate(spec, run_dir)
         row = finished_row(base, spec, trained, overhead, scores, time.perf_counter() - start)
     except KeyboardInterrupt:

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from suite.errors import UsageError, check_writable, one_line
+from suite.errors import UsageError, check_range, check_writable, one_line
 from suite.grid import Point, Sweep, export_wandb_sweep, grid, load_sweep, parse_shard, shard
+from suite.jobs import default_jobs, run_side_by_side
 from suite.point import BUSY, INTERRUPTED, base_row
 from suite.results import append_row, latest_rows, read_json, read_rows
 from suite.settings import check_sweep, stale, sweep_setting
@@ -41,19 +42,25 @@ def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
             "source": sweep.source, "setting": sweep_setting(sweep)}
 
 
-def run_point(spec: dict, progress=None, task=None) -> int:
-    """The point in its own process (crash isolation, and its own peak memory); its output goes to log.txt in its
-    run folder; a progress bar follows its steps. Returns the process's exit status."""
+def run_point(spec: dict, progress=None, task=None, env: dict | None = None, stop=None) -> int:
+    """The point in its own process (crash isolation, and its own peak memory), with `env` added to this process's
+    environment (its device or share of the cores, `suite.jobs.slot_env`); its output goes to log.txt in its run
+    folder; a progress bar follows its steps, and its evaluation's documents. Returns the process's exit status; a
+    set `stop` event (the sweep was interrupted) ends the process."""
+    import os
+
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "launched_at": time.time()}  # the point's row records its wall time from here (wall_seconds)
     (run_dir / "point.json").write_text(json.dumps(spec, indent=2) + "\n")
     with open(run_dir / "log.txt", "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "suite.point", str(run_dir / "point.json")],
-                                 stdout=log, stderr=subprocess.STDOUT)
+                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
             while child.poll() is None:
                 time.sleep(0.5)
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
                 if progress is not None:
                     state = read_json(run_dir / "progress.json")
                     if state:
@@ -78,6 +85,8 @@ def main(argv: list[str]) -> None:
                         help="print the grid and its estimated cost, train nothing")
     parser.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action=ActionYesNo, default=False,
                         help="run points again whose last row says failed")
+    parser.add_argument("--jobs", type=int, help="points run at once, each in its own process (default: one per GPU, "
+                        "else one per CPU core, the cores shared out)")
     parser.add_argument("--runs", type=str, default="runs", help="folder of run folders (checkpoints, logs, wandb)")
     parser.add_argument("--results", type=str, default="results", help="folder of results/<sweep>/runs.jsonl")
     parser.add_argument("--flops_per_s", type=float, help="for --dry-run: the training speed to assume (default: "
@@ -101,7 +110,9 @@ def main(argv: list[str]) -> None:
         return print(export_wandb_sweep(sweep, points, Path(args.export_wandb_sweep), args.runs, args.results))
     if args.dry_run:
         return dry_run(sweep, points, args.flops_per_s, Path(args.results))
-    run_sweep(sweep, points, runs, results, args.retry_failed)
+    if args.jobs is not None:
+        check_range("--jobs", args.jobs, 1)
+    run_sweep(sweep, points, runs, results, args.retry_failed, args.jobs or default_jobs())
 
 
 def check_points(sweep: Sweep, points: list[Point]) -> None:
@@ -158,9 +169,8 @@ def drop_stale(rows_file: Path) -> None:
         print(f"{point}: dropped, stale ({why})")
 
 
-def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retry_failed: bool,
+              jobs: int = 1) -> None:
     check_before_running(sweep, points, runs, results)
     rows_file = results / "runs.jsonl"
     if retry_failed:
@@ -169,16 +179,10 @@ def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retr
     finished = {pid for pid, row in done.items() if row["status"] == "ok" or not retry_failed}
     todo = [p for p in points if p.id not in finished]
     print(f"sweep {sweep.name}: {len(points)} points, {len(points) - len(todo)} already finished; "
-          f"runs in {runs}, results in {results}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns) as progress:
-        overall = progress.add_task(f"sweep {sweep.name}", total=len(points), completed=len(points) - len(todo))
-        current = progress.add_task("", total=1, visible=False)
-        for point in todo:
-            progress.update(current, visible=True, completed=0, total=1, description=f"{point.id}: starting")
-            row, said = execute(sweep, point, runs, results, progress, current)
-            progress.advance(overall)
-            progress.console.print(f"{point.id}: {said}")
+          f"{min(jobs, max(1, len(todo)))} at a time; runs in {runs}, results in {results}")
+    run_side_by_side(todo, jobs, len(points), sweep.name,
+                     lambda point, *lane: execute(sweep, point, runs, results, *lane),
+                     [row.get("wall_seconds") for row in done.values() if row.get("status") == "ok"])
     finish(sweep, rows_file, runs)
     rows = latest_rows(read_rows(rows_file))
     failed = [p.id for p in points if rows.get(p.id, {}).get("status") != "ok"]
@@ -189,7 +193,8 @@ def run_sweep(sweep: Sweep, points: list[Point], runs: Path, results: Path, retr
         raise SystemExit(1)
 
 
-def execute(sweep: Sweep, point: Point, runs: Path, results: Path, progress=None, task=None) -> tuple[dict | None, str]:
+def execute(sweep: Sweep, point: Point, runs: Path, results: Path, progress=None, task=None, env=None,
+            stop=None) -> tuple[dict | None, str]:
     """Run one point (its reverse model must have finished) and return its row and what to say about it; no row
     when another process holds the point or it was interrupted (a rerun resumes it)."""
     rows_file = results / "runs.jsonl"
@@ -198,7 +203,7 @@ def execute(sweep: Sweep, point: Point, runs: Path, results: Path, progress=None
     if point.needs and not (needs and needs["status"] == "ok"):
         append_row(rows_file, failed_row(spec, f"its reverse model {point.needs} did not finish"))
     else:
-        code = run_point(spec, progress, task)
+        code = run_point(spec, progress, task, env, stop)
         if code == BUSY:
             return None, "running in another process"
         if code == INTERRUPTED:
