@@ -57,8 +57,10 @@ def size_order(size: str) -> tuple:
 
 
 def entry_order(entry: dict) -> tuple:
-    """Sizes small to large; within a size the reference first, then objectives by name and n."""
-    return size_order(entry["size"]), entry["objective"] != REFERENCE, entry["objective"], entry["n"] or 0
+    """Sizes small to large; within a size the reference first, its positive controls beside it, then objectives by
+    name and n."""
+    return (size_order(entry["size"]), entry["objective"] != REFERENCE, not entry.get("control"), entry["objective"],
+            entry["n"] or 0)
 
 
 def split_rows(rows: list[dict], notes: list[str] | None = None) -> tuple[dict[tuple, dict[int, dict]], list[dict]]:
@@ -200,14 +202,20 @@ def seed_values(by_seed: dict[int, dict], path: tuple) -> dict[int, float]:
 
 
 def table_columns(entries: list[dict]) -> list[tuple[str, str, str | None]]:
-    """(kind, name, metric) of each score column: the families the rows have, then each task's primary metric."""
-    families = sorted({family for entry in entries for family in entry["families"]})
-    columns = [("family", family, None) for family in families]
+    """(kind, name, metric) of each score column: the families the rows have, then each task's primary metric; a
+    family of one task says what its task says, so it has no column of its own."""
+    from suite.evaluate import task_kind
+
     tasks_metrics = {}
     for entry in entries:
         for task, metrics in entry["scores"].items():
             metric = primary_metric(task, metrics)
             if metric is not None:
                 tasks_metrics.setdefault(task, metric)
-    return columns + [("task", task, metric) for task, metric in sorted(tasks_metrics.items())]
+    members: dict[str, int] = {}
+    for task in tasks_metrics:
+        members[task_kind(task)[0]] = members.get(task_kind(task)[0], 0) + 1
+    families = sorted({family for entry in entries for family in entry["families"] if members.get(family, 0) != 1})
+    return [("family", family, None) for family in families] + [
+        ("task", task, metric) for task, metric in sorted(tasks_metrics.items())]
 

@@ -10,23 +10,11 @@ from suite.comparison import REFERENCE, label, size_order, table_columns
 from suite.plot_style import chance, figure_legend, log_ticks, mean_curve, save, styles
 from suite.plots_heads import plot_gradient_cosines, plot_head_losses, plot_plans
 
+
 def score_value(entry: dict, kind: str, name: str, metric: str | None) -> tuple[float, float] | None:
     """(mean, error bar) of one score of an entry; the error bar is the CI half-width, 0 with one seed."""
     interval = entry["families"].get(name) if kind == "family" else (entry["scores"].get(name) or {}).get(metric)
     return None if interval is None else (interval["mean"], interval["half_width"] or 0.0)
-
-
-def score_columns(entries: list[dict]) -> list[tuple]:
-    """The table's score columns, less a family whose score is one task's (a family of one task): two panels of
-    the same numbers say nothing twice."""
-    columns = table_columns(entries)
-    tasks = [column for column in columns if column[0] == "task"]
-
-    def values(column):
-        return [score_value(entry, *column) for entry in entries]
-
-    return [column for column in columns
-            if column[0] != "family" or not any(values(column) == values(task) for task in tasks)]
 
 
 OFFSET = 0.07
@@ -40,7 +28,7 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
     range: a wide interval of few seeds runs off it rather than squeezing the means into a corner."""
     from matplotlib.figure import Figure
 
-    columns, sizes = score_columns(entries), sorted({entry["size"] for entry in entries}, key=size_order)
+    columns, sizes = table_columns(entries), sorted({entry["size"] for entry in entries}, key=size_order)
     if not any(score_value(entry, *column) for entry in entries for column in columns):
         return False
     fig = Figure(figsize=(4.5 * len(columns) + 2.5, 3.4 * len(sizes)), layout="constrained")
@@ -56,18 +44,22 @@ def plot_score_vs_n(entries: list[dict], path: Path) -> bool:
             for objective, points in by_objective.items():
                 for n, _, _ in points:
                     at_n.setdefault(n, []).append(objective)
+            level = chance([e for e in entries if e["size"] == size], name, metric) if kind == "task" else None
+            reference = None
             for objective, points in by_objective.items():
                 ns, means, errors = zip(*sorted(points))
                 shifted = [n + (at_n[n].index(objective) - (len(at_n[n]) - 1) / 2) * OFFSET for n in ns]
                 axis.errorbar(shifted, means, yerr=errors, capsize=3, label=objective, **style[objective])
-                if objective == REFERENCE:
-                    axis.axhline(means[0], linestyle=":", color="black", linewidth=1,
-                                 label=f"{REFERENCE} level (n = 1)")
-            level = chance([e for e in entries if e["size"] == size], name, metric) if kind == "task" else None
-            if level is not None:
+                reference = means[0] if objective == REFERENCE else reference
+            merged = reference is not None and level is not None and abs(reference - level[0]) < 0.01
+            if reference is not None:  # two lines on one level are one line with both names
+                axis.axhline(reference, linestyle=":", color="black", linewidth=1, label=f"{REFERENCE} level (n = 1)"
+                             + (f" = chance: {level[1]}" if merged else ""))
+            if level is not None and not merged:
                 axis.axhline(level[0], linestyle="-.", color="gray", linewidth=1, label=f"chance: {level[1]}")
+            bars = any(len(entry["seeds"]) > 1 for entry in entries)
             axis.set(title=f"{name} ({size})", xlabel="n (prediction horizon; NTP at 1)",
-                     ylabel=(metric or "family score") + " (bars: 95% over seeds)")
+                     ylabel=(metric or "family score") + (" (bars: 95% over seeds)" if bars else " (one seed)"))
             axis.set_xticks(sorted({n for points in by_objective.values() for n, _, _ in points}))
             means = [mean for points in by_objective.values() for _, mean, _ in points]
             if means and all(0.0 <= mean <= 1.0 for mean in means):
@@ -126,10 +118,10 @@ def ratio_value(name: str):
     return value
 
 
-LOSSES = (("train/loss/head_1", "next-token loss, training"), ("val/loss/head_1", "next-token loss, validation"),
-          ("train/loss", "the objective's own loss, training"), ("val/loss", "the objective's own loss, validation"))
-"""The learning curves' loss panels: what every objective shares (its next-token head), and what each one
-optimizes, on the training batches and on the validation split side by side."""
+LOSSES = (("train/loss/head_1", "next-token loss, training"), ("val/loss/head_1", "next-token loss, validation"))
+"""The learning curves' loss panels: what every objective shares, its next-token head, on the training batches and
+on the validation split side by side. What each objective adds (a sum over its heads, on another scale) is drawn
+head by head in head_losses.png."""
 
 
 def validation_panels(entries: list[dict]) -> list[tuple[str, str]]:
@@ -203,7 +195,8 @@ LOSS_FLOOR = 1e-3
 NOT_DRAWN = {
     "score_vs_n.png": "no scores: the sweep evaluated no task",
     "score_vs_size.png": "the sweep has one model size",
-    "overhead_vs_size.png": f"no cost ratios: no {REFERENCE} point of the same size and seed to divide by",
+    "overhead_vs_size.png": f"the sweep has one model size (the table has each objective's cost against "
+                            f"{REFERENCE}), or no {REFERENCE} point of the same size and seed to divide by",
     "learning_curves.png": "no row has training curves; rows written before foresight kept them have none",
     "head_losses.png": "no objective with several heads has per-head training curves",
     "plans.png": "no row has per-head plan curves (measured on path tasks, by rows written since foresight measures "
@@ -228,7 +221,7 @@ def write_plots(folder: Path, entries: list[dict]) -> tuple[list[str], dict[str,
     makers = {
         "score_vs_n.png": lambda path: plot_score_vs_n(entries, path),
         "score_vs_size.png": lambda path: several_sizes and plot_by_size(entries, score_series, path, False),
-        "overhead_vs_size.png": lambda path: plot_by_size(
+        "overhead_vs_size.png": lambda path: several_sizes and plot_by_size(
             entries, [(f"step time / {REFERENCE}", ratio_value("step_time_s")),
                       (f"training memory / {REFERENCE}", ratio_value("train_memory_bytes"))], path, True),
         "learning_curves.png": lambda path: plot_learning_curves(entries, path),

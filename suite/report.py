@@ -15,6 +15,7 @@ from suite.comparison import REFERENCE, REQUIRED_AXES, comparison, label, size_o
 from suite.errors import UsageError, check_writable
 from suite.plots import write_plots
 from suite.report_plan import decode_lines, first_step_lines, gradient_lines, legacy_layout_note
+from suite.verdict import verdict_lines
 from suite.report_tables import leading, leading_header, markdown_table, metric_tables, plural, render
 from suite.results import SCHEMA, latest_rows, read_rows
 from suite.settings import check_folder, stale
@@ -36,31 +37,6 @@ def legend(alpha: float) -> str:
         "the resting model (activations, gradients, optimizer state: peak minus the memory at the start of "
         f"training) over those of {REFERENCE} with the same size and seed, averaged over seeds. n is the prediction "
         f"horizon ({REFERENCE}: 1).")
-
-
-def control_lines(entries: list[dict], alpha: float) -> list[str]:
-    """report.md's "Positive controls": for each entry the sweep marked as one, whether it beat the reference on
-    every task's primary metric at the seed level; a failed control says the budget cannot support a verdict."""
-    from suite.comparison import LOWER_IS_BETTER
-
-    lines = []
-    for entry in entries:
-        if not entry.get("control"):
-            continue
-        for task, test in sorted(entry["tests"].items()):
-            better = test["difference"] < 0 if test["metric"] in LOWER_IS_BETTER else test["difference"] > 0
-            said = (f"`{label(entry['objective'], entry['n'])}` (size {entry['size']}) against {REFERENCE} on {task} "
-                    f"{test['metric']}: Δ {test['difference']:+.3f}, "
-                    + ("too few seeds for a p-value" if test["p"] is None else f"p = {test['p']:.2g}"))
-            if better and test["significant"]:
-                lines.append(f"- {said}. **The control wins**: the suite sees a win at this task and budget.")
-            elif test["p"] is None:
-                lines.append(f"- {said}. **The control cannot be judged** with fewer than 3 seeds, and so no row "
-                             "below can be: a tour of the machinery, not a verdict.")
-            else:
-                lines.append(f"- {said}. **The control did not win**: at this budget the suite cannot see a win it "
-                             "should, so no row below is evidence that an objective does not help.")
-    return lines
 
 
 REACH = 0.9
@@ -105,16 +81,8 @@ def difference_lines(entries: list[dict], alpha: float) -> list[str]:
     own document-level test."""
     from suite.statistics import POWER
 
-    from suite.evaluate import task_kind
-
     several_sizes = len({entry["size"] for entry in entries}) > 1
     columns = table_columns(entries)
-    tasks_of = {}
-    for kind, name, _ in columns:
-        if kind == "task":
-            tasks_of.setdefault(task_kind(name)[0], []).append(name)
-    # a family of one task says what its task says
-    columns = [column for column in columns if column[0] == "task" or len(tasks_of.get(column[1], [])) > 1]
     rows = []
     for entry in entries:
         for kind, name, metric in columns:
@@ -123,11 +91,14 @@ def difference_lines(entries: list[dict], alpha: float) -> list[str]:
                 continue
             difference = f"{test['difference']:+.3f}" + ("" if test["half_width"] is None
                                                           else f" ± {test['half_width']:.3f}")
-            bootstrap = "—" if not test.get("bootstrap") else "[{:+.3f}, {:+.3f}]".format(*test["bootstrap"])
+            seeded = test["p"] is not None  # with fewer seeds than a test needs, documents say nothing of seeds
+            bootstrap = "—" if not (seeded and test.get("bootstrap")) else "[{:+.3f}, {:+.3f}]".format(
+                *test["bootstrap"])
             p = "too few seeds" if test["p"] is None else f"{test['p']:.2g}"
             detectable = "—" if test["detectable"] is None else f"{test['detectable']:.3f}"
             within = ", ".join(f"s{seed}: {detail['p']:.2g}" for seed, detail in sorted(
-                (test.get("within_seed") or {}).items(), key=lambda item: int(item[0]))) or "—"
+                (test.get("within_seed") or {}).items(), key=lambda item: int(item[0]))) if seeded else ""
+            within = within or "—"
             rows.append(leading(entry, several_sizes)[:-1] + [str(test["seeds"]), name if kind == "family" else
                                                               f"{name} {metric}", difference, bootstrap, p,
                                                               detectable, within])
@@ -194,12 +165,8 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}; "
              f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
              *provenance_lines(newest), ""]
-    controls = control_lines(entries, alpha) or [
-        "- None in this sweep: no setting known to beat next-token prediction was trained at this budget, so a row "
-        "that shows no win is not evidence that the objective does not help (a sweep entry "
-        "marked `control: true` is one; README, \"Sweeps\")."] if entries else []
-    if controls:
-        parts += ["## Positive controls", "", *controls, ""]
+    if entries:
+        parts += ["## Verdict", "", *verdict_lines(entries), ""]
     parts += ["## Comparison with next-token prediction", ""]
     parts += [markdown_table(entries), "", legend(alpha)] if entries else ["No point finished."]
     differences = difference_lines(entries, alpha)
@@ -322,8 +289,12 @@ def main(argv: list[str]) -> None:
 
 
 def print_table(report: Path) -> None:
-    """The comparison table of a written report.md (its first table), on the terminal."""
+    """The verdict and the comparison table of a written report.md, on the terminal."""
     lines = report.read_text().splitlines()
+    if "## Verdict" in lines:
+        start = lines.index("## Verdict") + 2
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("- ")), len(lines))
+        print("\n".join(line.replace("**", "").replace("`", "") for line in lines[start:end]) + "\n")
     start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
     if start is None:
         return print("no point finished")

@@ -3,7 +3,11 @@ over seeds ± the half-width of its 95% interval, with the seed-level test again
 
 from __future__ import annotations
 
-from suite.comparison import REFERENCE, table_columns
+from suite.comparison import LOWER_IS_BETTER, REFERENCE, table_columns
+
+
+def direction(metric: str | None) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
 
 
 def score_cell(entry: dict, kind: str, name: str, metric: str | None) -> str:
@@ -49,7 +53,8 @@ def table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     several_sizes = len({entry["size"] for entry in entries}) > 1
     columns = table_columns(entries)
     header = leading_header(several_sizes)
-    header += [name if kind == "family" else f"{name} {metric}" for kind, name, metric in columns]
+    header += [f"{name} (higher is better)" if kind == "family" else f"{name} {metric} ({direction(metric)})"
+               for kind, name, metric in columns]
     header += ["step time / NTP", "memory / NTP"]
     rows = []
     for entry in entries:

@@ -105,7 +105,7 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
     assert all(row["scores"]["corpus"]["bits_per_byte"] > 0 for row in rows)
     assert len(rows[0]["items"]["corpus"]) == manifest["splits"]["test"]["documents"]
     report = (tmp_path / "results/stdlib_corpus/report.md").read_text()
-    assert "## Positive controls" in report and "`ntp_seen_test`" in report
+    assert "## Verdict" in report and "`ntp_seen_test`" in report
 
     # "Start from a pretrained model", on the corpus just prepared: fit, export, retrofit heads, export again
     commands = readme_commands("retrofit")

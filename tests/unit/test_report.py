@@ -51,7 +51,8 @@ def row(objective, n, seed, star_items, *, size="nano", bpb_items=None, step_tim
 
 def sweep_rows(tmp_path=None) -> list[dict]:
     """A toy sweep's rows; seed 0 of NTP and of parallel MTP n=2 carry training curves."""
-    curves = {name: {"train/loss": [[10 * i, loss] for i, loss in enumerate(losses)]}
+    curves = {name: {key: [[10 * i, loss] for i, loss in enumerate(losses)] for key in ("train/loss",
+                                                                                     "train/loss/head_1")}
               for name, losses in (("ntp", [3.0, 2.5, 2.2]), ("mtp", [3.2, 2.6, 2.1]))}
     rows = []
     for seed, step_time in zip(range(3), (0.10, 0.12, 0.11)):
@@ -222,18 +223,19 @@ def test_report_table_cells_legend_and_failures(tmp_path):
     assert f"Produced by `{COMMAND}` at commit `abc123`." in text
     assert "9 points compared" in text and "1 failed" in text and "1 reverse language model (for fsp_revlm)" in text
     table = first_table(text)
-    assert table[0] == ("| objective | n | seeds | reasoning | python_stdlib bits_per_byte | star_graph path_acc | "
-                        "step time / NTP | memory / NTP |")
+    # reasoning is the family of one task here: star_graph's column says it, not a column of its own
+    assert table[0] == ("| objective | n | seeds | python_stdlib bits_per_byte (lower is better) | star_graph path_acc "
+                        "(higher is better) | step time / NTP | memory / NTP |")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| ntp", "| parallel_mtp", "| parallel_mtp",
                                                             "| sequential_mtp"]
     half = T_975_DF2 * 0.1 / math.sqrt(3)
-    assert table[2].startswith(f"| ntp | 1 | 3 | 0.600 ± {half:.3f} | 2.000 ± 0.000 | 0.600 ± {half:.3f} | 1.00× |")
+    assert table[2].startswith(f"| ntp | 1 | 3 | 2.000 ± 0.000 | 0.600 ± {half:.3f} | 1.00× |")
     mtp2 = table[3].split(" | ")
-    assert mtp2[5].endswith("(p=0.02)") and mtp2[4].endswith("(p=0.23, n.s.)")
-    assert mtp2[6:] == ["1.58×", "1.60× |"]
+    assert mtp2[4].endswith("(p=0.02)") and mtp2[3].endswith("(p=0.23, n.s.)")
+    assert mtp2[5:] == ["1.58×", "1.60× |"]
     # two seeds (0.5, 0.7): sd 0.1414, t.ppf(0.975, 1) = 12.706: an interval of ± 1.271, and no p-value
-    assert table[4].split(" | ")[5] == "0.600 ± 1.271 (too few seeds)"
-    assert table[5].split(" | ")[5] == "0.600"  # one seed: a bare mean, the caption says why
+    assert table[4].split(" | ")[4] == "0.600 ± 1.271 (too few seeds)"
+    assert table[5].split(" | ")[4] == "0.600"  # one seed: a bare mean, the caption says why
     assert "a setting with one seed (the seeds column) has a bare mean" in text and "no CI" not in text
     assert "paired t-test of the per-seed scores" in text and "`n.s.`: p ≥ 0.05" in text
     differences = text.split("## Differences from ntp")[1].split("##")[0]
@@ -260,8 +262,9 @@ def test_plots_are_pngs(tmp_path):
     folder = write_rows(tmp_path / "toy", sweep_rows(tmp_path))
     text = write_report(folder).read_text()
     names = sorted(path.name for path in (folder / "plots").iterdir())
-    # one size: no score-vs-size plot; learning curves from the two rows that carry curves
-    assert names == ["learning_curves.png", "overhead_vs_size.png", "score_vs_n.png"]
+    # one size: no score-vs-size or overhead-vs-size plot (the table has the ratios); learning curves from the two
+    # rows that carry curves
+    assert names == ["learning_curves.png", "score_vs_n.png"]
     for name in names:
         assert (folder / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{name})" in text
