@@ -112,7 +112,7 @@ def calibration(results: Path, here: dict) -> dict | None:
             "points": len(timed)}
 
 
-def print_dry_run(sweep, points, flops_per_s: float | None, results: Path) -> None:
+def print_dry_run(sweep, points, flops_per_s: float | None, results: Path, jobs: int = 1) -> None:
     import torch
 
     from suite.provenance import machine
@@ -154,4 +154,6 @@ def print_dry_run(sweep, points, flops_per_s: float | None, results: Path) -> No
     print(f"\ntotal: {si(sum(row['flops'] for row in rows), 'FLOP')} of training, {duration(training)} at {basis}, "
           f"plus about {duration(sum(startups) / len(startups)).removeprefix('about ')} a point to start, evaluate "
           f"and record ({'measured' if measured_startup else 'assumed where not measured'}): "
-          f"{duration(training + sum(startups))} in all")
+          f"{duration(training + sum(startups))} in all"
+          + (f"; {min(jobs, len(points))} at a time (--jobs), {duration((training + sum(startups)) / min(jobs, len(points)))}"
+             " if they share the machine without slowing each other" if jobs > 1 else ""))

@@ -96,9 +96,23 @@ class OverheadMonitor(L.Callback):
         self.tokens: list[int] = []
         self._start = 0.0
         self.resting: int | None = None
+        # where a fit's time goes (wall clock, seconds since the epoch where a time): what the steps themselves take
+        # beside validation and everything else a point pays for (`suite.point.timing`)
+        self.clock = {"fit_started_at": None, "train_ended_at": None, "validation_seconds": 0.0}
+        self._validation = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.clock["fit_started_at"] = time.time()
 
     def on_train_start(self, trainer, pl_module):
         self.resting = memory_now()  # the model, its data and everything imported: what training adds is on top
+
+    def on_validation_start(self, trainer, pl_module):
+        self._validation = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit":
+            self.clock["validation_seconds"] += time.perf_counter() - self._validation
 
     def _sync(self, trainer) -> None:
         if trainer.strategy.root_device.type == "cuda":
@@ -129,6 +143,7 @@ class OverheadMonitor(L.Callback):
             "flops_per_token_analytic": analytic_flops_per_token(
                 pl_module.trunk, pl_module.objective, pl_module.seq_len_seen) if pl_module.seq_len_seen else None,
             "params": pl_module.parameter_counts(),
+            "clock": {**self.clock, "steps_seconds": sum(self.times), "train_ended_at": time.time()},
         }
 
     def on_train_end(self, trainer, pl_module):

@@ -217,7 +217,8 @@ def finished_row(base: dict, spec: dict, trained: dict, overhead: dict, scores: 
             "scores": {task: metric_values(metrics) for task, metrics in (scores.get("results") or {}).items()},
             "families": scores.get("families") or {}, "items": scores.get("items") or {},
             "plan": scores.get("plan") or {},  # path tasks: every head's accuracy on every answer token, plan decoding
-            "overhead": {key: value for key, value in overhead.items() if key != "params"},
+            "overhead": {key: value for key, value in overhead.items() if key not in ("params", "clock")},
+            "timing": timing(spec, overhead.get("clock"), scores.get("seconds")),
             "params": trained["params"],
             "train": {**{key: trained[key] for key in ("steps", "tokens", "final_loss", "seconds", "resumed_from_step")},
                       "document_mask": trained.get("document_mask", False)},
@@ -226,6 +227,23 @@ def finished_row(base: dict, spec: dict, trained: dict, overhead: dict, scores: 
             # from the sweep's launch of the point's process (import, data, training, evaluation): calibrates
             # `foresight sweep --dry-run` (suite.estimate); None when run without a launch time
             "wall_seconds": time.time() - spec["launched_at"] if spec.get("launched_at") else None}
+
+
+def timing(spec: dict, clock: dict | None, eval_seconds: float | None) -> dict:
+    """Where a point's wall time went, in seconds: start-up (its process, imports, the data and model before the fit
+    began), the training steps themselves, validation, the rest of the fit (checkpoints, loggers, FLOP counting),
+    evaluation, and what came after (the row, wandb); `fixed` is all but the training steps. Empty where the fit
+    was resumed or timed by an older foresight."""
+    if not clock or not clock.get("fit_started_at") or not spec.get("launched_at"):
+        return {}
+    fit = clock["train_ended_at"] - clock["fit_started_at"]
+    found = {"start_up": clock["fit_started_at"] - spec["launched_at"], "steps": clock["steps_seconds"],
+             "validation": clock["validation_seconds"],
+             "rest_of_fit": fit - clock["steps_seconds"] - clock["validation_seconds"],
+             "evaluation": eval_seconds or 0.0}
+    found["after"] = time.time() - spec["launched_at"] - sum(found.values())
+    found["fixed"] = sum(value for key, value in found.items() if key != "steps")
+    return found
 
 
 def wandb_summary(row: dict) -> dict:
@@ -296,6 +314,28 @@ def run(spec: dict) -> int:
               file=sys.stderr)
     print(f"point {spec['id']}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""))
     return 0
+
+
+PRELOAD = ("torch", "lightning", "wandb", "suite.cli", "suite.module", "suite.data", "suite.evaluate",
+           "suite.lm_eval_model", "suite.tracking", "suite.overhead")
+"""What the sweep's fork server imports once, so that a point forked from it starts with its libraries loaded
+(`suite.sweep.run_point`): importing lightning and torch alone takes seconds, a large share of a short point."""
+
+
+def forked(path: str, log: str, env: dict) -> None:
+    """A point in a process forked from the sweep's fork server, its imports done: its output goes to `log`, its
+    slot's environment (`suite.jobs.slot_env`) is set, and torch takes the threads it names."""
+    import os
+
+    handle = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(handle, 1)
+    os.dup2(handle, 2)
+    os.environ.update(env)
+    if "OMP_NUM_THREADS" in env:
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))  # the fork server's OpenMP read its own environment
+    raise SystemExit(main([path]))
 
 
 def main(argv: list[str]) -> int:

@@ -135,6 +135,23 @@ def provenance_lines(rows: list[dict]) -> list[str]:
     return lines + [f"- {said(*source)}: {count} rows" for source, count in sources.items()] + ["", alone.strip()]
 
 
+def timing_line(rows: list[dict]) -> str | None:
+    """Where a point's wall time went, on average over the finished rows that timed it (`suite.point.timing`)."""
+    timed = [row["timing"] for row in rows if row.get("status") == "ok" and row.get("timing")]
+    if not timed:
+        return None
+
+    def mean(key: str) -> float:
+        return sum(t[key] for t in timed) / len(timed)
+
+    wall = mean("steps") + mean("fixed")
+    parts = ", ".join(f"{name} {mean(key):.1f} s" for key, name in (
+        ("start_up", "start-up"), ("validation", "validation"), ("rest_of_fit", "the rest of the fit"),
+        ("evaluation", "evaluation"), ("after", "recording")))
+    return (f"A point took {wall:.1f} s on average ({len(timed)} timed): {mean('steps'):.1f} s of training steps and "
+            f"{mean('fixed'):.1f} s fixed ({mean('fixed') / wall:.0%}: {parts}).")
+
+
 def failure_lines(failed: list[dict], stale: dict[str, str]) -> list[str]:
     if not failed:
         return ["None."]
@@ -164,7 +181,7 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
              f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed) - len(stale_rows)} failed"
              f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}; "
              f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
-             *provenance_lines(newest), ""]
+             *provenance_lines(newest), "", *([timing_line(newest), ""] if timing_line(newest) else [])]
     if entries:
         parts += ["## Verdict", "", *verdict_lines(entries), ""]
     parts += ["## Comparison with next-token prediction", ""]

@@ -11,8 +11,6 @@ hold no finished rows of another setting (`suite.settings`).
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,34 +41,54 @@ def point_spec(sweep: Sweep, point: Point, runs: Path, results: Path) -> dict:
 
 
 def run_point(spec: dict, progress=None, task=None, env: dict | None = None, stop=None) -> int:
-    """The point in its own process (crash isolation, and its own peak memory), with `env` added to this process's
-    environment (its device or share of the cores, `suite.jobs.slot_env`); its output goes to log.txt in its run
-    folder; a progress bar follows its steps, and its evaluation's documents. Returns the process's exit status; a
-    set `stop` event (the sweep was interrupted) ends the process."""
-    import os
+    """The point in its own process (crash isolation, and its own peak memory), forked from the sweep's fork server
+    (`fork_server`), with `env` added to its environment (its device or share of the cores,
+    `suite.jobs.slot_env`); its output goes to log.txt in its run folder; a progress bar follows its steps, and its
+    evaluation's documents. Returns the process's exit status; a set `stop` event (the sweep was interrupted) ends
+    the process."""
+    from suite.point import forked
 
     run_dir = Path(spec["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "launched_at": time.time()}  # the point's row records its wall time from here (wall_seconds)
     (run_dir / "point.json").write_text(json.dumps(spec, indent=2) + "\n")
-    with open(run_dir / "log.txt", "ab") as log:
-        child = subprocess.Popen([sys.executable, "-m", "suite.point", str(run_dir / "point.json")],
-                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        try:
-            while child.poll() is None:
-                time.sleep(0.5)
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
-                if progress is not None:
-                    state = read_json(run_dir / "progress.json")
-                    if state:
-                        progress.update(task, completed=state["step"], total=state["max_steps"],
-                                        description=f"{spec['id']}: {state.get('stage', 'fit')}")
-        except BaseException:  # Ctrl-C or a kill of the sweep: the point must not outlive it
-            child.send_signal(signal.SIGTERM)
-            child.wait()
-            raise
-    return child.returncode
+    child = fork_server().Process(target=forked, args=(str(run_dir / "point.json"), str(run_dir / "log.txt"),
+                                                        env or {}), name=spec["id"])
+    child.start()
+    try:
+        while child.is_alive():
+            child.join(0.5)
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            if progress is not None:
+                state = read_json(run_dir / "progress.json")
+                if state:
+                    progress.update(task, completed=state["step"], total=state["max_steps"],
+                                    description=f"{spec['id']}: {state.get('stage', 'fit')}")
+    except BaseException:  # Ctrl-C or a kill of the sweep: the point must not outlive it
+        child.terminate()
+        child.join()
+        raise
+    return child.exitcode
+
+
+_FORK_SERVER = []
+
+
+def fork_server():
+    """The multiprocessing context that starts the sweep's points: a fork server that has imported what a point
+    runs (`suite.point.PRELOAD`) once, each point a fresh process forked from it, so a point pays for none of the
+    imports and keeps its own memory and crash. Started with the first point; it ends when the sweep does, and its
+    points with it (`suite.point._die_with_parent`)."""
+    import multiprocessing
+
+    from suite.point import PRELOAD
+
+    if not _FORK_SERVER:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        _FORK_SERVER.append(context)
+    return _FORK_SERVER[0]
 
 
 def main(argv: list[str]) -> None:
@@ -109,7 +127,7 @@ def main(argv: list[str]) -> None:
     if args.export_wandb_sweep:
         return print(export_wandb_sweep(sweep, points, Path(args.export_wandb_sweep), args.runs, args.results))
     if args.dry_run:
-        return dry_run(sweep, points, args.flops_per_s, Path(args.results))
+        return dry_run(sweep, points, args.flops_per_s, Path(args.results), args.jobs or default_jobs())
     if args.jobs is not None:
         check_range("--jobs", args.jobs, 1)
     run_sweep(sweep, points, runs, results, args.retry_failed, args.jobs or default_jobs())
@@ -142,12 +160,12 @@ def check_points(sweep: Sweep, points: list[Point]) -> None:
             raise UsageError(f"{what}: {err}") from None
 
 
-def dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None, results: Path) -> None:
+def dry_run(sweep: Sweep, points: list[Point], flops_per_s: float | None, results: Path, jobs: int = 1) -> None:
     """Every point's fit configuration checked, then the grid and its cost (`suite.estimate`)."""
     from suite.estimate import print_dry_run
 
     check_points(sweep, points)
-    print_dry_run(sweep, points, flops_per_s, results)
+    print_dry_run(sweep, points, flops_per_s, results, jobs)
 
 
 def check_before_running(sweep: Sweep, points: list[Point], runs: Path, results: Path) -> None:
@@ -221,11 +239,14 @@ def failed_row(spec: dict, error: str) -> dict:
 
 def finish(sweep: Sweep, rows_file: Path, runs: Path) -> None:
     """The comparison table (report.md, printed, and as a wandb.Table), and how to sync the offline wandb runs."""
-    from suite.report import print_table, report_with_entries
+    from suite.report import print_table, report_with_entries, timing_line
     from suite.tracking import wandb_sync_line
 
     path, entries = report_with_entries(rows_file.parent)
     print(f"\nreport: {path}\n")
+    timed = timing_line(list(latest_rows(read_rows(rows_file)).values()))
+    if timed:
+        print(timed + "\n")
     print_table(path)
     log_comparison(sweep, entries, runs)
     sync = wandb_sync_line(runs)

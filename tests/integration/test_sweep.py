@@ -278,7 +278,7 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
                              "size": "nano", "seed": 0, "data": "star_graph"}
 
 
-SHIPPED_GRIDS = [("quickstart", 11), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
+SHIPPED_GRIDS = [("quickstart", 12), ("tour", 11), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
                  ("star_graph_planning_paper", 42), ("star_graph_planning_500k", 42), ("stdlib_corpus", 12),
                  ("tree_path_planning", 21), ("sat_planning", 21), ("star_graph_kv", 15),
                  ("star_graph_heads_micro", 39), ("star_graph_heads_nano", 36)]
