@@ -179,8 +179,9 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     parts = [f"# Sweep `{sweep}`", "",
              f"{len(compared)} points compared ({len(entries)} settings of objective × n × size; sizes "
              f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed) - len(stale_rows)} failed"
-             f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}; "
-             f"{plural(reverse, 'reverse language model')} (for fsp_revlm) not compared.", "",
+             f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}"
+             + (f"; {plural(reverse, 'reverse language model')} (for fsp_revlm) not compared." if reverse else "."),
+             "",
              *provenance_lines(newest), "", *([timing_line(newest), ""] if timing_line(newest) else [])]
     if entries:
         parts += ["## Verdict", "", *verdict_lines(entries), ""]

@@ -88,8 +88,9 @@ def chance_notes(entries: list[dict]) -> list[str]:
             mine = mean_curve({"curves": [entry["by_seed"][seed].get("curves") or {} for seed in below]},
                               "train/loss/head_1")
             theirs = mean_curve(reference.get(entry["size"], {"curves": []}), "train/loss/head_1")
+            ours = entry["objective"] == REFERENCE
             loss = (f"; the next-token head's training loss ends at {mine[-1][1]:.3f} there"
-                    + (f", {REFERENCE}'s at {theirs[-1][1]:.3f}" if theirs else "")) if mine else ""
+                    + (f", {REFERENCE}'s at {theirs[-1][1]:.3f}" if theirs and not ours else "")) if mine else ""
             notes.append(f"- `{label(entry['objective'], entry['n'])}` scores well below chance ({level[1]}) on {task} "
                          f"{metric} on {len(below)} of {len(scores)} seeds ("
                          + ", ".join(f"seed {seed}: {value:.3f}" for seed, value in below.items())
