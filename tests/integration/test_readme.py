@@ -100,7 +100,8 @@ def test_the_corpus_commands_prepare_sweep_and_report_as_the_readme_says(tmp_pat
     monkeypatch.chdir(tmp_path)
     main(["sweep", "--config", "stdlib_corpus.yaml"])
     main(shlex.split(lines[3], comments=True)[1:])
-    rows = read_rows(tmp_path / "results/stdlib_corpus/runs.jsonl")
+    # points run side by side, so rows land in the order they finish
+    rows = sorted(read_rows(tmp_path / "results/stdlib_corpus/runs.jsonl"), key=lambda row: row["axes"]["label"])
     assert [row["axes"]["label"] for row in rows] == ["ntp", "ntp_seen_test"]
     assert all(row["scores"]["corpus"]["bits_per_byte"] > 0 for row in rows)
     assert len(rows[0]["items"]["corpus"]) == manifest["splits"]["test"]["documents"]

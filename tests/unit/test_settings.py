@@ -85,4 +85,4 @@ def test_the_report_shows_stale_rows_apart_and_retry_failed_drops_them(tmp_path,
     written = [json.loads(line) for line in (tmp_path / "results/mine/runs.jsonl").read_text().splitlines()]
     assert [(r["point"], r["status"]) for r in written] == [("ntp-nano-s0-typo", "failed"), (point.id, "ok"),
                                                            ("ntp-nano-s0-typo", "dropped")]
-    assert "0 failed;" in (tmp_path / "results/mine/report.md").read_text()
+    assert "0 failed." in (tmp_path / "results/mine/report.md").read_text()
