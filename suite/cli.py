@@ -111,6 +111,8 @@ def _cli_class():
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if ckpt_path is not None and ckpt_path not in CKPT_NAMES:
                 read(ckpt_path, "--ckpt_path", mmap=True)
+            if ckpt_path is not None and subcommand:
+                resume_without_source(self.config[subcommand], ckpt_path)
             data = self.config[subcommand].get("data") or {} if subcommand else {}
             differs = {key: (value, data.get(key)) for key, value in self.trained_data.items()
                        if data.get(key) != value}
@@ -144,6 +146,20 @@ def _cli_class():
                 raise UsageError(f"--trainer: {err}") from None
 
     return ForesightCLI
+
+
+def resume_without_source(config, ckpt_path: str) -> None:
+    """A run fitted from `--model.init_from=DIR` resumes from its checkpoint's config (the architecture included)
+    instead of reading DIR again, which may since have moved or gone."""
+    from suite.checkpoints import read
+
+    model = config.get("model")
+    if model is None or model.get("init_from") is None or model.get("size") is not None:
+        return
+    if ckpt_path == "last":
+        ckpt_path = os.path.join(config.trainer.default_root_dir or ".", "checkpoints", "last.ckpt")
+    if os.path.isfile(ckpt_path):
+        model["size"] = read(ckpt_path, "--ckpt_path", mmap=True)["hyper_parameters"]["size"]
 
 
 def lightning_main(argv: list[str]):

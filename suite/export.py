@@ -1,8 +1,9 @@
-"""`foresight export`: a checkpoint's next-token model as a Hugging Face Llama directory (config.json,
-model.safetensors, tokenizer files) that `AutoModelForCausalLM` and `AutoTokenizer` load with no foresight code.
+"""`foresight export`: a checkpoint's next-token model as a Hugging Face directory (config.json,
+model.safetensors, tokenizer files) of the trunk's architecture (a Llama, or what `--model.init_from` read: Qwen2,
+Gemma, GPT-2, ...) that `AutoModelForCausalLM` and `AutoTokenizer` load with no foresight code.
 
-The Llama is the trunk (embeddings, blocks, final norm, unembedding): every objective's checkpoint is a plain
-causal LM. An objective's extra heads, which a Llama has no place for, are written beside it
+The exported model is the trunk (embeddings, blocks, final norm, unembedding): every objective's checkpoint is a
+plain causal LM. An objective's extra heads, which such a model has no place for, are written beside it
 (foresight_heads.safetensors and foresight_heads.json), where `--model.init_from` finds them again."""
 
 from __future__ import annotations
@@ -13,44 +14,40 @@ from pathlib import Path
 
 import torch
 
-from suite import checkpoints
+from suite import architectures, checkpoints
 from suite.errors import UsageError, check_writable
 from suite.evaluate import write_tasks
 from suite.model import Trunk
-from suite.pretrained import HEADS_FILE, HEADS_SPEC, llama_names
+from suite.pretrained import HEADS_FILE, HEADS_SPEC
 
 MAX_POSITIONS = 4096
-"""Written as max_position_embeddings: RoPE has no learned table, so this is only the length HF tools assume."""
+"""Written as max_position_embeddings where positions are rotary (no learned table): only the length HF tools
+assume."""
 
 SPECIAL_TOKENS = {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
 """The roles HF tokenizers know, by the names foresight's task tokenizers give them."""
 
 
-def llama_config(trunk: Trunk, tokenizer=None):
-    """The `LlamaConfig` of a trunk: the blocks it holds (an objective may have removed some), not its config's;
-    without a tokenizer, no special-token ids."""
-    from transformers import LlamaConfig
-
+def hf_config(trunk: Trunk, tokenizer=None):
+    """The `transformers` config of a trunk, of its architecture (`suite.architectures`): the blocks it holds (an
+    objective may have removed some), not its config's; without a tokenizer, no special-token ids."""
     c = trunk.config
-    return LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.ffn_dim,
-        num_hidden_layers=len(trunk.blocks), num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
-        head_dim=c.head_dim, hidden_act="silu", max_position_embeddings=MAX_POSITIONS, rms_norm_eps=c.norm_eps,
-        rope_theta=c.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=c.tie_embeddings,
-        initializer_range=c.init_std, bos_token_id=None,
-        eos_token_id=tokenizer.token_to_id("<eos>") if tokenizer else None,
+    extra = {} if c.arch == "gpt2" else {"max_position_embeddings": MAX_POSITIONS}
+    return architectures.hf_config(
+        c, len(trunk.blocks), bos_token_id=None, eos_token_id=tokenizer.token_to_id("<eos>") if tokenizer else None,
         pad_token_id=tokenizer.token_to_id("<pad>") if tokenizer else None, dtype=trunk.embed.weight.dtype,
-    )
+        **extra)
 
 
-def llama_state_dict(trunk: Trunk) -> dict[str, torch.Tensor]:
-    """The trunk's weights under `LlamaForCausalLM`'s names (`suite.pretrained.llama_names`), fused matrices split by
-    output rows."""
+def hf_state_dict(trunk: Trunk) -> dict[str, torch.Tensor]:
+    """The trunk's weights under its architecture's names (`suite.architectures.weight_names`), fused matrices
+    split by output rows, laid out as that architecture saves them."""
     weights = trunk.state_dict()
+    config = trunk.config.replace(n_layer=len(trunk.blocks))
     state = {}
-    for name, llama, rows in llama_names(trunk.config):
-        parts = weights[name].split(rows) if rows else (weights[name],)
-        state.update(zip(llama, parts))
+    for name, hf, rows in architectures.weight_names(config, set(weights)):
+        tensor = architectures.from_trunk(config, name, weights[name])
+        state.update(zip(hf, tensor.split(rows) if rows else (tensor,)))
     # slices of a fused matrix share its storage, which safetensors refuses to write: give each its own
     return {name: tensor.detach().clone() for name, tensor in state.items()}
 
@@ -108,9 +105,10 @@ def write_heads(checkpoint: dict, out: Path) -> None:
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """The checkpoint and the folder to write the Hugging Face Llama directory to.
+    """The checkpoint and the folder to write the Hugging Face directory to.
 
-    Writes a foresight checkpoint's next-token model as a Hugging Face Llama directory and returns it, with an
+    Writes a foresight checkpoint's next-token model as a Hugging Face directory of its architecture (a Llama
+    unless it was fitted from another) and returns it, with an
     lm-eval task folder (`lm_eval_tasks/`, the test documents of the tasks it was trained on) for
     `lm_eval --model hf --model_args pretrained=DIR --include_path DIR/lm_eval_tasks`.
 
@@ -129,15 +127,20 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
         print(f"foresight: warning: {checkpoint} was trained with {answering.name}, which answers in one pass over "
               "the prompt and dummy tokens; Hugging Face generation decodes token by token, so its answers are not "
               "the model's (`foresight eval` and the foresight lm-eval model decode it as trained)", file=sys.stderr)
-    from transformers import LlamaForCausalLM  # after the checks: a bad input fails without the seconds it takes
+    from transformers import AutoModelForCausalLM  # after the checks: a bad input fails without the seconds it takes
 
-    config = llama_config(trunk, tokenizer)
+    config = hf_config(trunk, tokenizer)
     with torch.device("meta"):  # no memory and no init for weights that are replaced at once
-        model = LlamaForCausalLM(config)
-    # strict: every weight HF's Llama expects is mapped, and nothing else
-    model.load_state_dict(llama_state_dict(trunk), strict=True, assign=True)
+        model = AutoModelForCausalLM.from_config(config)
+    # strict: every weight the architecture expects is mapped, and nothing else (its non-persistent buffers aside)
+    state = hf_state_dict(trunk)
     if config.tie_word_embeddings:
-        model.tie_weights()  # assign=True gave lm_head its own copy; one shared matrix, as trained
+        state.pop("lm_head.weight")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if unexpected or set(missing) - ({"lm_head.weight"} if config.tie_word_embeddings else set()):
+        raise AssertionError(f"export of {trunk.config.arch}: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        model.tie_weights()  # one shared matrix, as trained
     try:
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
@@ -152,12 +155,12 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
 
 def main(argv: list[str]) -> None:
     """`foresight export --checkpoint PATH --out DIR [--overwrite]`: write the checkpoint's next-token model as a
-    Hugging Face Llama directory and print the directory."""
+    Hugging Face directory (of its architecture) and print the directory."""
     from jsonargparse import ActionYesNo
     from suite.parsing import Parser
 
     parser = Parser(prog="foresight export",
-                    description="Write a checkpoint's next-token model as a Hugging Face Llama directory.")
+                    description="Write a checkpoint's next-token model as a Hugging Face directory (Llama, or the architecture it was fitted from).")
     parser.add_function_arguments(export_hf, skip={"overwrite"})
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="write into a folder that is not empty (files of the same names are replaced)")

@@ -108,11 +108,14 @@ class ForesightLM(TemplateLM):
             check_rule(self.objective, self.decode)
         self.decode_stats = DecodeStats()
         self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
-        if self.tokenizer.get_vocab_size() != self.trunk.config.vocab_size:
+        pretrained = (checkpoint_data.get("hyper_parameters") or {}).get("init_from")
+        tokens, rows = self.tokenizer.get_vocab_size(), self.trunk.config.vocab_size
+        if tokens > rows or (tokens < rows and not pretrained):  # a pretrained model's rows may be padded
             raise UsageError(f"checkpoint {checkpoint!r} has a tokenizer of {self.tokenizer.get_vocab_size()} tokens "
                              f"but a model of {self.trunk.config.vocab_size}; allowed: a tokenizer and model that "
                              "were trained together")
         self.trunk.to(device=device, dtype=getattr(torch, dtype)).eval()
+        max_length = min(max_length, self.trunk.config.max_positions or max_length)  # windows the trunk can run
         if self.kv_quant is not None:
             self.kv_quant.check(self.trunk.config.head_dim)
             self.trunk.kv_quant = self.kv_quant  # every cache and pass reads compressed keys and values

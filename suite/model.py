@@ -1,5 +1,8 @@
-"""A Llama-style decoder trunk: embeddings, blocks (RMSNorm, RoPE, SwiGLU, causal SDPA), final norm and a shared
-unembedding. It returns hidden states and never a loss: objectives own their losses and extra heads."""
+"""The decoder trunk: embeddings, blocks (pre-norm causal SDPA attention and an MLP), final norm and an
+unembedding. By default a Llama (RMSNorm, RoPE, SwiGLU, no biases); the `ModelConfig` fields after `arch` give the
+few things other architectures change (LayerNorm, biases, GeLU, partial or no RoPE, learned positions, a parallel
+residual, scaled embeddings), so a pretrained model of another kind runs as this same trunk. It returns hidden
+states and never a loss: objectives own their losses and extra heads."""
 
 from __future__ import annotations
 
@@ -12,75 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.cache import Cursor, KVCache
+from suite.errors import UsageError
 from suite.quantize import KVQuant
 from suite.sizes import ModelConfig
 
-
-class Cursor:
-    """Where the passes of static-shaped decoding write and read (`KVCache` with a cursor): the positions of the
-    current pass as a device tensor, in one buffer per pass width, so that a CUDA graph captured for a width reads
-    its positions from the same memory at every replay. Every cache of one decoding shares one cursor."""
-
-    def __init__(self, device=None):
-        self.device = device
-        self.buffers: dict[int, torch.Tensor] = {}
-        self.at: torch.Tensor | None = None
-        """Positions [width] of the pass about to run."""
-
-    def seek(self, start: int, width: int) -> torch.Tensor:
-        """The next pass covers positions start .. start + width - 1 (written on the device, no host copy)."""
-        buffer = self.buffers.get(width)
-        if buffer is None:
-            buffer = self.buffers[width] = torch.empty(width, dtype=torch.long, device=self.device)
-        torch.arange(start, start + width, out=buffer)
-        self.at = buffer
-        return buffer
-
-
-class KVCache:
-    """Preallocated keys and values of `n_layer` attention layers for incremental decoding.
-
-    Positions [0, length) are filled. `crop(n)` rolls the cache back to n positions (speculative decoding discards
-    rejected drafts that way); the stale entries beyond are simply overwritten later.
-
-    With a `Cursor` the cache is static-shaped: a pass writes at the cursor's positions and attends over all
-    `max_len` positions under a mask (position s is seen from position t when s <= t), so a pass of a given width
-    has the same shapes wherever it is, as a CUDA graph needs; stale entries past a pass's positions are masked
-    out until a later pass overwrites them. Its `length` is then the caller's to keep."""
-
-    def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_len: int,
-                 device=None, dtype=torch.float32, quant: KVQuant | None = None, cursor: Cursor | None = None):
-        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-        self.quant = quant
-        """Keys and values are stored as this quantiser gives them back (`suite.quantize`); None: as computed."""
-        self.cursor = cursor
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, H, T, hd] at positions [length, length + T) (at the cursor's positions, with one); return
-        all keys and values up to there (all `max_len` of them, with a cursor)."""
-        if self.quant is not None:
-            k, v = self.quant(k), self.quant(v)
-        if self.cursor is not None:
-            self.k[layer].index_copy_(2, self.cursor.at, k)
-            self.v[layer].index_copy_(2, self.cursor.at, v)
-            return self.k[layer], self.v[layer]
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def crop(self, length: int) -> None:
-        assert 0 <= length <= self.length, (length, self.length)
-        self.length = length
+__all__ = ["Attention", "Block", "Cursor", "KVCache", "MLP", "Rope", "Trunk", "compile_blocks", "document_mask"]
 
 
 class Rope(NamedTuple):
@@ -109,16 +49,53 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first cos.shape[-1] dimensions of each head of x [B, H, T, hd]; the rest pass unrotated."""
+    width = cos.shape[-1]
+    if width == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    if width == 0:
+        return x
+    rotated, rest = x[..., :width], x[..., width:]
+    return torch.cat((rotated * cos + rotate_half(rotated) * sin, rest), dim=-1)
+
+
+class OffsetRMSNorm(nn.RMSNorm):
+    """RMSNorm scaling by offset + weight (Gemma's): the weight starts at zero, a gain of one."""
+
+    def __init__(self, dim: int, eps: float, offset: float):
+        super().__init__(dim, eps=eps)
+        self.offset = offset
+        nn.init.zeros_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight + self.offset, self.eps)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The config's norm over d_model: RMSNorm (with Gemma's offset gain where it has one) or LayerNorm."""
+    if config.norm == "layer":
+        return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+    if config.norm_offset:
+        return OffsetRMSNorm(config.d_model, config.norm_eps, config.norm_offset)
+    return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": functools.partial(F.gelu, approximate="tanh")}
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         # q, k and v in one matmul: one kernel launch instead of three.
-        self.qkv = nn.Linear(config.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
-        self.proj = nn.Linear(self.n_head * self.head_dim, config.d_model, bias=False)
+        self.qkv = nn.Linear(config.d_model, (self.n_head + 2 * self.n_kv_head) * self.head_dim,
+                             bias=config.qkv_bias)
+        self.proj = nn.Linear(self.n_head * self.head_dim, config.d_model, bias=config.out_bias)
 
     def _qkv(self, x: torch.Tensor, rope: Rope):
-        """Queries [B, H, T, hd], keys and values [B, H_kv, T, hd], with the rotary embedding applied."""
+        """Queries [B, H, T, hd], keys and values [B, H_kv, T, hd], with the rotary embedding applied (to the
+        first `ModelConfig.rotary_dim` dimensions of each head)."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1)
@@ -126,7 +103,7 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         cos, sin = rope.cos.to(q.dtype), rope.sin.to(q.dtype)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
 
     def weights(self, x: torch.Tensor, rope: Rope, quant: KVQuant | None = None) -> torch.Tensor:
         """The causal attention weights [B, H, T, T] that `forward` applies without a cache (with one whose keys
@@ -164,19 +141,28 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """down(act(gate(x)) * up(x)) with gate and up fused into one matmul (`gate_up`), or, not gated,
+    down(act(up(x)))."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        # gate and up projections fused into one matmul.
-        self.gate_up = nn.Linear(config.d_model, 2 * config.ffn_dim, bias=False)
-        self.down = nn.Linear(config.ffn_dim, config.d_model, bias=False)
+        self.act = ACTIVATIONS[config.activation]
+        if config.gated:
+            self.gate_up = nn.Linear(config.d_model, 2 * config.ffn_dim, bias=config.out_bias)
+        else:
+            self.up = nn.Linear(config.d_model, config.ffn_dim, bias=config.out_bias)
+        self.down = nn.Linear(config.ffn_dim, config.d_model, bias=config.out_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "gate_up"):
+            return self.down(self.act(self.up(x)))
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(self.act(gate) * up)
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x)); with a parallel residual,
+    x + attn(norm1(x)) + mlp(norm2(x))."""
 
     compiled: bool = False
     """Passes without a KV cache (training, validation losses, scoring) run through `torch.compile`
@@ -184,10 +170,11 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.attn_norm = make_norm(config)
         self.attn = Attention(config)
-        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
+        self.parallel = config.parallel_residual
 
     def forward(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         if cache is None and self.compiled:
@@ -195,7 +182,10 @@ class Block(nn.Module):
         return self.eager(x, rope, cache, layer)
 
     def eager(self, x: torch.Tensor, rope: Rope, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rope, cache, layer)
+        attended = self.attn(self.attn_norm(x), rope, cache, layer)
+        if self.parallel:
+            return x + attended + self.mlp(self.mlp_norm(x))
+        x = x + attended
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -223,22 +213,26 @@ class Trunk(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.position = nn.Embedding(config.positions, config.d_model) if config.positions else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.final_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.final_norm = make_norm(config)
         self.unembed = nn.Linear(config.d_model, config.vocab_size, bias=False)
         # The rotary cos/sin tables are a cache, not state: kept out of the buffers so that dtype casts, DDP's
         # buffer sync and checkpoints never touch them; `rope` rebuilds them in fp32 on the weights' device.
-        self._rope_table = (torch.empty(0, config.head_dim), torch.empty(0, config.head_dim))
+        self._rope_table = (torch.empty(0, config.rotary_dim), torch.empty(0, config.rotary_dim))
         self._document_mask: torch.Tensor | None = None
         self.apply(self.init_weights)
         if config.tie_embeddings:
             self.unembed.weight = self.embed.weight
 
     def init_weights(self, module: nn.Module) -> None:
-        """Normal init; projections that write into the residual stream are scaled down by depth (GPT-2)."""
+        """Normal init, zero biases; projections that write into the residual stream are scaled down by depth
+        (GPT-2)."""
         std = self.config.init_std
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
         for proj in (getattr(module, "proj", None), getattr(module, "down", None)):
             if isinstance(proj, nn.Linear):
                 nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.config.n_layer))
@@ -269,7 +263,8 @@ class Trunk(nn.Module):
         stale = cos.is_inference() and torch.is_grad_enabled()  # made in evaluation, now read by autograd
         if end > cos.shape[0] or cos.device != device or stale:  # grow geometrically: a cache, not a limit
             c = self.config
-            inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, device=device).float() / c.head_dim)
+            width = c.rotary_dim
+            inv_freq = 1.0 / c.rope_theta ** (torch.arange(0, width, 2, device=device).float() / max(width, 1))
             positions = torch.arange(max(end, 2 * cos.shape[0], 256), device=device).float()
             freqs = torch.outer(positions, inv_freq)
             angles = torch.cat((freqs, freqs), dim=-1)
@@ -295,6 +290,7 @@ class Trunk(nn.Module):
         `Cursor`, static-shaped (see `KVCache`)."""
         c = self.config
         if cursor is not None:
+            self.check_length(max_len)
             self.rope(0, max_len)  # the rotary table covers every position before any pass is captured
         return KVCache(len(self.blocks) if n_layer is None else n_layer, batch, c.kv_heads, c.head_dim, max_len,
                        device=self.embed.weight.device, dtype=self.embed.weight.dtype, quant=self.kv_quant,
@@ -314,12 +310,36 @@ class Trunk(nn.Module):
         if cache is None and self.kv_quant is not None:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1])
         rope = self.rope_of(cache, input_ids.shape[1])
-        x = self.embed(input_ids)
+        x = self.embedding(input_ids, 0 if cache is None or cache.cursor is not None else cache.length, rope.at)
         for layer, block in enumerate(self.blocks[:depth]):
             x = block(x, rope, cache, layer)
         if cache is not None and cache.cursor is None:
             cache.length += input_ids.shape[1]
         return x
+
+    def embedding(self, input_ids: torch.Tensor, offset: int = 0, at: torch.Tensor | None = None) -> torch.Tensor:
+        """The blocks' input for tokens at positions offset.. (or at `at`): token embeddings, scaled where the
+        architecture scales them, plus learned position embeddings where it has them."""
+        c = self.config
+        x = self.embed(input_ids)
+        if c.embed_scale:
+            x = x * torch.tensor(c.d_model ** 0.5, dtype=x.dtype)
+        end = offset + input_ids.shape[1]
+        if at is None:  # a static pass's positions were checked when its cache was made
+            self.check_length(end)
+        if self.position is not None:
+            x = x + self.position(torch.arange(offset, end, device=x.device) if at is None else at)
+        return x
+
+    def check_length(self, end: int) -> None:
+        """Refuse positions past a learned position table or a sliding attention window (which the trunk does not
+        implement: within it, attention is the same as without)."""
+        c = self.config
+        limit = c.max_positions
+        if limit is not None and end > limit:
+            what = "a learned position table" if limit == c.positions else "a sliding attention window"
+            raise UsageError(f"the model ({c.arch}) has {what} of {limit} positions; a pass reaches position {end}; "
+                             f"allowed: sequences of at most {limit} tokens")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.unembed(self.final_norm(hidden))
@@ -328,7 +348,7 @@ class Trunk(nn.Module):
     def attention_weights(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Every layer's attention weights [n_layer, B, H, T, T] over `input_ids` (see `Attention.weights`)."""
         rope = self.rope(0, input_ids.shape[1])
-        x, maps = self.embed(input_ids), []
+        x, maps = self.embedding(input_ids), []
         cache = self.new_cache(*input_ids.shape) if self.kv_quant is not None else None
         for layer, block in enumerate(self.blocks):
             maps.append(block.attn.weights(block.attn_norm(x), rope, self.kv_quant))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -90,9 +91,12 @@ class ObjectiveLM(L.LightningModule):
                 trained trunk); options as --model.objective.n=4 (`foresight
                 objectives` lists each one's).
             vocab_size: Vocabulary size; the CLI sets it from the data's tokenizer.
-            init_from: A local Hugging Face Llama directory (config.json, safetensors, tokenizer.json) whose model
-                becomes the trunk (`suite.pretrained`); the data must be tokenized with its tokenizer (`foresight
-                prepare --tokenizer DIR`). Nothing is downloaded.
+            init_from: A local Hugging Face directory (config.json, safetensors, tokenizer.json) of a supported
+                architecture (`suite.architectures`: Llama, Mistral, Qwen2, Gemma, Phi-3, GPT-NeoX, GPT-2) whose
+                model becomes the trunk (`suite.pretrained`); the data must be tokenized with its tokenizer
+                (`foresight prepare --tokenizer DIR`). Nothing is downloaded. With `size` a full config (as a
+                checkpoint stores it: `load_from_checkpoint`, a resumed fit), the directory is not read again: the
+                checkpoint holds the architecture and the weights.
             freeze_trunk: Train the objective's own parameters only: the trunk (embedding and unembedding too)
                 stays as it was, and the optimizer keeps no state for it.
             head_init: The objective's head blocks start random, or as copies of the trunk's last block (as
@@ -120,15 +124,19 @@ class ObjectiveLM(L.LightningModule):
         check_choice("head_init", head_init, ("random", "last_block"))
         self.execution = Execution(compile=compile, checkpoint_heads=checkpoint_heads, loss_kernel=loss_kernel)
         pretrained = None
-        if init_from is not None:
+        restoring = init_from is not None and isinstance(size, (dict, ModelConfig))
+        if restoring:  # a checkpoint's hyperparameters: its config (the architecture too), its own weights
+            self.config = resolve(size)
+        elif init_from is not None:
             if size is not None:
                 raise UsageError(f"--model.size={size if isinstance(size, str) else 'a config'} and "
                                  f"--model.init_from={init_from} both set the model's shape; allowed: one of them "
                                  "(init_from takes its shape from config.json)")
-            from suite.pretrained import read_llama
+            from suite.pretrained import read_pretrained
 
-            pretrained = read_llama(init_from)
+            pretrained = read_pretrained(init_from)
             self.config = pretrained.config
+            init_from = str(Path(init_from).resolve())  # recorded as where it was read, from any directory
         else:
             self.config = resolve(size or "nano", **({"vocab_size": vocab_size} if vocab_size else {}))
         self.trunk = Trunk(self.config)
@@ -210,7 +218,8 @@ class ObjectiveLM(L.LightningModule):
                 raise UsageError(f"the data ({datamodule.task.name}) is tokenized with another tokenizer than "
                                  f"--model.init_from={self.hparams.init_from}'s; allowed: a corpus prepared with "
                                  f"its tokenizer (foresight prepare ... --tokenizer {self.hparams.init_from})")
-        elif datamodule.vocab_size != self.config.vocab_size:
+        elif datamodule.vocab_size != self.config.vocab_size and not (  # a pretrained model's vocabulary may be
+                self.hparams.init_from and datamodule.vocab_size <= self.config.vocab_size):  # padded past its data's
             raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)

@@ -19,7 +19,7 @@ def training_steps(size: str, vocab_size: int, seq_len: int, batch_size: int, de
     import torch
 
     from objectives import NTP
-    from suite.export import llama_config, llama_state_dict
+    from suite.export import hf_config as foresight_hf_config, hf_state_dict
     from suite.model import Trunk
     from suite.sizes import ModelConfig, count_parameters
 
@@ -30,10 +30,10 @@ def training_steps(size: str, vocab_size: int, seq_len: int, batch_size: int, de
     objective.attach(trunk)
     from transformers import LlamaForCausalLM
 
-    hf_config = llama_config(trunk)
+    hf_config = foresight_hf_config(trunk)
     hf_config._attn_implementation = "sdpa"
     hf = LlamaForCausalLM(hf_config).to(device)
-    hf.load_state_dict(llama_state_dict(trunk), strict=True)
+    hf.load_state_dict(hf_state_dict(trunk), strict=True)
     hf.train()
     tokens = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")

@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from suite.errors import UsageError
 from suite.export import hf_tokenizer
 from suite.model import Trunk
-from suite.pretrained import read_llama
+from suite.pretrained import read_pretrained
 from tasks.tokenizer import byte_level_bpe
 from tests.conftest import naive_greedy
 
@@ -47,7 +47,7 @@ def llama(tmp_path_factory) -> Path:
                          ids=["untied_gqa", "tied"])
 def test_an_imported_llama_gives_hugging_faces_logits(tmp_path, config):
     folder = save_llama(tmp_path / "llama", **config)
-    pretrained = read_llama(folder)
+    pretrained = read_pretrained(folder)
     trunk = Trunk(pretrained.config)
     trunk.load_state_dict(pretrained.state)
     hf = LlamaForCausalLM.from_pretrained(folder).eval()
@@ -68,13 +68,14 @@ def edit_config(folder: Path, **changes) -> Path:
 @pytest.mark.parametrize("make, message", [
     (lambda f: "meta-llama/Llama-3.2-1B", "--model.init_from 'meta-llama/Llama-3.2-1B' is not a local directory"),
     (lambda f: (f / "config.json").unlink() or f, "has no config.json"),
-    (lambda f: edit_config(f, model_type="gpt2"), "has model_type='gpt2', which foresight's trunk does not "
-                                                  "implement; allowed: llama"),
+    (lambda f: edit_config(f, model_type="mamba"), "has model_type='mamba', which foresight's trunk does not "
+                                                   "implement; allowed: llama, mistral, qwen2, gemma, phi3, gpt_neox, "
+                                                   "gpt2"),
     (lambda f: edit_config(f, attention_bias=True), "has attention_bias=True, which"),
     (lambda f: edit_config(f, hidden_act="gelu"), "has hidden_act='gelu', which"),
     (lambda f: edit_config(f, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}),
      "has rope_parameters.rope_type='linear', which"),
-    (lambda f: edit_config(f, head_dim=32), "has head_dim=32, which"),
+    (lambda f: edit_config(f, mlp_bias=True), "has mlp_bias=True, which"),
     (lambda f: (f / "tokenizer.json").unlink() or f, "has no tokenizer.json"),
     (lambda f: (f / "model.safetensors").unlink() or f, "has no model.safetensors"),
 ])
@@ -82,7 +83,7 @@ def test_what_the_trunk_cannot_be_is_refused_in_one_line(llama, tmp_path, make, 
     folder = tmp_path / "copy"
     shutil.copytree(llama, folder)
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")) as raised:
-        read_llama(make(folder))
+        read_pretrained(make(folder))
     assert "\n" not in str(raised.value)
 
 
@@ -115,7 +116,7 @@ def test_heads_fit_on_a_frozen_pretrained_trunk_which_stays_bit_for_bit_as_loade
     from suite.checkpoints import load_model
     from suite.decoding import generate
 
-    loaded = read_llama(llama).state
+    loaded = read_pretrained(llama).state
     checkpoint = fit(llama, corpus, tmp_path / "run", "--model.freeze_trunk=true", "--model.head_init=last_block")
     state = checkpoint["state_dict"]
     for name, tensor in loaded.items():
@@ -174,7 +175,7 @@ def test_import_fit_export_import_round_trips_the_trunk_and_the_heads(llama, cor
     for name, tensor in again.state_dict().items():
         assert torch.equal(tensor, checkpoint["state_dict"][name]), name
     assert not torch.equal(checkpoint["state_dict"]["trunk.blocks.0.attn.qkv.weight"],
-                           read_llama(llama).state["blocks.0.attn.qkv.weight"])
+                           read_pretrained(llama).state["blocks.0.attn.qkv.weight"])
     hf = LlamaForCausalLM.from_pretrained(exported).eval()
     tokens = torch.randint(0, 300, (2, 16))
     with torch.no_grad():

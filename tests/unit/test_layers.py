@@ -105,7 +105,9 @@ def test_no_import_circle():
 
 FLOORS = {  # what each ground floor may import from the project, besides itself
     "suite.errors": set(), "suite.provenance": set(), "suite.sizes": {"suite.errors"},
-    "suite.quantize": {"suite.errors"}, "suite.model": {"suite.sizes", "suite.quantize"},
+    "suite.quantize": {"suite.errors"}, "suite.cache": {"suite.quantize"},
+    "suite.model": {"suite.errors", "suite.sizes", "suite.quantize", "suite.cache"},
+    "suite.architectures": {"suite.errors", "suite.sizes"},
 }
 
 
