@@ -38,12 +38,11 @@ class Grouped(nn.Module):
 
 
 class GroupedLinear(Grouped):
-    """G bias-free linear layers of one shape, applied to G groups of rows: input [G * B, ..., in]."""
+    """G linear layers of one shape, applied to G groups of rows: input [G * B, ..., in]."""
 
     def __init__(self, linears: list[nn.Linear]):
-        if any(linear.bias is not None for linear in linears):
-            raise ValueError("GroupedLinear stacks bias-free linear layers only")
         super().__init__(linears)
+        self.bias = GroupedBias(linears) if linears[0].bias is not None else None
 
     def stacked(self) -> torch.Tensor:
         return super().stacked().transpose(1, 2).contiguous()  # [G, in, out]
@@ -51,23 +50,51 @@ class GroupedLinear(Grouped):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, size = self.weight.shape[0], x.shape[-1]
         y = torch.bmm(x.reshape(groups, -1, size), self.weight)
+        if self.bias is not None:
+            y = y + self.bias.weight[:, None]
         return y.view(*x.shape[:-1], y.shape[-1])
 
 
-class GroupedRMSNorm(Grouped):
-    """G RMSNorms of one shape, applied to G groups of rows: input [G * B, ..., D]."""
+class GroupedBias(Grouped):
+    """The biases of G layers, stacked [G, out] (kept in `weight`, as every grouped tensor is)."""
 
-    def __init__(self, norms: list[nn.RMSNorm]):
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([source.bias.detach() for source in self.sources])
+
+    def versions(self) -> tuple:
+        return tuple((source.bias.data_ptr(), source.bias._version) for source in self.sources)
+
+
+class GroupedNorm(Grouped):
+    """G norms of one kind and shape (RMSNorm, Gemma's offset RMSNorm, LayerNorm), applied to G groups of rows:
+    input [G * B, ..., D]."""
+
+    def __init__(self, norms: list[nn.Module]):
         super().__init__(norms)
-        self.eps, self.shape = norms[0].eps, tuple(norms[0].normalized_shape)
+        first = norms[0]
+        self.eps, self.shape = first.eps, tuple(first.normalized_shape)
+        self.offset = getattr(first, "offset", 0.0)
+        self.layer = isinstance(first, nn.LayerNorm)
+        self.bias = GroupedBias(norms) if self.layer else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.weight.shape[0]
-        y = F.rms_norm(x, self.shape, eps=self.eps).view(groups, -1, *x.shape[1:])
-        return (y * self.weight.view(groups, *[1] * (x.dim() - 1), -1)).view(x.shape)
+        normed = F.layer_norm(x, self.shape, eps=self.eps) if self.layer else F.rms_norm(x, self.shape, eps=self.eps)
+        y = normed.view(groups, -1, *x.shape[1:])
+        scale = [groups, *[1] * (x.dim() - 1), -1]
+        y = y * (self.weight + self.offset).view(scale)
+        if self.bias is not None:
+            y = y + self.bias.weight.view(scale)
+        return y.view(x.shape)
 
 
-GROUPED = {nn.Linear: GroupedLinear, nn.RMSNorm: GroupedRMSNorm}
+def grouped_kind(module: nn.Module):
+    """The grouped module that stacks modules of this one's kind; None for modules without weights of their own."""
+    if isinstance(module, nn.Linear):
+        return GroupedLinear
+    if isinstance(module, (nn.RMSNorm, nn.LayerNorm)) and module.weight is not None:
+        return GroupedNorm
+    return None
 
 
 def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
@@ -76,7 +103,7 @@ def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
     placeholder = torch.empty(0)  # the copy's own weights are replaced below: not worth copying
     stacked = copy.deepcopy(blocks[0], {id(p): placeholder for p in blocks[0].parameters()})
     for name, module in list(stacked.named_modules()):
-        grouped = GROUPED.get(type(module))
+        grouped = grouped_kind(module)
         if grouped is None:
             continue
         parent, _, child = name.rpartition(".")
@@ -84,7 +111,7 @@ def stack_blocks(blocks: list[nn.Module]) -> nn.Module:
     leftover = [name for name, _ in stacked.named_parameters()]
     if leftover:
         raise ValueError(f"stack_blocks cannot group the parameters {leftover}; allowed: blocks whose parameters "
-                         "are in bias-free nn.Linear and nn.RMSNorm layers")
+                         "are in nn.Linear, nn.RMSNorm and nn.LayerNorm layers")
     return stacked.requires_grad_(False)
 
 
