@@ -10,7 +10,9 @@ are timings), print a markdown table last, and write JSON with the commit, comma
   corpus      training tokens/s on a prepared corpus against the same rows in memory; peak RSS of fits on
               corpora of different sizes (suite/bench/corpus.py)
   kv          a sweep's checkpoints scored with the KV cache at 8, 4, 2, 1 bits against uncompressed, the drops
-              compared with NTP's across seeds (suite/bench/kv.py)"""
+              compared with NTP's across seeds (suite/bench/kv.py)
+  architectures  a frozen-trunk step of an objective's heads on every supported architecture's trunk against the
+              Llama trunk's, at one shape (suite/bench/architectures.py)"""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from suite.errors import UsageError, check_choice, check_writable
 from suite.provenance import provenance
 
-BENCHES = ("memory", "decode", "throughput", "overhead", "prepare", "corpus", "kv")
+BENCHES = ("memory", "decode", "throughput", "overhead", "prepare", "corpus", "kv", "architectures")
 
 
 def bench_function(name: str) -> Callable:

@@ -83,3 +83,18 @@ def test_overhead_bench_quick_sets_time_beside_flops(tmp_path):
     assert rows[1]["flop_ratio"] > 1.5  # a second head at nano, vocabulary 4096: its unembedding dominates
     assert lines[-len(rows) - 2].startswith("| size | objective | n | time x NTP")
     assert [line.split("|")[2].strip() for line in lines[-len(rows):]] == [row["objective"] for row in rows]
+
+
+def test_architectures_bench_quick_times_every_architecture_against_llama():
+    from suite.architectures import ARCHITECTURES
+    from suite.bench.architectures import architectures
+
+    report, table = architectures(quick=True)
+    rows = {row["arch"]: row for row in report["rows"]}
+    assert list(rows) == list(ARCHITECTURES) and rows["llama"]["ratio"] == 1.0
+    # GPT-2's block at nano (d = 64, MLP 192), by hand: 2 LayerNorms 4d, qkv 3d^2 + 3d, proj d^2 + d,
+    # up d*f + f, down f*d + d
+    d, f = 64, 192
+    assert rows["gpt2"]["parameters"]["trunk"] == 2 * (4 * d + 3 * d * d + 3 * d + d * d + d + 2 * d * f + f + d)
+    assert rows["gpt2"]["config"]["positions"] == 64 and rows["gpt_neox"]["config"]["parallel_residual"]
+    assert table.splitlines()[-1].startswith("| gpt2 | 83,456 |")
