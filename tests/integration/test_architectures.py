@@ -158,3 +158,43 @@ def test_a_checkpoint_fitted_from_a_pretrained_model_loads_anywhere_once_its_sou
           "--out", str(tmp_path / "eval")])
     report, _ = decode(checkpoint=[str(checkpoint)], prompts=1, max_new_tokens=6)
     assert [row["identical"] for row in report["rows"]] == [True]
+
+
+TOKENIZERS = {  # each family's tokenizer class (as `save_pretrained` names it) and end-of-text token
+    "llama": ("LlamaTokenizer", "</s>"), "mistral": ("TokenizersBackend", "</s>"),
+    "qwen2": ("Qwen2Tokenizer", "<|endoftext|>"), "gemma": ("GemmaTokenizer", "<eos>"),
+    "phi3": ("TokenizersBackend", "<|endoftext|>"), "gpt_neox": ("GPTNeoXTokenizer", "<|endoftext|>"),
+    "gpt2": ("GPT2Tokenizer", "<|endoftext|>"),
+}
+assert set(TOKENIZERS) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", TOKENIZERS)
+def test_prepare_takes_each_architectures_tokenizer_as_save_pretrained_writes_it(arch, tmp_path):
+    """`foresight prepare --tokenizer DIR` on a tokenizer of the family's class with the family's end-of-text
+    token (trained here): every document ends with that token's id, which the manifest names."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from suite.cli import main
+    from tasks.corpus import Rows
+
+    kind, eos = TOKENIZERS[arch]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator((path.read_text() for path in sorted(TEXT.glob("*.py"))),
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", eos]))
+    getattr(transformers, kind)(tokenizer_object=bpe, eos_token=eos, bos_token="<s>").save_pretrained(
+        tmp_path / "tokenizer")
+    assert json.loads((tmp_path / "tokenizer/tokenizer_config.json").read_text())["tokenizer_class"] == kind
+    with open(tmp_path / "notes.jsonl", "w") as file:
+        for i in range(30):
+            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox " * (i % 5 + 1)}) + "\n")
+    main(["prepare", str(tmp_path / "notes.jsonl"), "--out", str(tmp_path / "ds"), "--tokenizer",
+          str(tmp_path / "tokenizer"), "--val_fraction", "0.2", "--test_fraction", "0.1", "--workers", "1"])
+    manifest = json.loads((tmp_path / "ds/foresight.json").read_text())
+    assert manifest["tokenizer"]["eos_id"] == bpe.token_to_id(eos) == 2
+    rows = Rows(str(tmp_path / "ds/train"), 8)
+    ids = torch.cat([rows[i] for i in range(len(rows))])
+    ends = (ids == 2).sum().item()
+    assert ends >= manifest["splits"]["train"]["documents"] - 1  # each document's end (the last row may cut one)
