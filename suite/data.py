@@ -54,8 +54,9 @@ class TaskData(L.LightningDataModule):
         return self.task.vocab_size
 
     def state_dict(self) -> dict:
-        # the tokenizer travels in every checkpoint (under "TaskData"), so evaluation and export need nothing else
-        return {"tokenizer": self.task.tokenizer.to_str()}
+        # the tokenizer travels in every checkpoint (under "TaskData"), so evaluation and export need nothing else;
+        # with the token that ends a document, which export names as the model's end of text
+        return {"tokenizer": self.task.tokenizer.to_str(), "separator": self.task.document_separator}
 
     def load_state_dict(self, state: dict) -> None:
         pass  # the task rebuilds the same tokenizer from its options; the stored copy is for readers of checkpoints

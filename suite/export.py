@@ -28,13 +28,16 @@ SPECIAL_TOKENS = {"eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk
 """The roles HF tokenizers know, by the names foresight's task tokenizers give them."""
 
 
-def hf_config(trunk: Trunk, tokenizer=None):
+def hf_config(trunk: Trunk, tokenizer=None, eos_id: int | None = None):
     """The `transformers` config of a trunk, of its architecture (`suite.architectures`): the blocks it holds (an
-    objective may have removed some), not its config's; without a tokenizer, no special-token ids."""
+    objective may have removed some), not its config's; without a tokenizer, no special-token ids (the end of text
+    is `eos_id`, or the tokenizer's <eos>)."""
     c = trunk.config
     extra = {} if c.arch == "gpt2" else {"max_position_embeddings": MAX_POSITIONS}
+    if eos_id is None and tokenizer is not None:
+        eos_id = tokenizer.token_to_id("<eos>")
     return architectures.hf_config(
-        c, len(trunk.blocks), bos_token_id=None, eos_token_id=tokenizer.token_to_id("<eos>") if tokenizer else None,
+        c, len(trunk.blocks), bos_token_id=None, eos_token_id=eos_id,
         pad_token_id=tokenizer.token_to_id("<pad>") if tokenizer else None, dtype=trunk.embed.weight.dtype,
         **extra)
 
@@ -52,13 +55,16 @@ def hf_state_dict(trunk: Trunk) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in state.items()}
 
 
-def hf_tokenizer(tokenizer):
+def hf_tokenizer(tokenizer, eos_id: int | None = None):
     """A `tokenizers.Tokenizer` wrapped for `transformers`, its special-token roles set where the vocabulary has
-    them. No cleanup of spaces on decode, so HF decodes exactly as foresight does."""
+    them (the end of text: the token `eos_id`, as a pretrained model's data names it, or <eos>). No cleanup of
+    spaces on decode, so HF decodes exactly as foresight does."""
     from transformers import PreTrainedTokenizerFast
 
     vocab = tokenizer.get_vocab()
     roles = {role: token for role, token in SPECIAL_TOKENS.items() if token in vocab}
+    if eos_id is not None:
+        roles["eos_token"] = tokenizer.id_to_token(eos_id)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **roles)
 
 
@@ -129,7 +135,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
               "the model's (`foresight eval` and the foresight lm-eval model decode it as trained)", file=sys.stderr)
     from transformers import AutoModelForCausalLM  # after the checks: a bad input fails without the seconds it takes
 
-    config = hf_config(trunk, tokenizer)
+    eos_id = (stored.get("TaskData") or {}).get("separator")
+    config = hf_config(trunk, tokenizer, eos_id)
     with torch.device("meta"):  # no memory and no init for weights that are replaced at once
         model = AutoModelForCausalLM.from_config(config)
     # strict: every weight the architecture expects is mapped, and nothing else (its non-persistent buffers aside)
@@ -144,7 +151,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, overwrite: bool = False) 
     try:
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
-        hf_tokenizer(tokenizer).save_pretrained(out)
+        hf_tokenizer(tokenizer, config.eos_token_id).save_pretrained(out)
         write_tasks(trained_tasks(stored), stored, out / "lm_eval_tasks")
         write_heads(stored, out)
     except OSError as err:
