@@ -203,13 +203,14 @@ NOT_DRAWN = {
                  "them)",
     "gradient_cosines.png": "no objective with several heads has gradient curves (rows before foresight logged them "
                             "have none)",
+    "across_sizes.png": f"no objective has scores at 3 or more sizes beside {REFERENCE}'s",
 }
 """Why each plot may be missing, said in the report."""
 
 
-def write_plots(folder: Path, entries: list[dict]) -> tuple[list[str], dict[str, str]]:
+def write_plots(folder: Path, entries: list[dict], extra: dict | None = None) -> tuple[list[str], dict[str, str]]:
     """The plots that have something to show, written to folder/plots/: their paths relative to `folder`, and
-    {plot: why it was not drawn} for the others."""
+    {plot: why it was not drawn} for the others; `extra` adds {name: make(path) -> drawn} of the report's own."""
     plots = folder / "plots"
     plots.mkdir(exist_ok=True)
     written, missing = [], {}
@@ -228,6 +229,7 @@ def write_plots(folder: Path, entries: list[dict]) -> tuple[list[str], dict[str,
         "head_losses.png": lambda path: plot_head_losses(entries, path),
         "plans.png": lambda path: plot_plans(entries, path),
         "gradient_cosines.png": lambda path: plot_gradient_cosines(entries, path),
+        **(extra or {}),
     }
     for name, make in makers.items():
         if make(plots / name):

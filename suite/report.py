@@ -14,6 +14,7 @@ from pathlib import Path
 from suite.comparison import REFERENCE, REQUIRED_AXES, comparison, label, size_order, split_rows, table_columns
 from suite.errors import UsageError, check_writable
 from suite.plots import write_plots
+from suite.report_scaling import plot_across_sizes, scaling_lines, scaling_results
 from suite.report_plan import decode_lines, first_step_lines, gradient_lines, legacy_layout_note
 from suite.verdict import verdict_lines
 from suite.report_tables import leading, leading_header, markdown_table, metric_tables, plural, render
@@ -168,7 +169,7 @@ def failure_lines(failed: list[dict], stale: dict[str, str]) -> list[str]:
 
 
 def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, notes: list[str],
-             plots: list[str], missing: dict[str, str] | None = None) -> str:
+             plots: list[str], missing: dict[str, str] | None = None, scaling: list[dict] | None = None) -> str:
     groups, failed = split_rows(rows)
     stale_rows = stale(list(latest_rows(rows).values()))
     newest = list(latest_rows(rows).values())
@@ -190,6 +191,9 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     differences = difference_lines(entries, alpha)
     if differences:
         parts += ["", f"## Differences from {REFERENCE}, and what the seeds can detect", "", *differences]
+    across = scaling_lines(scaling or [])
+    if across:
+        parts += ["", "## Across sizes: where each objective meets NTP", "", *across[:-1]]
     reaching = time_lines(entries)
     if reaching:
         parts += ["", f"## Time to {REFERENCE}'s level", "", *reaching]
@@ -271,10 +275,13 @@ def report_with_entries(folder: Path, alpha: float = 0.05) -> tuple[Path, list[d
     check_alpha(alpha)
     rows, notes = load_rows(folder)
     entries = comparison(rows, alpha, notes)
-    plots, missing = write_plots(folder, entries)
+    scaling = scaling_results(entries)
+    several_sizes = len({entry["size"] for entry in entries}) > 1
+    plots, missing = write_plots(folder, entries, {"across_sizes.png": lambda path: plot_across_sizes(scaling, path)}
+                                 if several_sizes else None)
     sweep = next((str(row["sweep"]) for row in rows if row.get("sweep")), folder.resolve().name)
     path = folder / "report.md"
-    path.write_text(markdown(rows, entries, sweep, alpha, notes, plots, missing))
+    path.write_text(markdown(rows, entries, sweep, alpha, notes, plots, missing, scaling))
     return path, entries
 
 
