@@ -281,18 +281,25 @@ def test_a_row_records_the_commands_that_rerun_its_point_and_its_sweep_with_thei
 SHIPPED_GRIDS = [("quickstart", 12), ("tour", 11), ("star_graph_planning", 24), ("mix_horizon", 15), ("overhead_sizes", 40),
                  ("star_graph_planning_paper", 42), ("star_graph_planning_500k", 42), ("stdlib_corpus", 12),
                  ("tree_path_planning", 21), ("sat_planning", 21), ("star_graph_kv", 15),
-                 ("star_graph_heads_micro", 39), ("star_graph_heads_nano", 36)]
+                 ("star_graph_heads_micro", 39), ("star_graph_heads_nano", 36), ("size_ladder", 45),
+                 ("size_ladder_gpu", 75)]
 
 
 @pytest.mark.parametrize("name, points", SHIPPED_GRIDS)
 def test_every_shipped_sweep_loads_and_has_the_grid_its_results_say(name, points, request, tmp_path, monkeypatch):
     assert {path.stem for path in SHIPPED.glob("*.yaml")} == {name for name, _ in SHIPPED_GRIDS}
-    if name == "stdlib_corpus":  # its data is the folder the README's prepare writes: a prepared one stands in
-        (tmp_path / "data").mkdir()
-        (tmp_path / "data/stdlib").symlink_to(request.getfixturevalue("prepared_corpus"))
+    if name in ("stdlib_corpus", "size_ladder", "size_ladder_gpu"):  # the folder the README's prepare writes (or
+        (tmp_path / "data").mkdir()                                   # the user's): a prepared one stands in
+        for folder in ("stdlib", "your_corpus"):
+            (tmp_path / "data" / folder).symlink_to(request.getfixturevalue("prepared_corpus"))
         monkeypatch.chdir(tmp_path)
+    if name == "size_ladder_gpu":  # rows of 1,024 tokens: longer than the stand-in corpus's splits
+        shipped = yaml.safe_load((SHIPPED / f"{name}.yaml").read_text())
+        shipped["data"]["options"]["seq_len"] = 128
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(shipped))
+        name = str(tmp_path / f"{name}.yaml")
     sweep = sweeps.load_sweep(name)
-    assert sweep.name == name and len(sweeps.grid(sweep)) == points
+    assert sweep.name == Path(name).stem and len(sweeps.grid(sweep)) == points
 
 
 def test_labelled_entries_get_their_own_data_horizons_and_ids(tmp_path):
