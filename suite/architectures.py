@@ -241,8 +241,9 @@ def hf_config(config: ModelConfig, n_layer: int, **extra):
 
     arch = ARCHITECTURES[config.arch]
     depth = {"n_layer" if arch.model_type == "gpt2" else "num_hidden_layers": n_layer}
-    return AutoConfig.for_model(arch.model_type, vocab_size=config.vocab_size, tie_word_embeddings=config.tie_embeddings,
-                                initializer_range=config.init_std, **depth, **arch.write(config), **extra)
+    return AutoConfig.for_model(arch.model_type, vocab_size=config.vocab_size,
+                                tie_word_embeddings=config.tie_embeddings, initializer_range=config.init_std,
+                                **depth, **arch.write(config), **extra)
 
 
 def weight_names(config: ModelConfig, parameters: set[str]) -> list[tuple[str, tuple[str, ...], list[int] | None]]:

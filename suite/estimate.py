@@ -151,9 +151,10 @@ def print_dry_run(sweep, points, flops_per_s: float | None, results: Path, jobs:
             "(--flops_per_s sets it)" if assumed else ""]))
     startups = [startup(point) for point in points]
     measured_startup = all(measured["startup_s"].get(p.data.get("task")) for p in points)
+    together = min(jobs, len(points))
     print(f"\ntotal: {si(sum(row['flops'] for row in rows), 'FLOP')} of training, {duration(training)} at {basis}, "
           f"plus about {duration(sum(startups) / len(startups)).removeprefix('about ')} a point to start, evaluate "
           f"and record ({'measured' if measured_startup else 'assumed where not measured'}): "
           f"{duration(training + sum(startups))} in all"
-          + (f"; {min(jobs, len(points))} at a time (--jobs), {duration((training + sum(startups)) / min(jobs, len(points)))}"
+          + (f"; {together} at a time (--jobs), {duration((training + sum(startups)) / together)}"
              " if they share the machine without slowing each other" if jobs > 1 else ""))

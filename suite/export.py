@@ -167,7 +167,8 @@ def main(argv: list[str]) -> None:
     from suite.parsing import Parser
 
     parser = Parser(prog="foresight export",
-                    description="Write a checkpoint's next-token model as a Hugging Face directory (Llama, or the architecture it was fitted from).")
+                    description="Write a checkpoint's next-token model as a Hugging Face directory (Llama, or the "
+                                "architecture it was fitted from).")
     parser.add_function_arguments(export_hf, skip={"overwrite"})
     parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="write into a folder that is not empty (files of the same names are replaced)")

@@ -179,7 +179,8 @@ def markdown(rows: list[dict], entries: list[dict], sweep: str, alpha: float, no
     sizes = sorted({row["axes"]["size"] for row in compared}, key=size_order)
     parts = [f"# Sweep `{sweep}`", "",
              f"{len(compared)} points compared ({len(entries)} settings of objective × n × size; sizes "
-             f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); {len(failed) - len(stale_rows)} failed"
+             f"{', '.join(sizes) or 'none'}; seeds {', '.join(map(str, seeds)) or 'none'}); "
+             f"{len(failed) - len(stale_rows)} failed"
              f"{f' (and {len(stale_rows)} stale)' if stale_rows else ''}"
              + (f"; {plural(reverse, 'reverse language model')} (for fsp_revlm) not compared." if reverse else "."),
              "",
