@@ -92,10 +92,10 @@ def assert_whole_rows(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The two-point sweep, undisturbed."""
+    """The two-point sweep, undisturbed, one point at a time (its rows in the grid's order)."""
     folder = tmp_path_factory.mktemp("reference")
     write_sweep(folder)
-    result = sweep(folder)
+    result = sweep(folder, "--jobs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["status"] for row in rows_of(folder)] == ["ok", "ok"]
     return folder
@@ -130,22 +130,23 @@ def wait_for(condition, seconds: float = 300) -> bool:
 def test_a_sweep_killed_again_and_again_finishes_every_point_once_with_the_undisturbed_numbers(reference, tmp_path):
     """SIGKILL of the sweep and its point together (its process group), at three moments in a row: after lm-eval
     scored the first point but before eval.json; halfway through writing its row; during the second point's
-    training, after its first checkpoint. Then one clean rerun."""
+    training, after its first checkpoint. Then one clean rerun. One point at a time (--jobs 1), so each kill lands
+    at its moment of the one point running."""
     write_sweep(tmp_path)
     rows_file = tmp_path / "results/toy/runs.jsonl"
 
-    assert sweep(tmp_path, fault="eval").returncode == -signal.SIGKILL
+    assert sweep(tmp_path, "--jobs", "1", fault="eval").returncode == -signal.SIGKILL
     assert not rows_file.exists()
     (first,) = tmp_path.glob("runs/toy/ntp-*")
     trained = {name: (first / name).read_bytes() for name in ("trained.json", "metrics.jsonl", "checkpoints/last.ckpt")}
     assert not (first / "eval.json").exists()
 
-    assert sweep(tmp_path, fault="row").returncode == -signal.SIGKILL
+    assert sweep(tmp_path, "--jobs", "1", fault="row").returncode == -signal.SIGKILL
     torn = rows_file.read_bytes()
     assert torn.startswith(b'{"schema": 1, ') and not torn.endswith(b"\n")  # half a row
     assert (first / "eval.json").is_file()
 
-    process = foresight("sweep", "--config", str(tmp_path / "toy.yaml"), cwd=tmp_path, wait=False)
+    process = foresight("sweep", "--config", str(tmp_path / "toy.yaml"), "--jobs", "1", cwd=tmp_path, wait=False)
     assert wait_for(lambda: any(tmp_path.glob("runs/toy/parallel_mtp-*/checkpoints/last.ckpt")))
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -154,7 +155,7 @@ def test_a_sweep_killed_again_and_again_finishes_every_point_once_with_the_undis
     assert (tmp_path / "results/toy/runs.jsonl.torn").read_bytes() == torn + b"\n"  # kept aside, whole
     assert [row["point"] for row in rows_of(tmp_path)] == [first.name]
 
-    result = sweep(tmp_path)
+    result = sweep(tmp_path, "--jobs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "is not a complete row" not in result.stderr  # no torn line left to skip
     assert_whole_rows(tmp_path)
