@@ -128,6 +128,28 @@ def wandb_records(run_folder: Path) -> dict:
     return found
 
 
+def write_notes(path: Path, count: int) -> Path:
+    """`count` JSONL notes of varying length: documents for the corpus tests beside the stdlib's json package."""
+    import json
+
+    with open(path, "w") as file:
+        for i in range(count):
+            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
+    return path
+
+
+def prepare_with_tokenizer(folder: Path, tokenizer: Path) -> Path:
+    """The json package and 40 notes prepared with a pretrained model's tokenizer (`foresight prepare --tokenizer
+    DIR`), 20% val, 10% test: folder/ds."""
+    import json
+
+    from suite.prepare import prepare
+
+    prepare([str(Path(json.__file__).parent), str(write_notes(folder / "notes.jsonl", 40))], folder / "ds",
+            tokenizer=str(tokenizer), val_fraction=0.2, test_fraction=0.1, workers=1)
+    return folder / "ds"
+
+
 @pytest.fixture(scope="session")
 def prepared_corpus(tmp_path_factory) -> Path:
     """`foresight prepare` of the stdlib's json package (copied, 5 files) and 60 JSONL notes with a 300-token BPE
@@ -139,9 +161,6 @@ def prepared_corpus(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("corpus")
     shutil.copytree(Path(json.__file__).parent, folder / "json", ignore=shutil.ignore_patterns("__pycache__"))
-    with open(folder / "notes.jsonl", "w") as file:
-        for i in range(60):
-            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
-    prepare([str(folder / "json"), str(folder / "notes.jsonl")], folder / "ds", vocab_size=300, val_fraction=0.2,
-            test_fraction=0.1, workers=1)
+    prepare([str(folder / "json"), str(write_notes(folder / "notes.jsonl", 60))], folder / "ds", vocab_size=300,
+            val_fraction=0.2, test_fraction=0.1, workers=1)
     return folder / "ds"

@@ -17,7 +17,7 @@ from suite.export import hf_tokenizer
 from suite.model import Trunk
 from suite.pretrained import read_pretrained
 from tasks.tokenizer import byte_level_bpe
-from tests.conftest import naive_greedy
+from tests.conftest import naive_greedy, prepare_with_tokenizer
 
 TEXT = Path(json.__file__).parent
 SHAPE = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
@@ -63,16 +63,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def corpus(models, tmp_path_factory) -> Path:
-    """The json package and some notes prepared with the models' tokenizer (`foresight prepare --tokenizer DIR`, from GPT-2's)."""
-    from suite.cli import main
-
-    folder = tmp_path_factory.mktemp("corpus")
-    with open(folder / "notes.jsonl", "w") as file:
-        for i in range(40):
-            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
-    main(["prepare", str(TEXT), str(folder / "notes.jsonl"), "--out", str(folder / "ds"), "--tokenizer", str(models["gpt2"]),
-          "--val_fraction", "0.2", "--test_fraction", "0.1", "--workers", "1"])
-    return folder / "ds"
+    """The json package and some notes prepared with the models' tokenizer (GPT-2's folder's; they all share one)."""
+    return prepare_with_tokenizer(tmp_path_factory.mktemp("corpus"), models["gpt2"])
 
 
 def hf_logits(folder: Path, tokens: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from suite.export import hf_tokenizer
 from suite.model import Trunk
 from suite.pretrained import read_pretrained
 from tasks.tokenizer import byte_level_bpe
-from tests.conftest import naive_greedy
+from tests.conftest import naive_greedy, prepare_with_tokenizer
 
 TEXT = Path(json.__file__).parent
 
@@ -90,15 +90,7 @@ def test_what_the_trunk_cannot_be_is_refused_in_one_line(llama, tmp_path, make, 
 @pytest.fixture(scope="module")
 def corpus(llama, tmp_path_factory) -> Path:
     """The json package prepared with the Llama's own tokenizer (`foresight prepare --tokenizer DIR`)."""
-    from suite.prepare import prepare
-
-    folder = tmp_path_factory.mktemp("corpus")
-    with open(folder / "notes.jsonl", "w") as file:
-        for i in range(40):
-            file.write(json.dumps({"text": f"note {i}: " + "the quick brown fox jumps " * (i % 9 + 2)}) + "\n")
-    prepare([str(TEXT), str(folder / "notes.jsonl")], folder / "ds", tokenizer=str(llama), val_fraction=0.2,
-            test_fraction=0.1, workers=1)
-    return folder / "ds"
+    return prepare_with_tokenizer(tmp_path_factory.mktemp("corpus"), llama)
 
 
 def fit(llama: Path, corpus: Path, root: Path, *extra: str) -> dict:
