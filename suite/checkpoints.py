@@ -14,6 +14,12 @@ from suite.model import Trunk
 from suite.sizes import resolve
 
 
+def vocabulary_fits(tokens: int, rows: int, pretrained: bool) -> bool:
+    """Whether a tokenizer of `tokens` tokens goes with a model of `rows` embedding rows: the same number, or, for a
+    model fitted from a pretrained one (whose rows are often padded past its tokenizer), no more."""
+    return tokens == rows or (pretrained and tokens < rows)
+
+
 def read(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> dict:
     """A checkpoint written by `foresight fit` (ObjectiveLM), with a one-line UsageError when the file is missing,
     unreadable or not one of ours. Checkpoints are pickles: load only files you trust, as with any torch checkpoint.

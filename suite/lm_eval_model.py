@@ -108,9 +108,8 @@ class ForesightLM(TemplateLM):
             check_rule(self.objective, self.decode)
         self.decode_stats = DecodeStats()
         self.tokenizer = checkpoints.load_tokenizer(checkpoint_data)
-        pretrained = (checkpoint_data.get("hyper_parameters") or {}).get("init_from")
-        tokens, rows = self.tokenizer.get_vocab_size(), self.trunk.config.vocab_size
-        if tokens > rows or (tokens < rows and not pretrained):  # a pretrained model's rows may be padded
+        pretrained = bool((checkpoint_data.get("hyper_parameters") or {}).get("init_from"))
+        if not checkpoints.vocabulary_fits(self.tokenizer.get_vocab_size(), self.trunk.config.vocab_size, pretrained):
             raise UsageError(f"checkpoint {checkpoint!r} has a tokenizer of {self.tokenizer.get_vocab_size()} tokens "
                              f"but a model of {self.trunk.config.vocab_size}; allowed: a tokenizer and model that "
                              "were trained together")

@@ -18,7 +18,7 @@ from objectives import NTP, Objective, from_spec
 from objectives.execution import Execution, executing
 from objectives.fused import FLOP_FORMULAS
 from objectives.heads import all_heads_at_once, gradient_alignment, head_gradients, head_scales
-from suite.checkpoints import attach, attach_stand_ins
+from suite.checkpoints import attach, attach_stand_ins, vocabulary_fits
 from suite.decoding import generate
 from suite.errors import UsageError, check_choice, check_range
 from suite.model import Block, Trunk, compile_blocks
@@ -218,8 +218,7 @@ class ObjectiveLM(L.LightningModule):
                 raise UsageError(f"the data ({datamodule.task.name}) is tokenized with another tokenizer than "
                                  f"--model.init_from={self.hparams.init_from}'s; allowed: a corpus prepared with "
                                  f"its tokenizer (foresight prepare ... --tokenizer {self.hparams.init_from})")
-        elif datamodule.vocab_size != self.config.vocab_size and not (  # a pretrained model's vocabulary may be
-                self.hparams.init_from and datamodule.vocab_size <= self.config.vocab_size):  # padded past its data's
+        elif not vocabulary_fits(datamodule.vocab_size, self.config.vocab_size, bool(self.hparams.init_from)):
             raise UsageError(f"the data's vocabulary has {datamodule.vocab_size} tokens; allowed: the model's "
                              f"{self.config.vocab_size}")
         self.objective.check_sequence_length(datamodule.seq_len)

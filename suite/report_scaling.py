@@ -34,6 +34,8 @@ def scaling_results(entries: list[dict]) -> list[dict]:
     reference = by_label.get((REFERENCE, None), {})
     if len(reference) < MIN_SIZES:
         return []
+    axes = {(objective, n, size): size_axes(entry) for (objective, n), sizes in by_label.items()
+            for size, entry in sizes.items()}
     results = []
     for column in table_columns(entries):
         metric = column[2]
@@ -46,8 +48,8 @@ def scaling_results(entries: list[dict]) -> list[dict]:
             scores = {size: seed_values(entry["by_seed"], path) for size, entry in sizes.items()}
             result = {"objective": label(objective, n), "column": column, "higher_is_better": higher}
             for axis, index in (("parameters", 0), ("flops", 1)):
-                x_ref = {size: size_axes(entry)[index] for size, entry in reference.items()}
-                x_obj = {size: size_axes(entry)[index] for size, entry in sizes.items()}
+                x_ref = {size: axes[(REFERENCE, None, size)][index] for size in reference}
+                x_obj = {size: axes[(objective, n, size)][index] for size in sizes}
                 if None in x_ref.values() or None in x_obj.values():
                     continue
                 result[axis] = analyse(x_ref, ref_scores, scores, higher, x_other=x_obj)
